@@ -1,0 +1,1 @@
+"""Catalog layer: YAML files under catalogs/ -> validated pydantic specs."""

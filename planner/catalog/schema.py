@@ -1,0 +1,381 @@
+"""Pydantic models for the YAML catalogs: GPUs, models, calibration.
+
+Every numeric figure of a GPU carries provenance: the ``provenance`` map names,
+for each figure, a key of ``sources``. The validator refuses a figure without
+one, so an unexplained number cannot enter the catalog.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+"""Weight precision of the decoder's linear layers.
+
+bf16/fp16: unquantized. fp8: W8A8 fp8 (e4m3, per-tensor or per-channel).
+int8: W8A8 int8 (SmoothQuant-style, compressed-tensors). int4: W4A16
+(GPTQ/AWQ, group size 128, Marlin kernels)."""
+
+KvCacheDtype = Literal["auto", "fp8"]
+"""``auto`` stores KV in the model dtype (2 bytes); ``fp8`` in 1 byte."""
+
+SourceKind = Literal["datasheet", "measured", "fitted", "price-list", "third-party", "derived", "config"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Strict):
+    """Where a figure comes from."""
+
+    kind: SourceKind
+    title: str
+    url: str | None = None
+    retrieved: str | None = None
+    """ISO date the source was read (or measured)."""
+    notes: str | None = None
+
+
+class Price(Strict):
+    provider: str
+    price_usd_per_gpu_hour: float = Field(gt=0)
+    as_of: str
+    url: str | None = None
+    notes: str | None = None
+
+
+class Interconnect(Strict):
+    kind: Literal["nvlink", "pcie", "xgmi"]
+    """Link used for tensor-parallel all-reduce between GPUs of one node."""
+    bandwidth_gb_per_s: float = Field(gt=0)
+    """Per-GPU, per-direction bandwidth (NVLink4 H100: 450 of the 900 bidirectional)."""
+    latency_us: float = Field(gt=0)
+    """One-way small-message latency of one all-reduce hop."""
+
+
+GPU_FIGURES = (
+    "memory_gb",
+    "memory_total_mib",
+    "hbm_bandwidth_gb_per_s",
+    "bf16_dense_tflops",
+    "fp16_dense_tflops",
+    "fp8_dense_tflops",
+    "int8_dense_tops",
+    "int4_dense_tops",
+    "tdp_w",
+    "num_sms",
+    "interconnect",
+    "precisions",
+    "price",
+)
+
+
+class GpuSpec(Strict):
+    """One GPU model, as its datasheet and driver describe it."""
+
+    schema_version: Literal[1] = 1
+    name: str
+    """Canonical name, e.g. ``H100-SXM-80GB``."""
+    aliases: list[str] = []
+    vendor: Literal["nvidia", "amd"]
+    architecture: Literal["ampere", "ada", "hopper", "blackwell", "cdna3"]
+    compute_capability: str | None
+    """CUDA compute capability (``"9.0"``); ``None`` for AMD."""
+    memory_gb: float = Field(gt=0)
+    """Memory on the datasheet (decimal GB as marketed, e.g. 80)."""
+    memory_total_mib: int = Field(gt=0)
+    """Total memory the driver reports (nvidia-smi ``memory.total``); vLLM's
+    ``gpu_memory_utilization`` is a fraction of this."""
+    hbm_bandwidth_gb_per_s: float = Field(gt=0)
+    bf16_dense_tflops: float = Field(gt=0)
+    fp16_dense_tflops: float = Field(gt=0)
+    fp8_dense_tflops: float | None = None
+    """Dense (no sparsity) tensor-core throughput; ``None`` where the chip has no fp8."""
+    int8_dense_tops: float | None = None
+    int4_dense_tops: float | None = None
+    tdp_w: float = Field(gt=0)
+    num_sms: int | None = None
+    interconnect: Interconnect
+    gpus_per_node: int = Field(default=8, ge=1)
+    """Largest usual node size for this GPU (tensor parallel stays inside a node)."""
+    precisions: list[Precision]
+    """Weight precisions vLLM 0.33 can run on this GPU."""
+    kv_cache_dtypes: list[KvCacheDtype]
+    price: Price
+    provenance: dict[str, str]
+    """Figure name (one of ``GPU_FIGURES``) -> key of ``sources``."""
+    sources: dict[str, Source]
+
+    @model_validator(mode="after")
+    def _every_figure_has_a_source(self) -> GpuSpec:
+        for figure in GPU_FIGURES:
+            if getattr(self, figure) is None:
+                continue
+            key = self.provenance.get(figure)
+            if key is None:
+                raise ValueError(f"{self.name}: figure '{figure}' has no provenance entry")
+            if key not in self.sources:
+                raise ValueError(f"{self.name}: provenance of '{figure}' names unknown source '{key}'")
+        return self
+
+
+# --------------------------------------------------------------------------- models
+
+
+class MoeSpec(Strict):
+    num_experts: int = Field(ge=1)
+    top_k: int = Field(ge=1)
+    moe_intermediate_size: int = Field(ge=1)
+    shared_expert_intermediate_size: int = 0
+    """0 when the model has no shared expert."""
+    num_moe_layers: int | None = None
+    """Layers whose MLP is MoE; ``None`` means every layer. The other layers use
+    the dense ``intermediate_size`` MLP."""
+
+
+class DecoderSpec(Strict):
+    """The language model, in the terms of its Hugging Face config.json."""
+
+    family: str
+    """Text-model family (llama, qwen2, qwen3, qwen3_moe, mistral, gemma3, phi3, mllama, llama4, ...)."""
+    num_layers: int = Field(ge=1)
+    """All decoder layers, cross-attention layers included."""
+    hidden_size: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_kv_heads: int = Field(ge=1)
+    head_dim: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)
+    """Dense MLP width (for MoE models: of the dense layers, if any)."""
+    vocab_size: int = Field(ge=1)
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = Field(ge=1)
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    gated_mlp: bool = True
+    """SwiGLU/GeGLU (3 matrices) vs plain 2-matrix MLP."""
+    moe: MoeSpec | None = None
+    sliding_window: int | None = None
+    """Window (tokens) of the local-attention layers (Gemma 3) or chunk size of
+    chunked-attention layers (Llama 4)."""
+    num_sliding_window_layers: int = 0
+    """How many of ``num_layers`` attend only within ``sliding_window``."""
+    cross_attention_layers: list[int] = []
+    """Indices of cross-attention layers (Mllama); they hold a fixed per-image KV."""
+    extra_params: int = 0
+    """Parameters outside the generic count (e.g. Mllama's 8 extra embedding rows)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DecoderSpec:
+        if self.num_attention_heads % self.num_kv_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_kv_heads")
+        if self.num_sliding_window_layers and self.sliding_window is None:
+            raise ValueError("num_sliding_window_layers set without sliding_window")
+        if self.num_sliding_window_layers + len(self.cross_attention_layers) > self.num_layers:
+            raise ValueError("more special layers than layers")
+        return self
+
+
+class WindowAttention(Strict):
+    window_patches: int = Field(ge=1)
+    """Patches per attention window (before merging)."""
+    full_attention_layers: list[int]
+
+
+class ProjectorSpec(Strict):
+    kind: Literal["mlp", "merger", "linear", "resampler"]
+    input_dim: int
+    """Input width (after patch merging / pixel shuffle)."""
+    hidden_dim: int | None = None
+    """Hidden width of a 2-layer MLP; ``None`` for a single linear."""
+    output_dim: int
+    params: int | None = None
+    """Published parameter count, when the generic formula does not apply (resampler)."""
+
+
+class VisionSpec(Strict):
+    """The vision tower (ViT) and its projector."""
+
+    encoder: str
+    """Human name, e.g. ``Qwen2.5-VL ViT`` or ``SigLIP-so400m/14@384``."""
+    num_layers: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    num_heads: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)
+    gated_mlp: bool = False
+    patch_size: int = Field(ge=1)
+    temporal_patch_size: int = 1
+    """Qwen2-VL family: 2 (an image is duplicated into two frames)."""
+    num_channels: int = 3
+    window_attention: WindowAttention | None = None
+    projector: ProjectorSpec
+    params: int | None = None
+    """Published vision-tower parameter count, when known (overrides the formula)."""
+
+
+VisualTokenRuleName = Literal[
+    "qwen2_vl",
+    "qwen3_vl",
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "mllama",
+    "pixtral",
+    "internvl",
+    "gemma3",
+    "phi3v",
+    "idefics3",
+    "minicpmv",
+    "llama4",
+]
+
+
+class VisualTokenRule(Strict):
+    """How an image of W x H pixels becomes LLM tokens; see planner/vision_tokens.py."""
+
+    rule: VisualTokenRuleName
+    params: dict[str, Any]
+    """Rule constants and processor defaults (e.g. ``patch_size``, ``merge_size``,
+    ``min_pixels``, ``max_pixels`` for qwen2_vl; ``tile_size``, ``max_tiles`` for
+    tiled rules). Users override processor options per request."""
+
+
+class ModelSpec(Strict):
+    schema_version: Literal[1] = 1
+    name: str
+    """Hugging Face id, e.g. ``Qwen/Qwen2.5-VL-7B-Instruct``."""
+    aliases: list[str] = []
+    kind: Literal["vlm", "llm"]
+    hf_architecture: str
+    """``architectures[0]`` of config.json (what vLLM dispatches on)."""
+    vllm_supported: bool = True
+    """False where vLLM 0.33 dropped the architecture (Mllama)."""
+    trust_remote_code: bool = False
+    decoder: DecoderSpec
+    vision: VisionSpec | None = None
+    visual_tokens: VisualTokenRule | None = None
+    published_params_b: float | None = None
+    """Total parameter count the model card states, billions (for checks)."""
+    quantized_checkpoints: dict[str, str] = {}
+    """Precision -> known pre-quantized checkpoint id (e.g. int4 -> RedHatAI/...-quantized.w4a16)."""
+    sources: list[Source]
+
+    @model_validator(mode="after")
+    def _vlm_has_vision(self) -> ModelSpec:
+        if self.kind == "vlm" and (self.vision is None or self.visual_tokens is None):
+            raise ValueError(f"{self.name}: a vlm needs vision and visual_tokens")
+        if not self.sources:
+            raise ValueError(f"{self.name}: at least one source is required")
+        return self
+
+
+# --------------------------------------------------------------------------- engine, precisions
+
+
+class BatchDefault(Strict):
+    min_memory_gib: float
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    excludes: list[str] = []
+    """GPU architectures this row does not apply to (vLLM treats A100 as small)."""
+
+
+class EngineSpec(Strict):
+    """Facts about one serving-engine release that the memory model needs."""
+
+    schema_version: Literal[1] = 1
+    name: str
+    version: str
+    default_gpu_memory_utilization: float = Field(gt=0, le=1)
+    block_size_tokens: int = Field(ge=1)
+    batch_defaults: list[BatchDefault]
+    non_torch_gib_tp1: float = Field(ge=0)
+    non_torch_gib_tp_multi: float = Field(ge=0)
+    cudagraph_gib: float = Field(ge=0)
+    max_cudagraph_capture_size: int = Field(ge=1)
+    logits_bytes_per_element: int = Field(ge=1)
+    sampler_logits_copies: int = Field(ge=1)
+    sources: dict[str, Source]
+
+
+class PrecisionBytes(Strict):
+    bytes_per_weight: float = Field(gt=0)
+    scale_bytes_per_weight: float = Field(ge=0)
+    activation_bytes: int = Field(ge=1)
+    """Bytes per activation element entering the GEMM (A8 for W8A8, A16 otherwise)."""
+
+
+class PrecisionTable(Strict):
+    schema_version: Literal[1] = 1
+    precisions: dict[Precision, PrecisionBytes]
+    sources: list[Source]
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+class FitInfo(Strict):
+    method: str
+    dataset: str
+    """File(s) under catalogs/calibration/measurements/ the value was fitted on."""
+    n_points: int
+    mape_pct: float | None = None
+    fitted_on: str
+
+
+class Constant(Strict):
+    value: float
+    unit: str
+    fit: FitInfo | None = None
+    """None: a default, not fitted; the estimate is then flagged uncalibrated."""
+    note: str | None = None
+
+
+CALIBRATION_CONSTANTS = (
+    "gemm_compute_efficiency",
+    "gemm_memory_efficiency",
+    "gemm_tile_m",
+    "gemm_tile_n",
+    "fp8_gemm_compute_efficiency",
+    "int8_gemm_compute_efficiency",
+    "int4_gemm_compute_efficiency",
+    "kernel_latency_us",
+    "attention_prefill_compute_efficiency",
+    "attention_decode_memory_efficiency",
+    "attention_decode_half_bytes",
+    "elementwise_memory_efficiency",
+    "allreduce_latency_us",
+    "allreduce_bus_efficiency",
+    "p2p_latency_us",
+    "engine_step_overhead_ms",
+    "engine_per_seq_overhead_ms",
+)
+
+
+class Calibration(Strict):
+    """Speed-model constants for one GPU under one engine release."""
+
+    schema_version: Literal[1] = 1
+    gpu: str
+    """Canonical GPU name, or ``default`` for the fallback used by uncalibrated GPUs."""
+    engine: str
+    calibrated: bool
+    constants: dict[str, Constant]
+    sources: list[Source]
+
+    @model_validator(mode="after")
+    def _complete(self) -> Calibration:
+        missing = [c for c in CALIBRATION_CONSTANTS if c not in self.constants]
+        if missing:
+            raise ValueError(f"calibration for {self.gpu} lacks {', '.join(missing)}")
+        unknown = [c for c in self.constants if c not in CALIBRATION_CONSTANTS]
+        if unknown:
+            raise ValueError(f"calibration for {self.gpu} has unknown constants {', '.join(unknown)}")
+        if self.calibrated and not any(c.fit for c in self.constants.values()):
+            raise ValueError(f"calibration for {self.gpu} says calibrated but no constant has a fit")
+        return self
+
+    def value(self, name: str) -> float:
+        return self.constants[name].value

@@ -1,0 +1,118 @@
+"""`vlmplan` command line: parse, call the library, print. No decisions here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from planner.errors import PlannerError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Plan VLM/LLM deployments: memory, latency, cost and launch configs.",
+    pretty_exceptions_enable=False,
+)
+catalog_app = typer.Typer(no_args_is_help=True, help="List the shipped GPU and model catalogs.")
+app.add_typer(catalog_app, name="catalog")
+
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Expected failures: one line on stderr, exit 2."""
+    try:
+        return fn()
+    except PlannerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog id (Qwen/Qwen2.5-VL-7B-Instruct) or a local config.json / folder.")]
+GpuOpt = Annotated[str, typer.Option("--gpu", "-g", help="GPU name or alias (H100, A100-40GB, L40S, ...).")]
+
+
+@app.command()
+def estimate(
+    model: ModelOpt = "Qwen/Qwen2.5-VL-7B-Instruct",
+    gpu: GpuOpt = "H100-SXM-80GB",
+    tp: Annotated[int, typer.Option(help="GPUs in tensor parallel.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel stages.")] = 1,
+    precision: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8 (W8A8), int4 (W4A16).")] = "bf16",
+    kv_cache_dtype: Annotated[str, typer.Option(help="auto (model dtype) or fp8.")] = "auto",
+    max_model_len: Annotated[int | None, typer.Option(help="Context cap; default: the model's maximum.")] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(help="Fraction of GPU memory vLLM may use.")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(help="Engine batch cap; default: vLLM's for the GPU.")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(help="Tokens per engine step.")] = None,
+    mm_encoder_tp_mode: Annotated[str, typer.Option(help="weights (shard the ViT) or data (replicate it).")] = "weights",
+    mm_processor_kwargs: Annotated[str | None, typer.Option(help="JSON processor options, e.g. '{\"max_pixels\": 1003520}'.")] = None,
+    limit_images: Annotated[int | None, typer.Option("--limit-images", help="Images per prompt vLLM allows (profiling).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Sequences in the reported decode step.")] = None,
+    context: Annotated[int | None, typer.Option(help="Tokens each sequence holds in that step.")] = None,
+    prompt_tokens: Annotated[int, typer.Option(help="Text tokens of the prompt.")] = 256,
+    output_tokens: Annotated[int, typer.Option(help="Generated tokens.")] = 256,
+    image: Annotated[list[str] | None, typer.Option(help="Image size WxH; repeat for several images.")] = None,
+    no_image: Annotated[bool, typer.Option("--no-image", help="Text-only request.")] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Closed-loop clients.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Poisson arrivals, requests/s.")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration YAML to use instead of the GPU's.")] = None,
+    explain: Annotated[bool, typer.Option(help="Per-op breakdown: time, FLOPs, bytes, bound.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Memory and latency of one configuration."""
+    from planner import report
+    from planner.estimate_request import EstimateRequest, run_estimate
+
+    req = EstimateRequest(
+        model=model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv_cache_dtype,
+        max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens, mm_encoder_tp_mode=mm_encoder_tp_mode,
+        mm_processor_kwargs=mm_processor_kwargs, limit_images=limit_images, batch=batch, context=context,
+        prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image, no_image=no_image,
+        concurrency=concurrency, rate=rate, calibration=calibration,
+    )
+    est = _run(lambda: run_estimate(req))
+    if as_json:
+        out = est.to_json()
+        if explain:
+            out["explain"] = report.explain_json(est)
+        _print_json(out)
+    else:
+        report.print_estimate(est, explain=explain)
+
+
+@catalog_app.command("gpus")
+def catalog_gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """GPUs with memory, bandwidth, throughput and price."""
+    from planner import report
+
+    report.print_gpus(as_json)
+
+
+@catalog_app.command("models")
+def catalog_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Models with parameters, KV bytes per token and visual-token rule."""
+    from planner import report
+
+    report.print_models(as_json)
+
+
+def main() -> None:
+    try:
+        app()
+    except PlannerError as exc:  # raised outside a command's own guard
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""`vlmplan estimate`: memory and latency of one configuration under one workload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from planner.catalog.loader import load_calibration, load_engine, load_precisions
+from planner.catalog.schema import Calibration
+from planner.deployment import ServingConfig, resolve
+from planner.memory import MemoryBreakdown, memory_breakdown
+from planner.speed import Roofline, StepTime, decode_step, engine_overhead_ms, prefill_step, vision_encode
+from planner.units import GIB
+from planner.vision_tokens import image_tokens
+from planner.workload import Workload
+
+
+class Percentiles(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+
+    @classmethod
+    def constant(cls, value: float) -> Percentiles:
+        return cls(mean=value, p50=value, p90=value, p95=value, p99=value)
+
+
+@dataclass(frozen=True)
+class RequestShape:
+    """Tokens of one request as the engine sees them."""
+
+    text_tokens: int
+    visual_tokens: int
+    encoder_patches: int
+    images: int
+    output_tokens: int
+    cached_tokens: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.text_tokens + self.visual_tokens
+
+
+def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
+    visual = patches = 0
+    rule = cfg.model.visual_tokens
+    if workload.images and rule is None:
+        from planner.errors import UnsupportedError
+
+        raise UnsupportedError(f"{cfg.model.name} is a text model: it takes no images")
+    for img in workload.images:
+        assert rule is not None
+        t = image_tokens(rule, img.width, img.height, cfg.mm_processor_options)
+        visual += t.llm_tokens
+        patches += t.encoder_patches
+    prompt = workload.prompt_tokens + visual
+    return RequestShape(
+        text_tokens=workload.prompt_tokens,
+        visual_tokens=visual,
+        encoder_patches=patches,
+        images=len(workload.images),
+        output_tokens=workload.output_tokens,
+        cached_tokens=int(workload.prefix_cache_hit * prompt),
+    )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    config: ServingConfig
+    workload: Workload
+    shape: RequestShape
+    memory: MemoryBreakdown
+    calibration: Calibration
+    vision: StepTime
+    prefill: StepTime
+    decode: StepTime
+    decode_batch: int
+    decode_context: int
+    engine_overhead_ms: float
+    ttft: Percentiles
+    tpot: Percentiles
+    e2e: Percentiles
+    requests_per_s: float
+    output_tokens_per_s: float
+    load_note: str
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.memory
+        cfg = self.config
+        return {
+            "model": cfg.model.name,
+            "gpu": cfg.gpu.name,
+            "config": {
+                "tp": cfg.tp,
+                "pp": cfg.pp,
+                "precision": cfg.precision,
+                "kv_cache_dtype": cfg.kv_cache_dtype,
+                "max_model_len": cfg.max_model_len,
+                "max_num_seqs": cfg.max_num_seqs,
+                "max_num_batched_tokens": cfg.max_num_batched_tokens,
+                "gpu_memory_utilization": cfg.gpu_memory_utilization,
+                "mm_encoder_tp_mode": cfg.mm_encoder_tp_mode,
+            },
+            "request": {
+                "text_tokens": self.shape.text_tokens,
+                "visual_tokens": self.shape.visual_tokens,
+                "prompt_tokens": self.shape.prompt_tokens,
+                "encoder_patches": self.shape.encoder_patches,
+                "images": self.shape.images,
+                "output_tokens": self.shape.output_tokens,
+            },
+            "memory": {
+                "total_gib": _r(m.total_bytes / GIB),
+                "usable_gib": _r(m.requested_bytes / GIB),
+                "weights_gib": _r(m.weights_bytes / GIB),
+                "decoder_weights_gib": _r(m.decoder_weights_bytes / GIB),
+                "vision_weights_gib": _r(m.vision_weights_bytes / GIB),
+                "kv_cache_gib": _r(max(m.kv_cache_bytes, 0) / GIB),
+                "kv_bytes_per_token": m.kv_bytes_per_token,
+                "sliding_kv_bytes_per_token": m.sliding_kv_bytes_per_token,
+                "cross_attention_kv_bytes_per_image": m.cross_attention_kv_bytes_per_image,
+                "kv_capacity_tokens": m.kv_capacity_tokens,
+                "activations_gib": _r(m.activations_bytes / GIB),
+                "overhead_gib": _r(m.overhead_bytes / GIB),
+                "total_gib_used": _r(m.total_used_bytes / GIB),
+                "total_gib_per_gpu": _r(m.total_used_bytes / GIB),
+                "fits": m.fits,
+                "reason": m.reason,
+                "per": "gpu",
+            },
+            "latency": {
+                "vision_encode_ms": _r(self.vision.time_ms),
+                "prefill_ms": _r(self.prefill.time_ms),
+                "decode_step_ms": _r(self.decode.time_ms),
+                "decode_batch": self.decode_batch,
+                "decode_context": self.decode_context,
+                "engine_overhead_ms": _r(self.engine_overhead_ms),
+                "ttft_ms": _pct(self.ttft),
+                "tpot_ms": _pct(self.tpot),
+                "e2e_ms": _pct(self.e2e),
+                "load": self.load_note,
+            },
+            "throughput": {
+                "requests_per_s": _r(self.requests_per_s),
+                "output_tokens_per_s": _r(self.output_tokens_per_s),
+            },
+            "bound": {"prefill": self.prefill.bound, "decode": self.decode.bound},
+            "calibration": {
+                "gpu": self.calibration.gpu,
+                "calibrated": self.calibration.calibrated,
+                "status": "calibrated" if self.calibration.calibrated else "uncalibrated",
+            },
+        }
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def _pct(p: Percentiles) -> dict[str, float]:
+    return {k: _r(v) for k, v in p.model_dump().items()}
+
+
+def estimate(
+    cfg: ServingConfig,
+    workload: Workload,
+    batch: int | None = None,
+    context: int | None = None,
+    calibration: Calibration | None = None,
+) -> Estimate:
+    """Memory and latency of ``cfg`` serving ``workload``.
+
+    ``batch``/``context`` pick the decode step reported as ``decode_step_ms``
+    (defaults: one sequence holding the request's prompt).
+    """
+    engine = load_engine()
+    precisions = load_precisions()
+    cfg = resolve(cfg, engine)
+    cal = calibration or load_calibration(cfg.gpu.name)
+    mem = memory_breakdown(cfg, engine, precisions)
+    shape = request_shape(cfg, workload)
+    rf = Roofline(cfg.gpu, cal)
+    vision = vision_encode(rf, cfg, precisions, shape.encoder_patches, shape.images)
+    prefill = prefill_step(rf, cfg, precisions, shape.prompt_tokens, shape.cached_tokens)
+    b = batch or 1
+    ctx = context or shape.prompt_tokens
+    decode = decode_step(rf, cfg, precisions, b, ctx)
+    overhead = engine_overhead_ms(cal, b)
+    # A request alone: TTFT = encode + prefill (+ one engine step); each later
+    # token one decode step at the growing context (taken at its midpoint).
+    ttft = vision.time_ms + prefill.time_ms + engine_overhead_ms(cal, 1)
+    mid = shape.prompt_tokens + shape.output_tokens // 2
+    tpot = decode_step(rf, cfg, precisions, 1, mid).time_ms + engine_overhead_ms(cal, 1)
+    e2e = ttft + (shape.output_tokens - 1) * tpot
+    return Estimate(
+        config=cfg,
+        workload=workload,
+        shape=shape,
+        memory=mem,
+        calibration=cal,
+        vision=vision,
+        prefill=prefill,
+        decode=decode,
+        decode_batch=b,
+        decode_context=ctx,
+        engine_overhead_ms=overhead,
+        ttft=Percentiles.constant(ttft),
+        tpot=Percentiles.constant(tpot),
+        e2e=Percentiles.constant(e2e),
+        requests_per_s=1000.0 / e2e,
+        output_tokens_per_s=shape.output_tokens * 1000.0 / e2e,
+        load_note="one request alone",
+    )

@@ -1,0 +1,109 @@
+"""User input of `vlmplan estimate`, validated, turned into a config and a workload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import get_args
+
+from pydantic import BaseModel, ConfigDict
+
+from planner.catalog.loader import load_calibration_file
+from planner.catalog.schema import KvCacheDtype, Precision
+from planner.deployment import ServingConfig
+from planner.errors import RequestError
+from planner.estimate import Estimate, estimate
+from planner.resolve import parse_json_option, resolve_gpu, resolve_model
+from planner.workload import DEFAULT_WORKLOAD, ImageSize, Workload, parse_image_size
+
+
+class EstimateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    gpu: str
+    tp: int = 1
+    pp: int = 1
+    precision: str = "bf16"
+    kv_cache_dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    mm_encoder_tp_mode: str = "weights"
+    mm_processor_kwargs: str | None = None
+    limit_images: int | None = None
+    batch: int | None = None
+    context: int | None = None
+    prompt_tokens: int = 256
+    output_tokens: int = 256
+    images: list[str] | None = None
+    no_image: bool = False
+    concurrency: int | None = None
+    rate: float | None = None
+    calibration: Path | None = None
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise RequestError(f"{flag} '{value}' is not one of {', '.join(allowed)}")
+    return value
+
+
+def _positive(flag: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise RequestError(f"{flag} must be positive (got {value})")
+
+
+def build_config(req: EstimateRequest) -> ServingConfig:
+    for flag, value in [("--tp", req.tp), ("--pp", req.pp), ("--max-model-len", req.max_model_len),
+                        ("--max-num-seqs", req.max_num_seqs), ("--max-num-batched-tokens", req.max_num_batched_tokens),
+                        ("--batch", req.batch), ("--context", req.context)]:
+        _positive(flag, value)
+    model = resolve_model(req.model)
+    gpu = resolve_gpu(req.gpu)
+    return ServingConfig(
+        model=model,
+        gpu=gpu,
+        tp=req.tp,
+        pp=req.pp,
+        precision=_choice("--precision", req.precision, get_args(Precision)),  # type: ignore[arg-type]
+        kv_cache_dtype=_choice("--kv-cache-dtype", req.kv_cache_dtype, get_args(KvCacheDtype)),  # type: ignore[arg-type]
+        max_model_len=req.max_model_len,
+        max_num_seqs=req.max_num_seqs,
+        max_num_batched_tokens=req.max_num_batched_tokens,
+        gpu_memory_utilization=req.gpu_memory_utilization,
+        mm_encoder_tp_mode=_choice("--mm-encoder-tp-mode", req.mm_encoder_tp_mode, ("weights", "data")),  # type: ignore[arg-type]
+        limit_images_per_prompt=req.limit_images,
+        mm_processor_options=parse_json_option("--mm-processor-kwargs", req.mm_processor_kwargs),
+    )
+
+
+def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:
+    _positive("--prompt-tokens", req.prompt_tokens)
+    _positive("--output-tokens", req.output_tokens)
+    _positive("--rate", req.rate)
+    _positive("--concurrency", req.concurrency)
+    if req.rate is not None and req.concurrency is not None:
+        raise RequestError("give --rate or --concurrency, not both")
+    if req.images:
+        images = [ImageSize(width=w, height=h) for w, h in map(parse_image_size, req.images)]
+    elif req.no_image or not is_vlm:
+        images = []
+    else:
+        images = list(DEFAULT_WORKLOAD.images)
+    arrival = "poisson" if req.rate is not None else "closed" if req.concurrency is not None else "single"
+    return Workload(
+        prompt_tokens=req.prompt_tokens,
+        output_tokens=req.output_tokens,
+        images=images,
+        arrival=arrival,
+        rate_per_s=req.rate,
+        concurrency=req.concurrency,
+    )
+
+
+def run_estimate(req: EstimateRequest) -> Estimate:
+    cfg = build_config(req)
+    workload = build_workload(req, cfg.model.vision is not None)
+    cal = load_calibration_file(req.calibration) if req.calibration else None
+    return estimate(cfg, workload, batch=req.batch, context=req.context, calibration=cal)

@@ -1,0 +1,174 @@
+"""Human-readable tables and catalog listings (rich), and JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from planner.catalog.loader import load_gpus, load_models
+from planner.estimate import Estimate
+from planner.modeldesc import full_attention_layers, param_counts
+from planner.units import GIB
+
+console = Console(highlight=False)
+
+
+def _f(x: float, nd: int = 2) -> str:
+    return f"{x:,.{nd}f}"
+
+
+def print_estimate(est: Estimate, explain: bool = False) -> None:
+    data = est.to_json()
+    cfg, mem, lat = data["config"], data["memory"], data["latency"]
+    req = data["request"]
+    cal = data["calibration"]
+    head = (
+        f"{data['model']} on {cfg['tp'] * cfg['pp']} x {data['gpu']} (tp={cfg['tp']}, pp={cfg['pp']}), "
+        f"{cfg['precision']} weights, kv {cfg['kv_cache_dtype']}, max_model_len {cfg['max_model_len']}, "
+        f"max_num_seqs {cfg['max_num_seqs']}, util {cfg['gpu_memory_utilization']}"
+    )
+    console.print(head)
+    console.print(
+        f"request: {req['text_tokens']} text + {req['visual_tokens']} visual tokens "
+        f"({req['images']} image(s), {req['encoder_patches']} ViT patches) -> {req['output_tokens']} out"
+    )
+    t = Table(title="memory per GPU", show_header=True)
+    t.add_column("component")
+    t.add_column("GiB", justify="right")
+    for label, key in [("weights (decoder)", "decoder_weights_gib"), ("weights (vision)", "vision_weights_gib"),
+                       ("activations (peak)", "activations_gib"), ("overhead (non-torch, CUDA graphs)",
+                                                                   "overhead_gib"),
+                       ("KV cache", "kv_cache_gib")]:
+        t.add_row(label, _f(mem[key]))
+    t.add_row("total used", _f(mem["total_gib_used"]))
+    t.add_row(f"usable ({cfg['gpu_memory_utilization']} x {_f(mem['total_gib'])})", _f(mem["usable_gib"]))
+    console.print(t)
+    console.print(
+        f"KV: {mem['kv_bytes_per_token']:,} bytes/token/GPU, capacity {mem['kv_capacity_tokens']:,} tokens"
+        + ("" if mem["fits"] else f"  [bold red]DOES NOT FIT[/]: {mem['reason']}")
+    )
+    lt = Table(title=f"latency ({lat['load']}; speed model {cal['status']} for {data['gpu']})")
+    lt.add_column("metric")
+    for k in ("mean", "p50", "p90", "p95", "p99"):
+        lt.add_column(k, justify="right")
+    for label, key in [("TTFT ms", "ttft_ms"), ("TPOT ms", "tpot_ms"), ("e2e ms", "e2e_ms")]:
+        lt.add_row(label, *[_f(lat[key][k], 1) for k in ("mean", "p50", "p90", "p95", "p99")])
+    console.print(lt)
+    console.print(
+        f"GPU times: vision encode {_f(lat['vision_encode_ms'])} ms, prefill {_f(lat['prefill_ms'])} ms "
+        f"({data['bound']['prefill']}-bound), decode step {_f(lat['decode_step_ms'])} ms at batch "
+        f"{lat['decode_batch']} x {lat['decode_context']} tokens ({data['bound']['decode']}-bound); engine "
+        f"overhead {_f(lat['engine_overhead_ms'])} ms/step"
+    )
+    tp = data["throughput"]
+    console.print(f"throughput: {_f(tp['requests_per_s'], 3)} req/s, {_f(tp['output_tokens_per_s'], 1)} output tok/s")
+    if explain:
+        for phase, rows in explain_json(est).items():
+            et = Table(title=f"{phase}: per-op breakdown")
+            for col in ("op", "count", "ms", "GFLOP", "MB", "bound"):
+                et.add_column(col, justify="left" if col in ("op", "bound") else "right")
+            for r in rows:
+                et.add_row(r["op"], str(r["count"]), _f(r["ms"], 3), _f(r["gflop"], 1), _f(r["mb"], 1), r["bound"])
+            console.print(et)
+
+
+def explain_json(est: Estimate) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for phase, step in (("vision_encode", est.vision), ("prefill", est.prefill), ("decode_step", est.decode)):
+        out[phase] = [
+            {
+                "op": op.name,
+                "count": op.count,
+                "ms": round(op.total_s * 1e3, 5),
+                "gflop": round(op.flops * op.count / 1e9, 3),
+                "mb": round(op.bytes * op.count / 1e6, 3),
+                "bound": op.bound,
+            }
+            for op in step.ops
+        ]
+    return out
+
+
+def gpus_json() -> list[dict[str, Any]]:
+    from planner.catalog.loader import load_calibration
+
+    rows = []
+    for g in load_gpus():
+        rows.append({
+            "name": g.name,
+            "aliases": g.aliases,
+            "architecture": g.architecture,
+            "memory_gb": g.memory_gb,
+            "memory_total_gib": round(g.memory_total_mib / 1024, 2),
+            "hbm_bandwidth_gb_per_s": g.hbm_bandwidth_gb_per_s,
+            "bf16_dense_tflops": g.bf16_dense_tflops,
+            "fp8_dense_tflops": g.fp8_dense_tflops,
+            "int8_dense_tops": g.int8_dense_tops,
+            "int4_dense_tops": g.int4_dense_tops,
+            "interconnect": g.interconnect.kind,
+            "interconnect_gb_per_s": g.interconnect.bandwidth_gb_per_s,
+            "tdp_w": g.tdp_w,
+            "precisions": g.precisions,
+            "price_usd_per_gpu_hour": g.price.price_usd_per_gpu_hour,
+            "price_source": f"{g.price.provider} {g.price.as_of}",
+            "calibrated": load_calibration(g.name).calibrated,
+        })
+    return rows
+
+
+def print_gpus(as_json: bool) -> None:
+    rows = gpus_json()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="GPU catalog (dense tensor throughput; prices are on-demand USD per GPU-hour)")
+    for col in ("name", "mem GiB", "HBM GB/s", "bf16 TF", "fp8 TF", "link", "$/h", "speed model"):
+        t.add_column(col, justify="left" if col in ("name", "link", "speed model") else "right")
+    for r in rows:
+        t.add_row(r["name"], _f(r["memory_total_gib"], 1), f"{r['hbm_bandwidth_gb_per_s']:,.0f}",
+                  f"{r['bf16_dense_tflops']:,.0f}", "-" if r["fp8_dense_tflops"] is None else
+                  f"{r['fp8_dense_tflops']:,.0f}", f"{r['interconnect']} {r['interconnect_gb_per_s']:.0f}",
+                  _f(r["price_usd_per_gpu_hour"]), "calibrated" if r["calibrated"] else "uncalibrated")
+    console.print(t)
+
+
+def models_json() -> list[dict[str, Any]]:
+    rows = []
+    for m in load_models():
+        pc = param_counts(m)
+        d = m.decoder
+        rows.append({
+            "name": m.name,
+            "kind": m.kind,
+            "params_b": round(pc.total / 1e9, 3),
+            "vision_params_b": round(pc.vision / 1e9, 3),
+            "layers": d.num_layers,
+            "hidden_size": d.hidden_size,
+            "kv_heads": d.num_kv_heads,
+            "kv_bytes_per_token_bf16": 2 * full_attention_layers(d) * d.num_kv_heads * d.head_dim * 2,
+            "max_position_embeddings": d.max_position_embeddings,
+            "moe": None if d.moe is None else f"{d.moe.num_experts}e top-{d.moe.top_k}",
+            "visual_token_rule": m.visual_tokens.rule if m.visual_tokens else None,
+            "vllm_supported": m.vllm_supported,
+        })
+    return rows
+
+
+def print_models(as_json: bool) -> None:
+    rows = models_json()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="model catalog")
+    for col in ("name", "params B", "layers", "KV B/token", "max ctx", "MoE", "image rule"):
+        t.add_column(col, justify="left" if col in ("name", "MoE", "image rule") else "right")
+    for r in rows:
+        t.add_row(r["name"], _f(r["params_b"], 2), str(r["layers"]), f"{r['kv_bytes_per_token_bf16']:,}",
+                  f"{r['max_position_embeddings']:,}", r["moe"] or "-", r["visual_token_rule"] or "text")
+    console.print(t)
+
+
+__all__ = ["GIB", "print_estimate", "explain_json", "print_gpus", "print_models"]
