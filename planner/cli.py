@@ -90,6 +90,73 @@ def estimate(
         report.print_estimate(est, explain=explain)
 
 
+@app.command()
+def solve(
+    model: ModelOpt = "Qwen/Qwen2.5-VL-7B-Instruct",
+    slo: Annotated[list[str] | None, typer.Option(help="SLO, e.g. ttft_p95=500ms, tpot_p99=40ms, e2e_p95=5s; repeatable.")] = None,
+    budget: Annotated[str | None, typer.Option(help="4xA100, A100:4, 8xH100,16xL40S, $40/h, or both.")] = None,
+    gpus: Annotated[str | None, typer.Option(help="Restrict to these GPU types (comma-separated).")] = None,
+    precisions: Annotated[str | None, typer.Option(help="Restrict weight precisions (bf16,fp8,int8,int4).")] = None,
+    kv_cache_dtypes: Annotated[str | None, typer.Option(help="Restrict KV-cache dtypes (auto,fp8).")] = None,
+    price: Annotated[list[str] | None, typer.Option(help="Price override GPU=USD_PER_HOUR; repeatable.")] = None,
+    prices_file: Annotated[Path | None, typer.Option(help="YAML/JSON file {GPU: USD per GPU-hour}.")] = None,
+    objective: Annotated[str, typer.Option(help="cost, gpus or latency.")] = "cost",
+    rate: Annotated[float | None, typer.Option(help="Poisson arrivals, requests/s (served in full).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Closed-loop clients.")] = None,
+    prompt_tokens: Annotated[int | None, typer.Option(help="Text tokens per request.")] = None,
+    output_tokens: Annotated[int | None, typer.Option(help="Generated tokens per request.")] = None,
+    image: Annotated[list[str] | None, typer.Option(help="Image size WxH; repeatable.")] = None,
+    images_per_request: Annotated[int | None, typer.Option(help="Images per request.")] = None,
+    no_image: Annotated[bool, typer.Option("--no-image", help="Text-only requests.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write DIR/plan.yaml (and launch configs with --target).")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable (needs --out).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """The cheapest deployment that meets the SLOs (exit 3 when none does)."""
+    from planner import report
+    from planner.solve_request import SolveInput, build_request, to_plan
+    from planner.solver import solve as run_solve
+
+    inp = SolveInput(model=model, slo=slo, budget=budget, gpus=gpus, precisions=precisions,
+                     kv_cache_dtypes=kv_cache_dtypes, price=price, prices_file=prices_file, objective=objective,
+                     rate=rate, concurrency=concurrency, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                     images=image, images_per_request=images_per_request, no_image=no_image)
+    req, notes = _run(lambda: build_request(inp))
+    sol = _run(lambda: run_solve(req))
+    plan = to_plan(sol, req, model, notes)
+    if out is not None and plan.status != "infeasible":
+        plan.save(out / "plan.yaml")
+        if target:
+            _run(lambda: _emit(plan, out, target))
+    if as_json:
+        _print_json(plan.model_dump(mode="json"))
+    else:
+        report.print_plan(plan, req, sol)
+    if plan.status == "infeasible":
+        raise typer.Exit(code=3)
+
+
+def _emit(plan: Any, out: Path, targets: list[str]) -> list[Path]:
+    from planner.emit import emit as run_emit
+
+    return run_emit(plan, out, targets)
+
+
+@app.command()
+def emit(
+    plan_file: Annotated[Path, typer.Argument(help="plan.yaml written by 'vlmplan solve --out DIR'.")],
+    target: Annotated[list[str], typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the plan's folder).")] = None,
+) -> None:
+    """Write launch configs from a saved plan."""
+    from planner.plan import Plan
+
+    plan = _run(lambda: Plan.load(plan_file))
+    files = _run(lambda: _emit(plan, out or plan_file.parent, target))
+    for f in files:
+        typer.echo(str(f))
+
+
 @catalog_app.command("gpus")
 def catalog_gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """GPUs with memory, bandwidth, throughput and price."""

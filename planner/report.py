@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -13,7 +14,7 @@ from planner.estimate import Estimate
 from planner.modeldesc import full_attention_layers, param_counts
 from planner.units import GIB
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def _f(x: float, nd: int = 2) -> str:
@@ -169,6 +170,56 @@ def print_models(as_json: bool) -> None:
         t.add_row(r["name"], _f(r["params_b"], 2), str(r["layers"]), f"{r['kv_bytes_per_token_bf16']:,}",
                   f"{r['max_position_embeddings']:,}", r["moe"] or "-", r["visual_token_rule"] or "text")
     console.print(t)
+
+
+def print_plan(plan: Any, req: Any, sol: Any) -> None:
+    """The solver's answer for people: deployment, predictions vs SLOs, what binds, alternatives."""
+    for note in plan.notes if plan.status != "infeasible" else plan.notes[:-2]:
+        console.print(f"note: {note}")
+    if plan.status == "infeasible":
+        console.print(f"[bold red]infeasible[/]: {sol.explanation}")
+        console.print(f"nearest relaxation: {sol.relaxation}")
+        return
+    console.print(f"status: [bold]{plan.status}[/] (CP-SAT, objective {plan.objective}); "
+                  f"total ${plan.cost_per_hour:,.2f}/h; budget {req.budget.describe()}; solved in {sol.wall_s:.2f} s")
+    t = Table(title="chosen deployment")
+    for col in ("workload", "GPU", "GPUs", "tp x pp", "precision", "kv", "max seqs", "max len", "replicas", "$/h"):
+        t.add_column(col, justify="right" if col in ("GPUs", "max seqs", "max len", "replicas", "$/h") else "left")
+    for d in plan.deployments:
+        t.add_row(d.workload, d.gpu, str(d.gpus_per_replica * d.replicas), f"{d.tp} x {d.pp}", d.precision,
+                  d.kv_cache_dtype, str(d.max_num_seqs), f"{d.max_model_len:,}", str(d.replicas),
+                  f"{d.cost_per_hour:,.2f}")
+    console.print(t)
+    for d in plan.deployments:
+        st = Table(title=f"{d.workload}: predicted per request (analytic load model, per replica)")
+        for col in ("metric", "p50", "p90", "p95", "p99", "SLO", "headroom"):
+            st.add_column(col, justify="left" if col == "metric" else "right")
+        slos = {s.key: s for s in req.slos}
+        for metric in ("ttft", "tpot", "e2e"):
+            p = getattr(d.predicted, f"{metric}_ms")
+            limits = [s for k, s in slos.items() if s.metric == metric]
+            slo_txt = ", ".join(f"{s.stat} <= {s.limit_ms:g}" for s in limits) or "-"
+            room = "-"
+            if limits:
+                s = limits[0]
+                value = getattr(p, s.stat)
+                room = f"{(s.limit_ms - value) / s.limit_ms * 100:.0f}%"
+            st.add_row(f"{metric.upper()} ms", _f(p.p50, 1), _f(p.p90, 1), _f(p.p95, 1), _f(p.p99, 1), slo_txt, room)
+        console.print(st)
+        mem = d.predicted.memory
+        console.print(f"memory per GPU: weights {_f(mem.weights_gib)} GiB, KV cache {_f(mem.kv_cache_gib)} GiB "
+                      f"({mem.kv_capacity_tokens:,} tokens), activations {_f(mem.activations_gib)} GiB; serves "
+                      f"{_f(d.predicted.requests_per_s, 2)} req/s")
+    for b in plan.binding:
+        console.print(f"binding: {b}")
+    if plan.alternatives:
+        at = Table(title="best alternatives on other GPU types or precisions")
+        for col in ("GPU", "GPUs", "tp x pp", "precision", "replicas", "$/h", "p95 TTFT ms"):
+            at.add_column(col, justify="left" if col in ("GPU", "precision") else "right")
+        for a in plan.alternatives:
+            at.add_row(a.gpu, str(a.gpus_per_replica * a.replicas), f"{a.tp} x {a.pp}", a.precision, str(a.replicas),
+                       f"{a.cost_per_hour:,.2f}", _f(a.predicted.ttft_ms.p95, 1))
+        console.print(at)
 
 
 __all__ = ["GIB", "print_estimate", "explain_json", "print_gpus", "print_models"]

@@ -1,0 +1,193 @@
+"""`vlmplan solve` input -> SolveRequest, and Solution -> Plan (the saved, emitted answer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import get_args
+
+from pydantic import BaseModel, ConfigDict
+
+from planner.catalog.loader import load_gpus
+from planner.catalog.schema import KvCacheDtype, Precision
+from planner.errors import RequestError
+from planner.estimate import Percentiles
+from planner.plan import DeploymentPlan, ImageSpec, PercentilesMs, Plan, Predicted, PredictedMemory
+from planner.request import parse_budget, parse_slos
+from planner.resolve import parse_prices, resolve_model
+from planner.solver import Candidate, Objective, Solution, SolveRequest, default_gpus
+from planner.units import GIB
+from planner.workload import DEFAULT_WORKLOAD, ImageSize, Workload, parse_image_size
+
+DEFAULT_RATE_PER_S = 5.0
+DEFAULT_SLOS = ["ttft_p95=500ms"]
+
+
+class SolveInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    slo: list[str] | None = None
+    budget: str | None = None
+    gpus: str | None = None
+    precisions: str | None = None
+    kv_cache_dtypes: str | None = None
+    price: list[str] | None = None
+    prices_file: Path | None = None
+    objective: str = "cost"
+    rate: float | None = None
+    concurrency: int | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    images: list[str] | None = None
+    images_per_request: int | None = None
+    no_image: bool = False
+
+
+def _split(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def build_workload(inp: SolveInput, is_vlm: bool) -> tuple[Workload, bool]:
+    """The workload from the flags; True when the embedded default filled it in."""
+    used_default = all(v is None for v in (inp.rate, inp.concurrency, inp.prompt_tokens, inp.output_tokens,
+                                           inp.images, inp.images_per_request))
+    if inp.rate is not None and inp.concurrency is not None:
+        raise RequestError("give --rate or --concurrency, not both")
+    for flag, v in (("--rate", inp.rate), ("--concurrency", inp.concurrency), ("--prompt-tokens", inp.prompt_tokens),
+                    ("--output-tokens", inp.output_tokens), ("--images-per-request", inp.images_per_request)):
+        if v is not None and v <= 0:
+            raise RequestError(f"{flag} must be positive (got {v})")
+    if inp.images:
+        sizes = [ImageSize(width=w, height=h) for w, h in map(parse_image_size, inp.images)]
+    elif inp.no_image or not is_vlm:
+        sizes = []
+    else:
+        sizes = list(DEFAULT_WORKLOAD.images)
+    if inp.images_per_request is not None and sizes:
+        sizes = [sizes[i % len(sizes)] for i in range(inp.images_per_request)]
+    if sizes and not is_vlm:
+        raise RequestError("this model takes no images; drop --image")
+    arrival = "closed" if inp.concurrency is not None else "poisson"
+    rate = inp.rate if inp.rate is not None else (None if inp.concurrency else DEFAULT_RATE_PER_S)
+    wl = Workload(
+        name="default",
+        prompt_tokens=inp.prompt_tokens or DEFAULT_WORKLOAD.prompt_tokens,
+        output_tokens=inp.output_tokens or DEFAULT_WORKLOAD.output_tokens,
+        images=sizes,
+        arrival=arrival,
+        rate_per_s=rate,
+        concurrency=inp.concurrency,
+    )
+    return wl, used_default
+
+
+def build_request(inp: SolveInput) -> tuple[SolveRequest, list[str]]:
+    """The solver's request and notes on defaults the user should see."""
+    notes: list[str] = []
+    model = resolve_model(inp.model)
+    slos = parse_slos(inp.slo or DEFAULT_SLOS)
+    if inp.slo is None:
+        notes.append(f"no --slo given: using {', '.join(DEFAULT_SLOS)}")
+    for s in slos:
+        if s.implicit_metric:
+            notes.append(f"'{s.stat}={s.limit_ms:g}ms' binds to TTFT (write tpot_{s.stat}=... for time per token)")
+    budget = parse_budget(inp.budget)
+    prices = parse_prices(inp.price, inp.prices_file)
+    gpus = default_gpus(prices)
+    if inp.gpus:
+        allowed = {load_gpus().get(n).name for n in _split(inp.gpus)}
+        gpus = [g for g in gpus if g.name in allowed]
+    precisions = _split(inp.precisions) or ["bf16", "fp8", "int8", "int4"]
+    for p in precisions:
+        if p not in get_args(Precision):
+            raise RequestError(f"precision '{p}' is not one of {', '.join(get_args(Precision))}")
+    kvs = _split(inp.kv_cache_dtypes) or ["auto", "fp8"]
+    for k in kvs:
+        if k not in get_args(KvCacheDtype):
+            raise RequestError(f"kv-cache dtype '{k}' is not one of auto, fp8")
+    if inp.objective not in get_args(Objective):
+        raise RequestError(f"objective '{inp.objective}' is not one of cost, gpus, latency")
+    workload, used_default = build_workload(inp, model.vision is not None)
+    if used_default:
+        imgs = ", ".join(f"{i.width}x{i.height}" for i in workload.images) or "no image"
+        notes.append(f"no workload flags: using the embedded default ({workload.prompt_tokens} text tokens + {imgs} "
+                     f"in, {workload.output_tokens} out, Poisson {workload.rate_per_s:g} requests/s)")
+    req = SolveRequest(model=model, workloads=[workload], slos=slos, budget=budget, gpus=gpus,
+                       precisions=precisions, kv_cache_dtypes=kvs, objective=inp.objective)  # type: ignore[arg-type]
+    return req, notes
+
+
+def _pct(p: Percentiles) -> PercentilesMs:
+    return PercentilesMs(**{k: round(float(v), 3) for k, v in p.model_dump().items()})
+
+
+def deployment_plan(c: Candidate, model_arg: str) -> DeploymentPlan:
+    cfg = c.cfg
+    m = cfg.model
+    served = m.quantized_checkpoints.get(cfg.precision, m.name) if cfg.precision != "bf16" else m.name
+    # fp8 without a pre-quantized checkpoint: vLLM quantizes the bf16 weights online.
+    quantization = "fp8" if cfg.precision == "fp8" and served == m.name else None
+    mem = c.memory
+    return DeploymentPlan(
+        workload=c.workload,
+        model=model_arg,
+        served_model=served,
+        hf_architecture=m.hf_architecture,
+        vllm_supported=m.vllm_supported,
+        trust_remote_code=m.trust_remote_code,
+        gpu=cfg.gpu.name,
+        gpu_aliases=list(cfg.gpu.aliases),
+        gpu_memory_gib=round(cfg.gpu.memory_total_mib / 1024, 2),
+        gpus_per_replica=cfg.num_gpus,
+        gpus_per_node=cfg.gpu.gpus_per_node,
+        tp=cfg.tp,
+        pp=cfg.pp,
+        replicas=c.replicas,
+        precision=cfg.precision,
+        quantization=quantization,
+        kv_cache_dtype=cfg.kv_cache_dtype,
+        max_num_seqs=cfg.max_num_seqs or 1,
+        max_model_len=cfg.max_model_len or 1,
+        max_num_batched_tokens=cfg.max_num_batched_tokens or 1,
+        gpu_memory_utilization=cfg.gpu_memory_utilization or 0.92,
+        mm_encoder_tp_mode=cfg.mm_encoder_tp_mode,
+        limit_mm_per_prompt=({"image": cfg.limit_images_per_prompt}
+                             if m.vision is not None and cfg.limit_images_per_prompt is not None else {}),
+        mm_processor_kwargs=dict(cfg.mm_processor_options),
+        images=[],
+        cost_per_hour=round(c.cost_per_hour, 4),
+        price_usd_per_gpu_hour=cfg.gpu.price.price_usd_per_gpu_hour,
+        predicted=Predicted(
+            ttft_ms=_pct(c.prediction.ttft),
+            tpot_ms=_pct(c.prediction.tpot),
+            e2e_ms=_pct(c.prediction.e2e),
+            requests_per_s=round(c.prediction.requests_per_s * c.replicas, 4),
+            output_tokens_per_s=round(c.prediction.output_tokens_per_s * c.replicas, 2),
+            memory=PredictedMemory(
+                weights_gib=round(mem.weights_bytes / GIB, 3),
+                kv_cache_gib=round(max(mem.kv_cache_bytes, 0) / GIB, 3),
+                activations_gib=round(mem.activations_bytes / GIB, 3),
+                overhead_gib=round(mem.overhead_bytes / GIB, 3),
+                total_gib=round(mem.total_used_bytes / GIB, 3),
+                kv_capacity_tokens=mem.kv_capacity_tokens,
+            ),
+        ),
+    )
+
+
+def to_plan(sol: Solution, req: SolveRequest, model_arg: str, notes: list[str]) -> Plan:
+    deployments = [deployment_plan(c, model_arg) for c in sol.chosen]
+    images = {w.name: [ImageSpec(width=i.width, height=i.height) for i in w.images] for w in req.workloads}
+    deployments = [d.model_copy(update={"images": images.get(d.workload, [])}) for d in deployments]
+    extra = list(notes)
+    if sol.status == "infeasible":
+        extra += [sol.explanation, f"nearest relaxation: {sol.relaxation}"]
+    return Plan(
+        status=sol.status,
+        objective=req.objective,
+        cost_per_hour=round(sum(d.cost_per_hour for d in deployments), 4),
+        deployments=deployments,
+        binding=sol.binding if sol.status != "infeasible" else [sol.explanation],
+        alternatives=[deployment_plan(c, model_arg) for c in sol.alternatives],
+        notes=extra,
+    )

@@ -1,0 +1,125 @@
+"""Solver: brute force agrees with CP-SAT; monotone in SLO and budget; every answer re-checks."""
+
+import itertools
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
+from planner.load.analytic import build_step_cost, predict
+from planner.memory import memory_breakdown
+from planner.request import Budget, parse_budget, parse_slos
+from planner.solver import SolveRequest, candidates_for, meets, Screening, solve
+from planner.workload import ImageSize, Workload
+
+MODEL = load_models().get("Qwen/Qwen2.5-VL-3B-Instruct")
+GPU_NAMES = ["L4", "L40S", "A100-80GB", "H100"]
+GPUS = [load_gpus().get(n) for n in GPU_NAMES]
+
+
+def workload(name: str, rate: float) -> Workload:
+    return Workload(name=name, prompt_tokens=256, output_tokens=128, images=[ImageSize(width=640, height=480)],
+                    arrival="poisson", rate_per_s=rate)
+
+
+def request(rates, slo="ttft_p95=800ms", budget: Budget | None = None, precisions=("bf16", "int4")):
+    return SolveRequest(model=MODEL, workloads=[workload(f"w{i}", r) for i, r in enumerate(rates)],
+                        slos=parse_slos([slo]), budget=budget or Budget(), gpus=GPUS,
+                        precisions=list(precisions), kv_cache_dtypes=["auto"], max_replicas=32)
+
+
+def brute_force_cost(req: SolveRequest) -> float:
+    """Enumerate every combination of (unpruned) candidates, one per workload."""
+    per_workload = [candidates_for(req, w, Screening()) for w in req.workloads]
+    best = math.inf
+    for combo in itertools.product(*per_workload):
+        used: dict[str, int] = {}
+        for c in combo:
+            used[c.cfg.gpu.name] = used.get(c.cfg.gpu.name, 0) + c.gpus
+        if any(req.budget.limit(g) is None or n > req.budget.limit(g) for g, n in used.items()):
+            continue
+        cost = sum(c.cost_per_hour for c in combo)
+        if req.budget.max_usd_per_hour is not None and cost > req.budget.max_usd_per_hour + 1e-9:
+            continue
+        best = min(best, cost)
+    return best
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    rates=st.lists(st.sampled_from([0.5, 2.0, 6.0]), min_size=1, max_size=2),
+    inventory=st.dictionaries(st.sampled_from(GPU_NAMES), st.integers(1, 4), min_size=1, max_size=3),
+)
+def test_solver_cost_equals_brute_force(rates, inventory):
+    budget = parse_budget(",".join(f"{n}x{g}" for g, n in inventory.items()))
+    req = request(rates, budget=budget)
+    sol = solve(req)
+    expected = brute_force_cost(req)
+    if math.isinf(expected):
+        assert sol.status == "infeasible"
+    else:
+        assert sol.status == "optimal"
+        assert sum(c.cost_per_hour for c in sol.chosen) == pytest.approx(expected, abs=1e-6)
+
+
+def test_looser_slo_never_costs_more():
+    costs = []
+    for limit in (300, 600, 1200, 5000):
+        sol = solve(request([4.0], slo=f"ttft_p95={limit}ms"))
+        costs.append(sum(c.cost_per_hour for c in sol.chosen) if sol.status != "infeasible" else math.inf)
+    assert costs == sorted(costs, reverse=True)
+
+
+def test_larger_budget_never_costs_more():
+    costs = []
+    for n in (1, 2, 4, 8):
+        sol = solve(request([6.0], budget=parse_budget(f"{n}xL4,{n}xH100")))
+        costs.append(sum(c.cost_per_hour for c in sol.chosen) if sol.status != "infeasible" else math.inf)
+    assert costs == sorted(costs, reverse=True)
+
+
+def test_every_chosen_deployment_rechecks():
+    req = request([3.0, 1.0])
+    sol = solve(req)
+    assert sol.status == "optimal"
+    engine, precisions = load_engine(), load_precisions()
+    for c in sol.chosen:
+        mem = memory_breakdown(c.cfg, engine, precisions)
+        assert mem.fits
+        w = next(w for w in req.workloads if w.name == c.workload)
+        pred = predict(build_step_cost(c.cfg, load_calibration(c.cfg.gpu.name)), c.cfg, c.shape, "poisson",
+                       w.rate_per_s / c.replicas, None, mem.kv_capacity_tokens)
+        assert meets(pred, req.slos)
+
+
+def test_same_input_same_plan():
+    a = solve(request([2.0, 5.0]))
+    b = solve(request([2.0, 5.0]))
+    assert [(c.cfg.gpu.name, c.cfg.precision, c.cfg.tp, c.cfg.max_num_seqs, c.replicas) for c in a.chosen] == \
+        [(c.cfg.gpu.name, c.cfg.precision, c.cfg.tp, c.cfg.max_num_seqs, c.replicas) for c in b.chosen]
+
+
+def test_memory_infeasibility_is_explained():
+    big = load_models().get("Qwen/Qwen2.5-VL-72B-Instruct")
+    req = SolveRequest(model=big, workloads=[workload("w", 1.0)], slos=parse_slos(["ttft_p95=2s"]),
+                       budget=parse_budget("4xA100-40GB"), gpus=[load_gpus().get("A100-40GB")],
+                       precisions=["bf16"], kv_cache_dtypes=["auto"])
+    sol = solve(req)
+    assert sol.status == "infeasible"
+    assert sol.explanation.startswith("memory: weights need")
+    assert "4 x 40 GiB" in sol.explanation
+
+
+def test_latency_infeasibility_names_lowest_achievable():
+    sol = solve(request([1.0], slo="ttft_p95=1ms"))
+    assert sol.status == "infeasible"
+    assert sol.explanation.startswith("latency: the lowest achievable ttft p95 is")
+    assert "ttft_p95=" in sol.relaxation
+
+
+def test_budget_infeasibility_says_how_many_gpus():
+    sol = solve(request([40.0], budget=parse_budget("1xL4")))
+    assert sol.status == "infeasible"
+    assert sol.explanation.startswith("budget: the cheapest feasible plan needs")
