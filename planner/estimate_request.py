@@ -96,7 +96,7 @@ def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:
         prompt_tokens=req.prompt_tokens,
         output_tokens=req.output_tokens,
         images=images,
-        arrival=arrival,
+        arrival=arrival,  # type: ignore[arg-type]
         rate_per_s=req.rate,
         concurrency=req.concurrency,
     )

@@ -74,7 +74,7 @@ def build_workload(inp: SolveInput, is_vlm: bool) -> tuple[Workload, bool]:
         prompt_tokens=inp.prompt_tokens or DEFAULT_WORKLOAD.prompt_tokens,
         output_tokens=inp.output_tokens or DEFAULT_WORKLOAD.output_tokens,
         images=sizes,
-        arrival=arrival,
+        arrival=arrival,  # type: ignore[arg-type]
         rate_per_s=rate,
         concurrency=inp.concurrency,
     )

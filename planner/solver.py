@@ -445,9 +445,9 @@ def explain_infeasible(req: SolveRequest, screens: dict[str, Screening], kept: l
     cheapest_cost = 0.0
     parts = []
     for w in req.workloads:
-        best = min((k for k in kept if k.workload == w.name), key=lambda k: (k.cost_per_hour, k.gpus))
-        need[best.cfg.gpu.name] = need.get(best.cfg.gpu.name, 0) + best.gpus
-        cheapest_cost += best.cost_per_hour
+        cheapest = min((k for k in kept if k.workload == w.name), key=lambda k: (k.cost_per_hour, k.gpus))
+        need[cheapest.cfg.gpu.name] = need.get(cheapest.cfg.gpu.name, 0) + cheapest.gpus
+        cheapest_cost += cheapest.cost_per_hour
     for gpu, n in need.items():
         have = req.budget.limit(gpu)
         parts.append(f"{n} x {gpu}" + (f" > {have}" if have is not None and n > have else ""))

@@ -130,7 +130,7 @@ class Roofline:
                           head_dim: int, causal: bool, kv_bytes: int, count: int = 1) -> Op:
         # QK^T and PV: 2 GEMMs of 2*q*kv*d FLOPs per head; causal keeps the
         # lower triangle (about half when q == kv).
-        pairs = q_tokens * kv_tokens
+        pairs: float = q_tokens * kv_tokens
         if causal:
             pairs = q_tokens * kv_tokens - q_tokens * (q_tokens - 1) / 2
         flops = 4.0 * pairs * heads * head_dim

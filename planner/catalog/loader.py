@@ -19,7 +19,8 @@ from pydantic import BaseModel, ValidationError
 from planner.catalog.schema import Calibration, EngineSpec, GpuSpec, ModelSpec, PrecisionTable
 from planner.errors import CatalogError
 
-T = TypeVar("T", bound=BaseModel)
+T = TypeVar("T", GpuSpec, ModelSpec)
+P = TypeVar("P", bound=BaseModel)
 
 
 def catalog_root() -> Path:
@@ -52,7 +53,7 @@ def read_yaml(path: Path) -> object:
         raise CatalogError(f"{path}: not valid YAML ({exc})") from None
 
 
-def parse_file(path: Path, cls: type[T]) -> T:
+def parse_file(path: Path, cls: type[P]) -> P:
     data = read_yaml(path)
     try:
         return cls.model_validate(data)
@@ -69,8 +70,8 @@ class Index(Generic[T]):
 
     def __init__(self, kind: str, items: list[T], names: dict[str, str]) -> None:
         self.kind = kind
-        self.items = items
-        self._by_key = {i.name: i for i in items}
+        self.items: list[T] = items
+        self._by_key: dict[str, T] = {i.name: i for i in items}
         self._names = names  # normalised name or alias -> canonical name
 
     def get(self, name: str) -> T:
@@ -93,6 +94,7 @@ class Index(Generic[T]):
 
 def _build_index(kind: str, items: list[T], extra_keys: Callable[[T], list[str]]) -> Index[T]:
     names: dict[str, str] = {}
+    item: T
     for item in items:
         canonical = item.name
         for key in [canonical, *item.aliases, *extra_keys(item)]:
