@@ -1,0 +1,76 @@
+"""CLI: exit codes, one-line errors, stable JSON keys."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from planner.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["estimate", "--model", "Qwen2.5-VL-7B"], "did you mean"),
+        (["estimate", "--gpu", "H100X"], "did you mean H100-SXM-80GB"),
+        (["estimate", "--gpu", "A100", "--precision", "fp8"], "fp8 weights are not supported on A100-SXM-80GB"),
+        (["estimate", "--image", "12x"], "is not WIDTHxHEIGHT"),
+        (["estimate", "--tp", "3"], "does not divide"),
+        (["estimate", "--precision", "fp4"], "is not one of"),
+        (["estimate", "--model", "/nonexistent/config.json"], "unknown model"),
+        (["solve", "--slo", "ttft_p42=3ms"], "is not METRIC_STAT=VALUE"),
+        (["solve", "--budget", "4xH100X"], "unknown gpu"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, needle):
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert needle in lines[0]
+    assert "Traceback" not in r.output
+
+
+def test_estimate_json_has_the_documented_keys():
+    r = run("estimate", "--model", "Qwen/Qwen2.5-VL-7B-Instruct", "--gpu", "H100", "--json", "--max-model-len", "16384")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert set(out["memory"]) >= {"weights_gib", "kv_cache_gib", "kv_bytes_per_token", "kv_capacity_tokens",
+                                  "activations_gib", "overhead_gib", "total_gib", "fits"}
+    assert set(out["latency"]) >= {"vision_encode_ms", "prefill_ms", "decode_step_ms", "engine_overhead_ms",
+                                   "ttft_ms", "tpot_ms", "e2e_ms"}
+    for key in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        assert set(out["latency"][key]) == {"mean", "p50", "p90", "p95", "p99"}
+    assert set(out["throughput"]) == {"requests_per_s", "output_tokens_per_s"}
+    assert out["bound"]["decode"] in ("memory", "compute")
+    assert out["memory"]["kv_bytes_per_token"] == 57344
+    assert out["memory"]["fits"] is True
+
+
+def test_estimate_is_deterministic():
+    a = run("estimate", "--json")
+    b = run("estimate", "--json")
+    assert a.output == b.output
+
+
+def test_local_config_json_is_accepted(tmp_path):
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "fixtures" / "hf_configs"
+    folder = next(p for p in sorted(src.iterdir()) if (p / "config.json").exists() and "llama-3.1-8b" in p.name.lower())
+    r = run("estimate", "--model", str(folder), "--gpu", "L40S", "--json", "--max-model-len", "8192")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["memory"]["kv_bytes_per_token"] == 2 * 32 * 8 * 128 * 2
+
+
+def test_catalog_listings():
+    gpus = json.loads(run("catalog", "gpus", "--json").output)
+    assert {"H100-SXM-80GB", "A100-SXM-40GB", "L4-24GB", "MI300X-192GB"} <= {g["name"] for g in gpus}
+    models = json.loads(run("catalog", "models", "--json").output)
+    assert len([m for m in models if m["kind"] == "vlm"]) >= 25
