@@ -47,6 +47,8 @@ class Op:
     """``compute``, ``memory``, ``latency`` (kernel floor) or ``link``."""
     count: int = 1
     """How many times the op runs per step (layers)."""
+    kernels: int = 1
+    """Kernel launches per run of the op (each pays the fixed per-kernel cost)."""
 
     @property
     def total_s(self) -> float:
@@ -56,10 +58,22 @@ class Op:
 @dataclass(frozen=True)
 class StepTime:
     ops: tuple[Op, ...]
+    eager_launch_s: float = 0.0
+    """CPU time to launch one kernel when the step runs eagerly (no CUDA graph);
+    0 for steps replayed from CUDA graphs. An eager step takes the longer of
+    its GPU time and the CPU time to launch its kernels."""
+
+    @property
+    def gpu_ms(self) -> float:
+        return sum(op.total_s for op in self.ops) * 1e3
+
+    @property
+    def num_kernels(self) -> int:
+        return sum(op.kernels * op.count for op in self.ops)
 
     @property
     def time_ms(self) -> float:
-        return sum(op.total_s for op in self.ops) * 1e3
+        return max(self.gpu_ms, self.num_kernels * self.eager_launch_s * 1e3)
 
     @property
     def flops(self) -> float:
@@ -85,17 +99,20 @@ class Roofline:
         self.cal = cal
         self.bw = gpu.hbm_bandwidth_gb_per_s * 1e9
         self.sms = gpu.num_sms or 108
-        self.latency = cal.value("kernel_latency_us") * 1e-6
+        # Fixed cost of one kernel on the GPU: its ramp-up/tail plus the gap between
+        # consecutive kernels of a CUDA graph.
+        self.latency = (cal.value("kernel_latency_us") + cal.value("graph_launch_gap_us")) * 1e-6
+        self.eager_launch = cal.value("eager_launch_us") * 1e-6
 
     def _op(self, name: str, flops: float, nbytes: float, peak: float, compute_eff: float,
-            mem_eff: float, count: int = 1) -> Op:
+            mem_eff: float, count: int = 1, kernels: int = 1) -> Op:
         t_c = flops / (peak * compute_eff) if flops else 0.0
         t_m = nbytes / (self.bw * mem_eff)
         body = max(t_c, t_m)
         bound = "compute" if t_c >= t_m else "memory"
-        if self.latency > body:
+        if self.latency * kernels > body:
             bound = "latency"
-        return Op(name, flops, nbytes, self.latency + body, bound, count)
+        return Op(name, flops, nbytes, self.latency * kernels + body, bound, count, kernels)
 
     def wave_efficiency(self, m: int, n: int) -> float:
         tiles = math.ceil(m / self.cal.value("gemm_tile_m")) * math.ceil(n / self.cal.value("gemm_tile_n"))
@@ -123,8 +140,9 @@ class Roofline:
             return g.bf16_dense_tflops * 1e12, c.value("int4_gemm_compute_efficiency")
         return g.bf16_dense_tflops * 1e12, c.value("gemm_compute_efficiency")
 
-    def elementwise(self, name: str, nbytes: float, count: int = 1) -> Op:
-        return self._op(name, 0.0, nbytes, 1.0, 1.0, self.cal.value("elementwise_memory_efficiency"), count)
+    def elementwise(self, name: str, nbytes: float, count: int = 1, kernels: int = 1) -> Op:
+        return self._op(name, 0.0, nbytes, 1.0, 1.0, self.cal.value("elementwise_memory_efficiency"), count,
+                        kernels)
 
     def attention_prefill(self, name: str, q_tokens: int, kv_tokens: int, heads: int, kv_heads: int,
                           head_dim: int, causal: bool, kv_bytes: int, count: int = 1) -> Op:
@@ -151,8 +169,9 @@ class Roofline:
     def repeat(self, op: Op, times: int, count: int) -> Op:
         """``op`` done ``times`` times inside one kernel (experts of a fused MoE,
         windows of a varlen attention): the work scales, the launch does not."""
-        body = op.time_s - self.latency
-        return Op(op.name, op.flops * times, op.bytes * times, self.latency + body * times, op.bound, count)
+        fixed = self.latency * op.kernels
+        body = op.time_s - fixed
+        return Op(op.name, op.flops * times, op.bytes * times, fixed + body * times, op.bound, count, op.kernels)
 
     def allreduce(self, name: str, nbytes: float, n: int, count: int = 1) -> Op:
         link = self.gpu.interconnect
@@ -162,8 +181,93 @@ class Roofline:
         return Op(name, 0.0, nbytes, t, "link", count)
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """Kernel launches and bytes moved by one piece of non-GEMM work, per layer.
+
+    ``bytes`` is in units named by the field that holds it (e.g. hidden-state
+    elements m x h at 16 bits)."""
+
+    kernels: int
+    bytes: float
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """How an implementation splits the non-GEMM work of a layer into kernels.
+
+    These are counts read off the implementation's source, not fitted numbers.
+    ``VLLM`` is what vLLM 0.33 runs (fused CUDA ops and torch.compile fusions);
+    ``TORCH_REFERENCE`` is the plain-PyTorch model of
+    ``planner/calibrate/validation_models.py`` that the accuracy benchmark
+    measured, so that the benchmark checks the op physics, not the fusions.
+    """
+
+    name: str
+    norms: Kernels
+    """Both RMSNorms and residual adds of a layer; bytes in units of m x hidden x 2."""
+    rotary: Kernels
+    """Rotary embedding of q and k; bytes in units of the q+k activations."""
+    qk_norm: Kernels
+    """Per-head q/k RMSNorm (Qwen3, Gemma 3); units of the q+k activations."""
+    act: Kernels
+    """Gated activation; bytes in units of m x intermediate x 2."""
+    kv_write: Kernels
+    """Writing the step's K and V into the cache; units of the K+V bytes."""
+    attn_layout: Kernels
+    """Layout copies around prefill attention; units of m x q_heads x head_dim x 2."""
+    act_quant_per_layer: Kernels
+    """W8A8 dynamic activation quantisation per layer; units of m x hidden x 2."""
+    vit_block: Kernels
+    """A ViT block's norms, residual adds and layout copies; units of n x width x 2."""
+    vit_act: Kernels
+    """A ViT block's activation; units of n x intermediate x 2."""
+
+
+VLLM = KernelProfile(
+    name="vllm",
+    # fused_add_rms_norm twice: reads x and residual, writes both.
+    norms=Kernels(2, 8.0),
+    # rotary_embedding: in place on q and k.
+    rotary=Kernels(1, 2.0),
+    qk_norm=Kernels(2, 2.0),
+    # silu_and_mul: reads gate and up, writes the product.
+    act=Kernels(1, 3.0),
+    # reshape_and_cache_flash: reads K, V, writes the cache.
+    kv_write=Kernels(1, 2.0),
+    attn_layout=Kernels(0, 0.0),
+    # torch.compile fuses the quantisation into the norm (qkv, gate_up inputs) and
+    # into silu_and_mul (down input); the attention output is quantised on its own.
+    act_quant_per_layer=Kernels(1, 1.5),
+    # two LayerNorm/RMSNorm + two residual adds.
+    vit_block=Kernels(4, 10.0),
+    vit_act=Kernels(1, 3.0),
+)
+
+TORCH_REFERENCE = KernelProfile(
+    name="torch-reference",
+    # F.rms_norm twice (read+write) and two residual adds (read two, write one).
+    norms=Kernels(4, 10.0),
+    # rotate-half: x*cos, neg, cat, addcmul.
+    rotary=Kernels(4, 8.0),
+    # F.rms_norm then a multiply by the weight.
+    qk_norm=Kernels(2, 4.0),
+    # F.silu on the gate half, then a multiply by the up half.
+    act=Kernels(2, 5.0),
+    # two copy_ into the cache (K and V).
+    kv_write=Kernels(2, 2.0),
+    # output transpose + reshape copy.
+    attn_layout=Kernels(1, 2.0),
+    # per GEMM input: amax (vector_norm), clamp, divide-and-cast; four GEMMs a layer.
+    act_quant_per_layer=Kernels(12, 12.0),
+    # two norms, two residual adds, q/k/v/o layout copies.
+    vit_block=Kernels(8, 18.0),
+    vit_act=Kernels(2, 5.0),
+)
+
+
 def _linear_ops(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, m: int,
-                prefix: str) -> list[Op]:
+                prefix: str, profile: KernelProfile = VLLM) -> list[Op]:
     """Projection GEMMs of all layers for ``m`` tokens (per GPU: split by TP)."""
     d = cfg.model.decoder
     tp = cfg.tp
@@ -200,24 +304,29 @@ def _linear_ops(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, m:
             ops.append(rf.gemm(f"{prefix}shared_gate_up", m, 2 * s, d.hidden_size, cfg.precision,
                                precisions, n_moe))
             ops.append(rf.gemm(f"{prefix}shared_down", m, d.hidden_size, s, cfg.precision, precisions, n_moe))
-    if cfg.precision in ("fp8", "int8"):
-        # Dynamic per-token activation quantisation before each W8A8 GEMM input.
-        ops.append(rf.elementwise(f"{prefix}act_quant", m * d.hidden_size * (ACT + 1) * 2, n_layers * 2))
+    q = profile.act_quant_per_layer
+    if cfg.precision in ("fp8", "int8") and q.kernels:
+        # Dynamic per-token activation quantisation of the W8A8 GEMM inputs.
+        ops.append(rf.elementwise(f"{prefix}act_quant", q.bytes * m * d.hidden_size * ACT, n_layers, q.kernels))
     return ops
 
 
-def _elementwise_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str) -> list[Op]:
+def _elementwise_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str,
+                     profile: KernelProfile = VLLM) -> list[Op]:
     d = cfg.model.decoder
     h = d.hidden_size
     inter = d.intermediate_size // cfg.tp
     n = d.num_layers
-    return [
-        # Two fused residual-add + RMSNorm per layer: read x and residual, write both.
-        rf.elementwise(f"{prefix}add_rmsnorm", 4 * m * h * ACT, 2 * n),
-        rf.elementwise(f"{prefix}rotary", 2 * m * (d.num_attention_heads + d.num_kv_heads) * d.head_dim
-                       // cfg.tp * ACT, n),
-        rf.elementwise(f"{prefix}silu_mul", 3 * m * inter * ACT, n),
+    qk = m * (d.num_attention_heads + d.num_kv_heads) * d.head_dim // cfg.tp * ACT
+    p = profile
+    ops = [
+        rf.elementwise(f"{prefix}norms_residual", p.norms.bytes * m * h * ACT, n, p.norms.kernels),
+        rf.elementwise(f"{prefix}rotary", p.rotary.bytes * qk, n, p.rotary.kernels),
+        rf.elementwise(f"{prefix}activation", p.act.bytes * m * inter * ACT, n, p.act.kernels),
     ]
+    if d.qk_norm:
+        ops.append(rf.elementwise(f"{prefix}qk_norm", p.qk_norm.bytes * qk, n, p.qk_norm.kernels))
+    return ops
 
 
 def _tp_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str) -> list[Op]:
@@ -242,21 +351,26 @@ def _lm_head(rf: Roofline, cfg: ServingConfig, rows: int, precisions: PrecisionT
 
 
 def prefill_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, prompt_tokens: int,
-                 cached_tokens: int = 0) -> StepTime:
+                 cached_tokens: int = 0, profile: KernelProfile = VLLM) -> StepTime:
     """One request's prompt (text + visual tokens) prefilled alone.
 
     ``cached_tokens`` of the prompt hit the prefix cache: they are attended to
-    but not recomputed.
+    but not recomputed. vLLM runs prefill under piecewise CUDA graphs, so no
+    eager launch cost is added.
     """
     d = cfg.model.decoder
     m = max(1, prompt_tokens - cached_tokens)
     kv_heads = kv_heads_per_gpu(d.num_kv_heads, cfg.tp)
     heads = d.num_attention_heads // cfg.tp
     kv_b = 1 if cfg.kv_cache_dtype == "fp8" else 2
-    ops = _linear_ops(rf, cfg, precisions, m, "")
-    ops += _elementwise_ops(rf, cfg, m, "")
+    ops = _linear_ops(rf, cfg, precisions, m, "", profile)
+    ops += _elementwise_ops(rf, cfg, m, "", profile)
     full = full_attention_layers(d)
     sliding = d.num_sliding_window_layers
+    lay = profile.attn_layout
+    if lay.kernels:
+        ops.append(rf.elementwise("attention_layout", lay.bytes * m * heads * d.head_dim * ACT, full + sliding,
+                                  lay.kernels))
     if full:
         ops.append(rf.attention_prefill("attention", m, prompt_tokens, heads, kv_heads, d.head_dim, True,
                                         kv_b, full))
@@ -264,23 +378,32 @@ def prefill_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, p
         window = min(prompt_tokens, d.sliding_window or prompt_tokens)
         ops.append(rf.attention_prefill("attention_sliding", m, window, heads, kv_heads, d.head_dim, False,
                                         kv_b, sliding))
-    ops.append(rf.elementwise("kv_cache_write", m * kv_heads * d.head_dim * 2 * kv_b, full + sliding))
+    ops.append(_kv_write(rf, cfg, m, full + sliding, profile))
     ops += _tp_ops(rf, cfg, m, "")
     ops += _pp_ops(rf, cfg, m, "")
     ops.append(_lm_head(rf, cfg, 1, precisions, ""))
     return StepTime(tuple(ops))
 
 
+def _kv_write(rf: Roofline, cfg: ServingConfig, m: int, layers: int, profile: KernelProfile) -> Op:
+    d = cfg.model.decoder
+    kv_b = 1 if cfg.kv_cache_dtype == "fp8" else 2
+    kv = m * kv_heads_per_gpu(d.num_kv_heads, cfg.tp) * d.head_dim * 2 * kv_b
+    return rf.elementwise("kv_cache_write", profile.kv_write.bytes * kv, layers, profile.kv_write.kernels)
+
+
 def decode_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, batch: int,
-                context: int) -> StepTime:
-    """One decode step of ``batch`` sequences each holding ``context`` tokens."""
+                context: int, profile: KernelProfile = VLLM) -> StepTime:
+    """One decode step of ``batch`` sequences each holding ``context`` tokens
+    (replayed from a CUDA graph, as vLLM does)."""
     d = cfg.model.decoder
     kv_heads = kv_heads_per_gpu(d.num_kv_heads, cfg.tp)
     heads = d.num_attention_heads // cfg.tp
     kv_b = 1 if cfg.kv_cache_dtype == "fp8" else 2
-    ops = _linear_ops(rf, cfg, precisions, batch, "")
-    ops += _elementwise_ops(rf, cfg, batch, "")
+    ops = _linear_ops(rf, cfg, precisions, batch, "", profile)
+    ops += _elementwise_ops(rf, cfg, batch, "", profile)
     full = full_attention_layers(d)
+    ops.append(_kv_write(rf, cfg, batch, full + d.num_sliding_window_layers, profile))
     if full:
         ops.append(rf.attention_decode("attention", batch, context, heads, kv_heads, d.head_dim, kv_b, full))
     if d.num_sliding_window_layers:
@@ -300,12 +423,13 @@ def decode_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, ba
 
 
 def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, patches: int,
-                  images: int) -> StepTime:
+                  images: int, profile: KernelProfile = VLLM, eager: bool = True) -> StepTime:
     """Encode ``images`` images totalling ``patches`` ViT tokens (bf16 ViT).
 
     vLLM's default ``mm_encoder_tp_mode=weights`` shards the ViT like the
     decoder (split GEMMs + all-reduces); ``data`` replicates it and splits
-    the images across the TP ranks.
+    the images across the TP ranks. vLLM 0.33 runs the encoder eagerly, so a
+    small image is bound by the CPU launching its kernels.
     """
     v = cfg.model.vision
     if v is None or patches <= 0:
@@ -326,7 +450,10 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
         rf.gemm("vit_o", patches, d, d // split, "bf16", precisions, n),
         rf.gemm("vit_mlp_up", patches, (2 if v.gated_mlp else 1) * inter, d, "bf16", precisions, n),
         rf.gemm("vit_mlp_down", patches, d, inter, "bf16", precisions, n),
-        rf.elementwise("vit_norm_act", (4 * d + 3 * inter) * patches * ACT, n),
+        rf.elementwise("vit_norms_residual", profile.vit_block.bytes * patches * d * ACT, n,
+                       profile.vit_block.kernels),
+        rf.elementwise("vit_activation", profile.vit_act.bytes * patches * inter * ACT, n,
+                       profile.vit_act.kernels if v.gated_mlp else 1),
     ]
     if v.window_attention is not None:
         full = len(v.window_attention.full_attention_layers)
@@ -349,7 +476,7 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
         ops.append(rf.gemm("projector", rows, p.output_dim, p.input_dim, "bf16", precisions))
     if split > 1:
         ops.append(rf.allreduce("vit_allreduce", patches * d * ACT, split, 2 * n))
-    return StepTime(tuple(ops))
+    return StepTime(tuple(ops), eager_launch_s=rf.eager_launch if eager else 0.0)
 
 
 def engine_overhead_ms(cal: Calibration, running_seqs: int) -> float:

@@ -342,6 +342,8 @@ CALIBRATION_CONSTANTS = (
     "int8_gemm_compute_efficiency",
     "int4_gemm_compute_efficiency",
     "kernel_latency_us",
+    "graph_launch_gap_us",
+    "eager_launch_us",
     "attention_prefill_compute_efficiency",
     "attention_decode_memory_efficiency",
     "attention_decode_half_bytes",

@@ -1,0 +1,83 @@
+"""Launch configs from a solved plan: vLLM, NVIDIA NIM and Kubernetes.
+
+``emit(plan, out_dir, targets)`` writes one folder per deployment (``<workload>-<model>``, sanitised) with one
+sub-folder per target::
+
+    out_dir/chat-qwen2-5-vl-7b-instruct/vllm/serve.sh, config.yaml
+    out_dir/chat-qwen2-5-vl-7b-instruct/nim/run.sh, nim.env, values.yaml
+    out_dir/chat-qwen2-5-vl-7b-instruct/k8s-vllm/k8s.yaml
+    out_dir/chat-qwen2-5-vl-7b-instruct/k8s-nim/k8s.yaml   (values.yaml + install.sh for a multi-node replica)
+
+Every target is checked for every deployment before the first file is written, so a refused target (e.g. ``vllm``
+for a model vLLM 0.33 dropped, ``nim`` on AMD GPUs) leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from planner.emit import k8s, nim, vllm
+from planner.emit.common import check_text, deployment_slug
+from planner.errors import RequestError
+from planner.plan import DeploymentPlan, Plan
+
+TARGETS = ("vllm", "nim", "k8s-vllm", "k8s-nim")
+
+_WRITERS: dict[str, Callable[[DeploymentPlan, Path], list[Path]]] = {
+    "vllm": vllm.write,
+    "nim": nim.write,
+    "k8s-vllm": lambda dep, folder: k8s.write(dep, folder, "vllm"),
+    "k8s-nim": lambda dep, folder: k8s.write(dep, folder, "nim"),
+}
+
+
+def _check_targets(targets: list[str]) -> list[str]:
+    if not targets:
+        raise RequestError(f"no --target given; expected one or more of {', '.join(TARGETS)}")
+    for target in targets:
+        if target not in TARGETS:
+            raise RequestError(f"unknown target '{target}'; expected one of {', '.join(TARGETS)}")
+    return list(dict.fromkeys(targets))
+
+
+def _check_deployment(dep: DeploymentPlan, targets: list[str]) -> None:
+    for value, what in ((dep.model, "model"), (dep.served_model, "served model"), (dep.workload, "workload")):
+        check_text(value, what)
+    if "vllm" in targets or "k8s-vllm" in targets:
+        vllm.check_supported(dep, "vllm" if "vllm" in targets else "k8s-vllm")
+    if "nim" in targets or "k8s-nim" in targets:
+        nim.check_supported(dep, "nim" if "nim" in targets else "k8s-nim")
+
+
+def folder_names(plan: Plan) -> list[str]:
+    """One folder name per deployment; a repeated name gets ``-2``, ``-3``, ..."""
+    names: list[str] = []
+    for dep in plan.deployments:
+        base = deployment_slug(dep)
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
+
+
+def emit(plan: Plan, out_dir: Path, targets: list[str]) -> list[Path]:
+    """Write launch configs for every deployment of ``plan`` under ``out_dir``; return the files written."""
+    wanted = _check_targets(targets)
+    if plan.status == "infeasible" or not plan.deployments:
+        raise RequestError("the plan has no deployment to emit (status: infeasible); relax the SLOs or the budget")
+    for dep in plan.deployments:
+        _check_deployment(dep, wanted)
+    # Render everything once in memory first: a plan vLLM would refuse fails before any file is written.
+    for dep in plan.deployments:
+        if "vllm" in wanted or "k8s-vllm" in wanted:
+            vllm.preflight(dep)
+        if "nim" in wanted or "k8s-nim" in wanted:
+            nim.env_vars(dep)
+    written: list[Path] = []
+    for dep, name in zip(plan.deployments, folder_names(plan)):
+        for target in wanted:
+            written += _WRITERS[target](dep, Path(out_dir) / name / target)
+    return written
