@@ -64,6 +64,10 @@ def estimate(
     no_image: Annotated[bool, typer.Option("--no-image", help="Text-only request.")] = False,
     concurrency: Annotated[int | None, typer.Option(help="Closed-loop clients.")] = None,
     rate: Annotated[float | None, typer.Option(help="Poisson arrivals, requests/s.")] = None,
+    workload: Annotated[str | None, typer.Option(help="Workload YAML file or preset (document-vqa, visual-reasoning, captioning, chat).")] = None,
+    slo: Annotated[list[str] | None, typer.Option(help="SLO to check under load, e.g. ttft_p95=500ms; repeatable.")] = None,
+    requests: Annotated[int | None, typer.Option(help="Requests to simulate (default: enough for stable p99).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated workload.")] = 0,
     calibration: Annotated[Path | None, typer.Option(help="Calibration YAML to use instead of the GPU's.")] = None,
     explain: Annotated[bool, typer.Option(help="Per-op breakdown: time, FLOPs, bytes, bound.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
@@ -78,7 +82,8 @@ def estimate(
         max_num_batched_tokens=max_num_batched_tokens, mm_encoder_tp_mode=mm_encoder_tp_mode,
         mm_processor_kwargs=mm_processor_kwargs, limit_images=limit_images, batch=batch, context=context,
         prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image, no_image=no_image,
-        concurrency=concurrency, rate=rate, calibration=calibration,
+        concurrency=concurrency, rate=rate, calibration=calibration, workload=workload, slo=slo,
+        requests=requests, seed=seed,
     )
     est = _run(lambda: run_estimate(req))
     if as_json:
@@ -171,6 +176,11 @@ def catalog_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     from planner import report
 
     report.print_models(as_json)
+
+
+from planner.cli_whatif import register as _register_whatif  # noqa: E402  (needs `app` defined above)
+
+_register_whatif(app)
 
 
 def main() -> None:

@@ -70,6 +70,55 @@ def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
 
 
 @dataclass(frozen=True)
+class LoadSummary:
+    """The load model's answer for one replica (simulated; the analytic figures for comparison)."""
+
+    method: str
+    """``simulator`` (vLLM V1 scheduler simulation)."""
+    arrival: str
+    rate_per_s: float | None
+    concurrency: int | None
+    requests_simulated: int
+    seed: int
+    saturated: bool
+    """The queue grows without bound: the percentiles then depend on the run length."""
+    saturation_requests_per_s: float
+    """Throughput of the replica when always backlogged (simulated)."""
+    analytic_max_requests_per_s: float
+    mean_batch: float
+    preemptions: int
+    slos: tuple[str, ...] = ()
+    slo_met: bool | None = None
+    slo_max_rate_per_s: float | None = None
+    """Highest Poisson rate whose simulated percentiles still meet every SLO."""
+    slo_max_concurrency: int | None = None
+    """Closed loop: most clients still meeting every SLO."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": self.method,
+            "arrival": self.arrival,
+            "rate_per_s": self.rate_per_s,
+            "concurrency": self.concurrency,
+            "requests_simulated": self.requests_simulated,
+            "seed": self.seed,
+            "saturated": self.saturated,
+            "saturation_requests_per_s": _r(self.saturation_requests_per_s),
+            "analytic_max_requests_per_s": _r(self.analytic_max_requests_per_s),
+            "mean_batch": _r(self.mean_batch),
+            "preemptions": self.preemptions,
+        }
+        if self.slos:
+            out["slo"] = {
+                "targets": list(self.slos),
+                "met": self.slo_met,
+                "max_rate_per_s": None if self.slo_max_rate_per_s is None else _r(self.slo_max_rate_per_s),
+                "max_concurrency": self.slo_max_concurrency,
+            }
+        return out
+
+
+@dataclass(frozen=True)
 class Estimate:
     config: ServingConfig
     workload: Workload
@@ -88,6 +137,8 @@ class Estimate:
     requests_per_s: float
     output_tokens_per_s: float
     load_note: str
+    load: LoadSummary | None = None
+    """Under load (poisson / closed / trace): what the simulator saw, saturation and SLO headroom."""
 
     def to_json(self) -> dict[str, Any]:
         m = self.memory
@@ -148,7 +199,9 @@ class Estimate:
             "throughput": {
                 "requests_per_s": _r(self.requests_per_s),
                 "output_tokens_per_s": _r(self.output_tokens_per_s),
+                **({"saturation_requests_per_s": _r(self.load.saturation_requests_per_s)} if self.load else {}),
             },
+            **({"load": self.load.to_json()} if self.load else {}),
             "bound": {"prefill": self.prefill.bound, "decode": self.decode.bound},
             "calibration": {
                 "gpu": self.calibration.gpu,
@@ -172,11 +225,19 @@ def estimate(
     batch: int | None = None,
     context: int | None = None,
     calibration: Calibration | None = None,
+    slos: list[Any] | None = None,
+    requests: int | None = None,
+    seed: int = 0,
 ) -> Estimate:
     """Memory and latency of ``cfg`` serving ``workload``.
 
     ``batch``/``context`` pick the decode step reported as ``decode_step_ms``
-    (defaults: one sequence holding the request's prompt).
+    (defaults: one sequence holding the request's prompt). For a lone request
+    (arrival ``single``) latencies are the speed model's; under load (``poisson``,
+    ``closed``, ``trace``) they are the simulator's percentiles over ``requests``
+    requests drawn from the workload (``seed``), with the saturation throughput
+    and, given ``slos`` (``planner.request.Slo``), the highest rate (or, closed
+    loop, concurrency) still meeting them.
     """
     engine = load_engine()
     precisions = load_precisions()
@@ -197,22 +258,17 @@ def estimate(
     mid = shape.prompt_tokens + shape.output_tokens // 2
     tpot = decode_step(rf, cfg, precisions, 1, mid).time_ms + engine_overhead_ms(cal, 1)
     e2e = ttft + (shape.output_tokens - 1) * tpot
-    return Estimate(
-        config=cfg,
-        workload=workload,
-        shape=shape,
-        memory=mem,
-        calibration=cal,
-        vision=vision,
-        prefill=prefill,
-        decode=decode,
-        decode_batch=b,
-        decode_context=ctx,
-        engine_overhead_ms=overhead,
-        ttft=Percentiles.constant(ttft),
-        tpot=Percentiles.constant(tpot),
-        e2e=Percentiles.constant(e2e),
-        requests_per_s=1000.0 / e2e,
-        output_tokens_per_s=shape.output_tokens * 1000.0 / e2e,
-        load_note="one request alone",
-    )
+    common = dict(config=cfg, workload=workload, shape=shape, memory=mem, calibration=cal, vision=vision,
+                  prefill=prefill, decode=decode, decode_batch=b, decode_context=ctx, engine_overhead_ms=overhead)
+    if workload.arrival == "single" or not mem.fits:
+        note = "one request alone" if workload.arrival == "single" else \
+            f"one request alone ({workload.arrival} load not simulated: the configuration does not fit)"
+        return Estimate(**common, ttft=Percentiles.constant(ttft), tpot=Percentiles.constant(tpot),  # type: ignore[arg-type]
+                        e2e=Percentiles.constant(e2e), requests_per_s=1000.0 / e2e,
+                        output_tokens_per_s=shape.output_tokens * 1000.0 / e2e, load_note=note)
+    from planner.load.estimate_load import run_load
+
+    res = run_load(cfg, cal, precisions, workload, shape, mem.kv_capacity_tokens, slos or [], requests, seed)
+    return Estimate(**common, ttft=res.ttft, tpot=res.tpot, e2e=res.e2e,  # type: ignore[arg-type]
+                    requests_per_s=res.requests_per_s, output_tokens_per_s=res.output_tokens_per_s,
+                    load_note=res.note, load=res.summary)

@@ -13,7 +13,7 @@ from planner.deployment import ServingConfig
 from planner.errors import RequestError
 from planner.estimate import Estimate, estimate
 from planner.resolve import parse_json_option, resolve_gpu, resolve_model
-from planner.workload import DEFAULT_WORKLOAD, ImageSize, Workload, parse_image_size
+from planner.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
 
 
 class EstimateRequest(BaseModel):
@@ -41,6 +41,15 @@ class EstimateRequest(BaseModel):
     concurrency: int | None = None
     rate: float | None = None
     calibration: Path | None = None
+    workload: str | None = None
+    """YAML workload file or preset name (document-vqa, visual-reasoning, captioning, chat): replaces the
+    request flags (--prompt-tokens, --output-tokens, --image, --no-image); --rate / --concurrency still
+    override its arrivals."""
+    slo: list[str] | None = None
+    """SLOs as planner.request.parse_slos reads them, e.g. ``ttft_p95=200ms``, ``tpot_p99=40ms``."""
+    requests: int | None = None
+    """Requests to simulate under load (default: 4000; closed loop 8 per client, at least 2000)."""
+    seed: int = 0
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -79,12 +88,23 @@ def build_config(req: EstimateRequest) -> ServingConfig:
 
 
 def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:
-    _positive("--prompt-tokens", req.prompt_tokens)
-    _positive("--output-tokens", req.output_tokens)
     _positive("--rate", req.rate)
     _positive("--concurrency", req.concurrency)
     if req.rate is not None and req.concurrency is not None:
         raise RequestError("give --rate or --concurrency, not both")
+    if req.workload:
+        base = load_workload(req.workload)
+        if base.images and not is_vlm:
+            raise RequestError(f"workload '{req.workload}' sends images but the model is a text model")
+        if req.rate is not None:
+            return base.model_copy(update={"arrival": "poisson", "rate_per_s": req.rate, "concurrency": None,
+                                           "trace_s": None})
+        if req.concurrency is not None:
+            return base.model_copy(update={"arrival": "closed", "concurrency": req.concurrency,
+                                           "rate_per_s": None, "trace_s": None})
+        return base
+    _positive("--prompt-tokens", req.prompt_tokens)
+    _positive("--output-tokens", req.output_tokens)
     if req.images:
         images = [ImageSize(width=w, height=h) for w, h in map(parse_image_size, req.images)]
     elif req.no_image or not is_vlm:
@@ -106,4 +126,11 @@ def run_estimate(req: EstimateRequest) -> Estimate:
     cfg = build_config(req)
     workload = build_workload(req, cfg.model.vision is not None)
     cal = load_calibration_file(req.calibration) if req.calibration else None
-    return estimate(cfg, workload, batch=req.batch, context=req.context, calibration=cal)
+    from planner.request import parse_slos
+
+    slos = parse_slos(req.slo)
+    _positive("--requests", req.requests)
+    if slos and workload.arrival == "single":
+        raise RequestError("--slo needs a load: give --rate R or --concurrency C (or a workload file with arrivals)")
+    return estimate(cfg, workload, batch=req.batch, context=req.context, calibration=cal, slos=slos,
+                    requests=req.requests, seed=req.seed)

@@ -66,6 +66,22 @@ def print_estimate(est: Estimate, explain: bool = False) -> None:
     )
     tp = data["throughput"]
     console.print(f"throughput: {_f(tp['requests_per_s'], 3)} req/s, {_f(tp['output_tokens_per_s'], 1)} output tok/s")
+    load = data.get("load")
+    if load:
+        sat, ana = _f(load["saturation_requests_per_s"], 3), _f(load["analytic_max_requests_per_s"], 3)
+        grows = "; the queue grows: SATURATED" if load["saturated"] else ""
+        console.print(f"saturation: {sat} req/s per replica (every slot busy; analytic {ana}); "
+                      f"mean batch {_f(load['mean_batch'], 1)}, preemptions {load['preemptions']}{grows}")
+        slo = load.get("slo")
+        if slo:
+            verdict = "met" if slo["met"] else "MISSED"
+            if slo["max_rate_per_s"] is not None:
+                best = f"highest rate meeting them {_f(slo['max_rate_per_s'], 3)} req/s"
+            elif slo["max_concurrency"] is not None:
+                best = f"most clients meeting them {slo['max_concurrency']}"
+            else:
+                best = "not met at any load"
+            console.print(f"SLO {', '.join(slo['targets'])}: {verdict}; {best}")
     if explain:
         for phase, rows in explain_json(est).items():
             et = Table(title=f"{phase}: per-op breakdown")

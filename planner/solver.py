@@ -218,6 +218,12 @@ def candidates_for(req: SolveRequest, workload: Workload, screen: Screening) -> 
         for precision in req.precisions:
             if precision not in gpu.precisions:
                 continue
+            if precision in ("int4", "int8") and precision not in model.quantized_checkpoints:
+                # vLLM cannot quantize to W4A16/W8A8 at load time: a checkpoint must exist.
+                note = f"{precision}: no known pre-quantized checkpoint of {model.name}"
+                if note not in screen.unsupported:
+                    screen.unsupported.append(note)
+                continue
             for kv in req.kv_cache_dtypes:
                 if kv not in gpu.kv_cache_dtypes:
                     continue

@@ -11,7 +11,7 @@ from planner.catalog.loader import load_calibration, load_engine, load_gpus, loa
 from planner.load.analytic import build_step_cost, predict
 from planner.memory import memory_breakdown
 from planner.request import Budget, parse_budget, parse_slos
-from planner.solver import SolveRequest, candidates_for, meets, Screening, solve
+from planner.solver import Screening, SolveRequest, candidates_for, meets, solve
 from planner.workload import ImageSize, Workload
 
 MODEL = load_models().get("Qwen/Qwen2.5-VL-3B-Instruct")
@@ -102,14 +102,31 @@ def test_same_input_same_plan():
 
 
 def test_memory_infeasibility_is_explained():
-    big = load_models().get("Qwen/Qwen2.5-VL-72B-Instruct")
+    # Hand calculation: Qwen3-VL-235B-A22B has ~235e9 parameters; at bf16 that is ~438 GiB of weights.
+    # The largest replica the solver considers is two nodes of 8 L4s: 16 x 22.4 GiB = 358 GiB < 438 GiB.
+    big = load_models().get("Qwen/Qwen3-VL-235B-A22B-Instruct")
     req = SolveRequest(model=big, workloads=[workload("w", 1.0)], slos=parse_slos(["ttft_p95=2s"]),
-                       budget=parse_budget("4xA100-40GB"), gpus=[load_gpus().get("A100-40GB")],
+                       budget=parse_budget("64xL4"), gpus=[load_gpus().get("L4")],
                        precisions=["bf16"], kv_cache_dtypes=["auto"])
     sol = solve(req)
     assert sol.status == "infeasible"
     assert sol.explanation.startswith("memory: weights need")
-    assert "4 x 40 GiB" in sol.explanation
+    weights_gib = float(sol.explanation.split("need ")[1].split(" GiB")[0])
+    assert 430 <= weights_gib <= 445
+    assert "16 x 22 GiB" in sol.explanation
+
+
+def test_budget_too_small_for_the_weights_says_how_many_gpus():
+    # Hand calculation: Qwen2.5-VL-72B at bf16 is ~137 GiB of weights; at gpu_memory_utilization 0.9
+    # three A100-40GB give 3 x 0.9 x 39.4 = 106 GiB (too little), so a replica needs 4 GPUs > budget of 2.
+    big = load_models().get("Qwen/Qwen2.5-VL-72B-Instruct")
+    req = SolveRequest(model=big, workloads=[workload("w", 1.0)], slos=parse_slos(["ttft_p95=2s"]),
+                       budget=parse_budget("2xA100-40GB"), gpus=[load_gpus().get("A100-40GB")],
+                       precisions=["bf16"], kv_cache_dtypes=["auto"])
+    sol = solve(req)
+    assert sol.status == "infeasible"
+    assert sol.explanation.startswith("budget: the cheapest feasible plan needs 4 x A100")
+    assert "> 2" in sol.explanation
 
 
 def test_latency_infeasibility_names_lowest_achievable():

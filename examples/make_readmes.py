@@ -1,0 +1,273 @@
+"""Regenerate the planner's numbers in the example READMEs by running `vlmplan whatif`.
+
+Every README holds blocks between ``<!-- BEGIN generated: NAME -->`` and
+``<!-- END generated: NAME -->``; each block is the command below and the
+table its ``--json`` output gives. Run from the repository root::
+
+    python examples/make_readmes.py          # rewrite the blocks
+    python examples/make_readmes.py --check  # exit 1 when a README is stale (tests/unit/test_examples.py does this):
+                                             # other words, or a number more than 5% away
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+Row = dict[str, Any]
+Column = tuple[str, Callable[[Row, list[Row]], Any]]
+
+
+def _f(nd: int) -> Callable[[Any], str]:
+    def fmt(x: Any) -> str:
+        if x is None:
+            return "-"
+        return f"{x:,.{nd}f}"
+    return fmt
+
+
+def col(header: str, key: str, nd: int = 1) -> Column:
+    fmt = _f(nd)
+    return header, lambda r, _rows: fmt(r.get(key)) if isinstance(r.get(key), (int, float)) and not isinstance(
+        r.get(key), bool) else (r.get(key) if r.get(key) not in (None, "") else "-")
+
+
+def deployment(r: Row, _rows: list[Row]) -> str:
+    if not r["gpu"]:
+        return "-"
+    n = (r["gpus"] or 1) // (r["replicas"] or 1)
+    text = f"{n} x {r['gpu']} {r['precision']}" + (" kv-fp8" if r["kv_cache_dtype"] == "fp8" else "")
+    text += f", seqs {r['max_num_seqs']}, ctx {r['max_model_len']}"
+    return f"{r['replicas']} x ({text})" if (r["replicas"] or 1) > 1 else text
+
+
+def ok(r: Row, _rows: list[Row]) -> str:
+    return "yes" if r["feasible"] else r["status"] or "no"
+
+
+def tokens_per_s(r: Row, _rows: list[Row]) -> str:
+    t = r.get("tpot_p50_ms")
+    return f"{1000 / t:,.0f}" if t else "-"
+
+
+def per_hour(r: Row, _rows: list[Row]) -> str:
+    c = r.get("max_requests_per_s")
+    return f"{c * 3600:,.0f}" if c else "-"
+
+
+def vs_bf16(key: str, group: str) -> Callable[[Row, list[Row]], str]:
+    """``key`` of this row over the bf16 row with the same ``group`` value."""
+    def f(r: Row, rows: list[Row]) -> str:
+        ref = next((x for x in rows if x["precision"] == "bf16" and x[group] == r[group]), None)
+        if not ref or not ref.get(key) or not r.get(key):
+            return "-"
+        return f"{r[key] / ref[key]:.2f}x"
+    return f
+
+
+def binding(r: Row, _rows: list[Row]) -> str:
+    text = str(r.get("binding") or "-")
+    text = re.sub(r"^[\w.-]+: (?=(tpot|ttft|e2e)_)", "", text)  # solver rows prefix the workload name
+    return text.replace("|", "/")
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    args: list[str]
+    columns: list[Column]
+    note: str = ""
+
+
+MEMORY = [col("weights GiB", "weights_gib", 2), col("KV cache GiB", "kv_cache_gib", 2),
+          col("activations GiB", "activations_gib", 2), col("overhead GiB", "overhead_gib", 2),
+          col("total GiB/GPU", "total_gib", 2), col("KV capacity tokens", "kv_capacity_tokens", 0)]
+SPEED = [col("TTFT p50 ms", "ttft_p50_ms"), col("TPOT p50 ms", "tpot_p50_ms"), ("tokens/s", tokens_per_s),
+         col("e2e p50 ms", "e2e_p50_ms", 0)]
+LOADED = [col("TTFT p95 ms", "ttft_p95_ms"), col("TPOT p95 ms", "tpot_p95_ms"), col("e2e p95 ms", "e2e_p95_ms", 0),
+          col("$/1k req", "cost_per_1k_requests", 3), ("ok", ok)]
+
+
+@dataclass(frozen=True)
+class Example:
+    folder: str
+    studies: list[Study] = field(default_factory=list)
+
+
+def _scenario(folder: str) -> str:
+    return f"examples/{folder}/scenario.yaml"
+
+
+EXAMPLES = [
+    Example("chatbot-rtx4090", [
+        Study("memory", ["--fixed", "--concurrency", "1"], [("deployment", deployment)] + MEMORY + SPEED),
+        Study("precision", ["--fixed", "--concurrency", "1", "--vary", "precision=bf16,fp8,int8,int4"],
+              [col("precision", "precision")] + MEMORY[:1] + MEMORY[4:] + SPEED),
+        Study("load", ["--fixed", "--simulate", "--vary", "batch=1,4", "--vary", "rate=0.1,0.25,0.5,0.85,1.5"],
+              [col("max_num_seqs", "max_num_seqs", 0), col("rate req/s", "rate_per_s", 2)] + LOADED
+              + [("binding", binding)]),
+        Study("solver", ["--budget", "$5/h", "--vary", "rate=0.5,2,8,20"],
+              [col("rate req/s", "rate_per_s", 1), ("cheapest deployment", deployment), col("$/h", "cost_per_hour", 2)]
+              + LOADED + [("binding", binding)]),
+    ]),
+    Example("document-pipeline-4xa100", [
+        Study("memory", ["--fixed", "--concurrency", "1"], [("deployment", deployment)] + MEMORY + SPEED),
+        Study("precision", ["--fixed", "--vary", "precision=bf16,int8,int4"],
+              [col("precision", "precision"), col("weights GiB/GPU", "weights_gib", 2),
+               col("capacity req/s", "max_requests_per_s", 2), ("capacity vs bf16", vs_bf16("max_requests_per_s",
+                                                                                            "workload")),
+               ("documents/hour at capacity", per_hour)] + LOADED),
+        Study("rate", ["--fixed", "--vary", "rate=0.5,1,2,3,4,5"],
+              [col("rate req/s", "rate_per_s", 1), col("mean batch", "mean_batch", 1)] + LOADED
+              + [("binding", binding)]),
+        Study("solver", ["--budget", "$100/h"],
+              [("cheapest deployment", deployment), col("$/h", "cost_per_hour", 2)] + LOADED + [("binding", binding)]),
+    ]),
+    Example("research-h100-128k", [
+        Study("memory", ["--fixed", "--concurrency", "1"], [("deployment", deployment)] + MEMORY + SPEED),
+        Study("prompt", ["--fixed", "--simulate", "--vary", "concurrency=1,4", "--vary", "prompt=128,8k,32k,64k,120k"],
+              [col("clients", "concurrency", 0), col("text tokens", "prompt_tokens", 0),
+               col("mean batch", "mean_batch", 1),
+               col("TTFT p50 ms", "ttft_p50_ms"), col("TPOT p50 ms", "tpot_p50_ms")] + LOADED[:3]
+              + [("ok", ok)]),
+        Study("gpu", ["--fixed", "--simulate", "--prompt-tokens", "120000", "--vary", "gpu=H100-SXM-80GB,H200-141GB"],
+              [col("GPU", "gpu"), col("KV cache GiB", "kv_cache_gib", 2),
+               col("KV capacity tokens", "kv_capacity_tokens", 0), col("mean batch", "mean_batch", 1),
+               col("TTFT p95 ms", "ttft_p95_ms"), col("TPOT p95 ms", "tpot_p95_ms"), col("$/h", "cost_per_hour", 2),
+               ("ok", ok)]),
+        Study("solver", [],
+              [("cheapest deployment", deployment), col("$/h", "cost_per_hour", 2)] + LOADED + [("binding", binding)]),
+    ]),
+    Example("workloads", [
+        Study("alone", ["--fixed", "--concurrency", "1", "--vary",
+                        "workload=document-vqa.yaml,visual-reasoning.yaml,captioning.yaml",
+                        "--vary", "precision=bf16,int8,int4"],
+              [col("workload", "workload"), col("precision", "precision"), col("visual tokens", "visual_tokens", 0),
+               col("TTFT ms", "ttft_p50_ms"), col("TPOT ms", "tpot_p50_ms"), col("e2e ms", "e2e_p50_ms", 0),
+               ("e2e vs bf16", vs_bf16("e2e_p50_ms", "workload")), col("capacity req/s", "max_requests_per_s", 2),
+               ("capacity vs bf16", vs_bf16("max_requests_per_s", "workload"))]),
+        Study("loaded", ["--fixed", "--vary", "workload=document-vqa.yaml,visual-reasoning.yaml,captioning.yaml",
+                         "--vary", "precision=bf16,int8,int4"],
+              [col("workload", "workload"), col("precision", "precision")] + LOADED),
+    ]),
+]
+
+
+def run_whatif(args: list[str]) -> dict[str, Any]:
+    """`vlmplan whatif ARGS --json`, through the CLI, from the repository root."""
+    import os
+
+    import typer
+    from typer.testing import CliRunner
+
+    from planner.cli_whatif import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _root() -> None:  # keep 'whatif' a sub-command
+        pass
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        res = CliRunner().invoke(app, ["whatif", *args, "--json"])
+    finally:
+        os.chdir(cwd)
+    if res.exit_code != 0:
+        raise RuntimeError(f"vlmplan whatif {' '.join(args)} failed ({res.exit_code}): {res.output}")
+    return json.loads(res.stdout)
+
+
+def _cell(x: Any) -> str:
+    return str(x).replace("|", "/")
+
+
+def render(example: Example, study: Study) -> str:
+    args = [_scenario(example.folder), *study.args]
+    data = run_whatif(args)
+    rows = data["rows"]
+    shown = " ".join(f"'{a}'" if any(c in a for c in " $,") else a for a in args)
+    lines = [f"`vlmplan whatif {shown}`", "",
+             f"Held fixed: {data['held_fixed']}" + (f"; load model: {data['load_model']}" if data["mode"] == "fixed"
+                                                    else "; the solver's cheapest deployment per point"), ""]
+    lines.append("| " + " | ".join(h for h, _ in study.columns) + " |")
+    lines.append("|" + "|".join("---" for _ in study.columns) + "|")
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(fn(r, rows)) for _, fn in study.columns) + " |")
+    if study.note:
+        lines += ["", study.note]
+    return "\n".join(lines)
+
+
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+TOLERANCE = 0.05
+"""--check accepts numbers within 5% (small speed-model tweaks); words and table structure must match exactly."""
+
+
+def same_block(old: str, new: str, rel: float = TOLERANCE) -> bool:
+    if NUMBER.sub("#", old) != NUMBER.sub("#", new):
+        return False
+    for a, b in zip(NUMBER.findall(old), NUMBER.findall(new)):
+        x, y = float(a.replace(",", "")), float(b.replace(",", ""))
+        if abs(x - y) > max(rel * max(abs(x), abs(y)), 0.051):
+            return False
+    return True
+
+
+BLOCK = re.compile(r"(<!-- BEGIN generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END generated: (?P=name) -->)",
+                   re.S)
+
+
+def update(example: Example, check: bool = False) -> list[str]:
+    """Rewrite (or, with ``check``, compare) the generated blocks of one README; returns the stale block names."""
+    path = ROOT / "examples" / example.folder / "README.md"
+    text = path.read_text()
+    stale: list[str] = []
+    names = {m.group("name") for m in BLOCK.finditer(text)}
+    missing = [s.name for s in example.studies if s.name not in names]
+    if missing:
+        raise RuntimeError(f"{path}: no block for {', '.join(missing)}")
+    for study in example.studies:
+        body = render(example, study) + "\n"
+
+        def sub(m: re.Match[str], study: Study = study, body: str = body) -> str:
+            if m.group("name") != study.name:
+                return m.group(0)
+            if not same_block(m.group("body"), body):
+                stale.append(study.name)
+            return m.group(1) + body + m.group(4)
+
+        text = BLOCK.sub(sub, text)
+    if not check:
+        path.write_text(text)
+    return stale
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    bad = []
+    for ex in EXAMPLES:
+        stale = update(ex, check)
+        if stale:
+            bad.append(f"{ex.folder}: {', '.join(stale)}")
+    if check and bad:
+        print("stale README blocks (run: python examples/make_readmes.py):\n  " + "\n  ".join(bad))
+        return 1
+    if not check:
+        print("updated:", ", ".join(ex.folder for ex in EXAMPLES) + (f" (changed: {'; '.join(bad)})" if bad else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,320 @@
+"""`vlmplan whatif` and `vlmplan compare` (registered on the main app by ``register``).
+
+Parse, call ``planner.whatif`` / ``planner.compare`` / ``planner.plots``, print. No decisions here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from planner.errors import PlannerError, RequestError
+
+T = TypeVar("T")
+PROGRESS_MIN_POINTS = 50
+MAX_TABLE_ROWS = 100
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Expected failures: one line on stderr, exit 2 (as in planner.cli)."""
+    try:
+        return fn()
+    except PlannerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def build_scenario(scenario_file: Path | None, fixed: bool, *, model: str | None = None, gpu: str | None = None,
+                   tp: int | None = None, pp: int | None = None, precision: str | None = None,
+                   kv_cache_dtype: str | None = None, max_model_len: str | None = None,
+                   max_num_seqs: int | None = None, gpu_memory_utilization: float | None = None,
+                   limit_images: int | None = None, workload: str | None = None, slo: list[str] | None = None,
+                   budget: str | None = None, gpus: str | None = None, precisions: str | None = None,
+                   objective: str | None = None) -> Any:
+    """The scenario file (or a bare scenario from the flags), with the given flags replacing its values.
+
+    Fixed mode: --gpu/--precision/... set the configuration (created on --gpu, default H100, when the file has
+    none). Solver mode: --gpu and --precision restrict the solver's search like --gpus / --precisions.
+    """
+    from planner.resolve import DEFAULT_GPU, DEFAULT_MODEL
+    from planner.scenario import FixedConfig, Scenario, SearchSpace, load_scenario, parse_tokens
+
+    if scenario_file is not None:
+        sc = load_scenario(scenario_file)
+    else:
+        sc = Scenario(name="command line", model=model or DEFAULT_MODEL)
+    upd: dict[str, Any] = {}
+    if model is not None:
+        upd["model"] = model
+    if workload is not None:
+        upd["workload"] = workload
+    if slo is not None:
+        upd["slo"] = list(slo)
+    if budget is not None:
+        upd["budget"] = budget
+    cfg_fields = {"gpu": gpu, "tp": tp, "pp": pp, "precision": precision, "kv_cache_dtype": kv_cache_dtype,
+                  "max_model_len": parse_tokens(max_model_len, "--max-model-len") if max_model_len else None,
+                  "max_num_seqs": max_num_seqs, "gpu_memory_utilization": gpu_memory_utilization,
+                  "limit_images": limit_images}
+    given = {k: v for k, v in cfg_fields.items() if v is not None}
+    if fixed or sc.config is not None:
+        if sc.config is None and (fixed or given):
+            base: dict[str, Any] = {"gpu": DEFAULT_GPU}
+        else:
+            base = sc.config.model_dump() if sc.config is not None else {}
+        if base or given:
+            upd["config"] = _validate(FixedConfig, {**base, **given}, "config")
+    search = sc.search.model_dump()
+    if not fixed:
+        if gpu is not None:
+            search["gpus"] = [gpu]
+        if precision is not None:
+            search["precisions"] = [precision]
+    if gpus is not None:
+        search["gpus"] = [g.strip() for g in gpus.split(",") if g.strip()]
+    if precisions is not None:
+        search["precisions"] = [p.strip() for p in precisions.split(",") if p.strip()]
+    if objective is not None:
+        search["objective"] = objective
+    upd["search"] = _validate(SearchSpace, search, "search")
+    data = {**sc.model_dump(), **{k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in upd.items()}}
+    out = _validate(Scenario, data, "scenario")
+    out._base_dir = sc.base_dir
+    return out
+
+
+def _validate(cls: Any, data: dict[str, Any], where: str) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        value = first.get("input")
+        raise RequestError(f"{where}.{loc} = {value!r}: {first['msg']}") from None
+
+
+def _workload_overrides(prompt_tokens: int | None, output_tokens: int | None, image: list[str] | None,
+                        no_image: bool, rate: float | None, concurrency: int | None) -> dict[str, Any]:
+    from planner.workload import ImageSize, parse_image_size
+
+    images = None
+    if no_image:
+        images = []
+    elif image:
+        images = [ImageSize(width=w, height=h) for w, h in map(parse_image_size, image)]
+    return {"prompt": prompt_tokens, "output": output_tokens, "images": images, "rate": rate,
+            "concurrency": concurrency}
+
+
+def _fmt(x: Any, nd: int = 1) -> str:
+    if x is None or x == "":
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    return str(x)
+
+
+def _deployment(r: dict[str, Any]) -> str:
+    if not r["gpu"]:
+        return "-"
+    n = (r["gpus"] or 1) // (r["replicas"] or 1)
+    text = f"{n} x {r['gpu']} {r['precision']}"
+    if r["kv_cache_dtype"] == "fp8":
+        text += " kv-fp8"
+    text += f", seqs {r['max_num_seqs']}, ctx {r['max_model_len']}"
+    if (r["replicas"] or 1) > 1:
+        text = f"{r['replicas']} x ({text})"
+    return text
+
+
+def print_sweep(result: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from planner.whatif import COLUMN
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    rows = result.rows
+    shown = rows if len(rows) <= MAX_TABLE_ROWS else rows[:MAX_TABLE_ROWS]
+    what = (f"one fixed configuration, {result.load} load model" if result.mode == "fixed"
+            else "cheapest deployment per point")
+    t = Table(title=f"what if ({result.mode}: {what})", caption=escape("held fixed: " + result.held_fixed),
+              caption_justify="left")
+    dims = [v.dim for v in result.varies]
+    for d in dims:
+        t.add_column(d)
+    for name in ("ok", "deployment", "$/h", "$/1k req", "TTFT p95 ms", "TPOT p95 ms", "e2e p95 ms", "GiB/GPU",
+                 "binding"):
+        t.add_column(name, justify="right" if name.startswith(("$", "T", "e2e", "GiB")) else "left",
+                     overflow="fold", max_width=60 if name == "binding" else None)
+    for r in shown:
+        cells = []
+        for d in dims:
+            v = r.get(COLUMN[d])
+            cells.append(_fmt(v, 3) if isinstance(v, float) else _fmt(v))
+        ok = "[green]yes[/]" if r["feasible"] else f"[red]{escape(r['status'] or 'no')}[/]"
+        cells += [ok, escape(_deployment(r)), _fmt(r["cost_per_hour"], 2), _fmt(r["cost_per_1k_requests"], 3),
+                  _fmt(r["ttft_p95_ms"]), _fmt(r["tpot_p95_ms"]), _fmt(r["e2e_p95_ms"], 0), _fmt(r["total_gib"], 1),
+                  escape(r["binding"])]
+        t.add_row(*cells)
+    console.print(t)
+    feasible = sum(1 for r in rows if r["feasible"])
+    tail = f"; first {MAX_TABLE_ROWS} shown (all in --csv / --json)" if len(rows) > len(shown) else ""
+    console.print(f"{len(rows)} point(s), {feasible} feasible, {result.wall_s:.2f} s{tail}")
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+
+
+def _progress_sweep(run: Callable[[Any], Any], total: int, quiet: bool) -> Any:
+    if total <= PROGRESS_MIN_POINTS or quiet:
+        return run(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("what-if"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sweep", total=total)
+        return run(lambda done, _n: bar.update(task, completed=done))
+
+
+ScenarioArg = Annotated[Path | None, typer.Argument(help="Scenario YAML (see examples/); flags override it.")]
+VaryOpt = Annotated[list[str] | None, typer.Option(
+    help="DIM=V1,V2 or DIM=A..B[:N]; repeatable (cartesian product). DIM: gpu, precision, kv, rate, concurrency, "
+         "image, context, tp, batch, prompt, output, slo, workload.")]
+FixedOpt = Annotated[bool, typer.Option(
+    "--fixed", help="Evaluate the scenario's one configuration per point instead of solving for the cheapest "
+                    "deployment.")]
+SimulateOpt = Annotated[bool, typer.Option(
+    "--simulate", help="With --fixed: latency from the discrete-event simulator (2,000 requests per point, the "
+                       "workload's distributions sampled) instead of the analytic model.")]
+GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help="GPU (fixed config; solver: restrict to it).")]
+ContextOpt = Annotated[str | None, typer.Option(help="Context cap: 8192, 8k, 32k, 128k (fixed config).")]
+UtilOpt = Annotated[float | None, typer.Option(help="Fraction of GPU memory vLLM may use (fixed config).")]
+LimitImagesOpt = Annotated[int | None, typer.Option(help="Images per prompt vLLM allows (fixed config).")]
+WorkloadOpt = Annotated[str | None, typer.Option(
+    help="Workload preset (document-vqa, visual-reasoning, captioning, chat) or workload YAML file.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `whatif` and `compare` to the main app."""
+
+    @app.command()
+    def whatif(
+        scenario: ScenarioArg = None,
+        vary: VaryOpt = None,
+        fixed: FixedOpt = False,
+        points: Annotated[int, typer.Option(help="Points of a range A..B given without :N.")] = 10,
+        simulate: SimulateOpt = False,
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Catalog id or local config.json.")] = None,
+        gpu: GpuOpt = None,
+        tp: Annotated[int | None, typer.Option(help="Tensor-parallel GPUs (fixed config).")] = None,
+        pp: Annotated[int | None, typer.Option(help="Pipeline stages (fixed config).")] = None,
+        precision: Annotated[str | None, typer.Option(help="bf16, fp16, fp8, int8, int4.")] = None,
+        kv_cache_dtype: Annotated[str | None, typer.Option(help="auto or fp8 (fixed config).")] = None,
+        max_model_len: ContextOpt = None,
+        max_num_seqs: Annotated[int | None, typer.Option(help="Engine batch cap (fixed config).")] = None,
+        gpu_memory_utilization: UtilOpt = None,
+        limit_images: LimitImagesOpt = None,
+        workload: WorkloadOpt = None,
+        prompt_tokens: Annotated[int | None, typer.Option(help="Text tokens per request.")] = None,
+        output_tokens: Annotated[int | None, typer.Option(help="Generated tokens per request.")] = None,
+        image: Annotated[list[str] | None, typer.Option(help="Image size WxH; repeatable.")] = None,
+        no_image: Annotated[bool, typer.Option("--no-image", help="Text-only requests.")] = False,
+        rate: Annotated[float | None, typer.Option(help="Poisson arrivals, requests/s.")] = None,
+        concurrency: Annotated[int | None, typer.Option(help="Closed-loop clients.")] = None,
+        slo: Annotated[list[str] | None, typer.Option(help="SLO, e.g. ttft_p95=500ms; repeatable.")] = None,
+        budget: Annotated[str | None, typer.Option(help="4xA100, $40/h, ...")] = None,
+        gpus: Annotated[str | None, typer.Option(help="Solver: allowed GPU types (comma-separated).")] = None,
+        precisions: Annotated[str | None, typer.Option(help="Solver: allowed precisions (comma-separated).")] = None,
+        objective: Annotated[str | None, typer.Option(help="Solver objective: cost, gpus or latency.")] = None,
+        csv_file: Annotated[Path | None, typer.Option("--csv", help="Write every row to this CSV file.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+        plot: Annotated[Path | None, typer.Option(help="Write PNG plots into this folder (needs matplotlib).")] = None,
+    ) -> None:
+        """What if: sweep GPUs, precisions, rates, image sizes, context caps, ... over a base scenario."""
+        from planner.whatif import parse_varies, sweep
+        from planner.whatif import points as all_points
+
+        if plot is not None:
+            from planner.plots import require_matplotlib
+
+            _run(require_matplotlib)
+        if points < 1:
+            _fail(f"--points must be >= 1 (got {points})")
+        sc = _run(lambda: build_scenario(
+            scenario, fixed, model=model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv_cache_dtype,
+            max_model_len=max_model_len, max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization,
+            limit_images=limit_images, workload=workload, slo=slo, budget=budget, gpus=gpus, precisions=precisions,
+            objective=objective))
+        varies = _run(lambda: parse_varies(vary, points))
+        overrides = _run(lambda: _workload_overrides(prompt_tokens, output_tokens, image, no_image, rate, concurrency))
+        total = len(all_points(varies))
+        result = _run(lambda: _progress_sweep(
+            lambda cb: sweep(sc, varies, fixed=fixed, progress=cb, overrides=overrides,
+                             load="simulate" if simulate else "analytic"), total, quiet=False))
+        if csv_file is not None:
+            write_csv(result.rows, csv_file)
+        files: list[Path] = []
+        if plot is not None:
+            from planner.plots import render_all
+
+            files = _run(lambda: render_all(result, plot))
+        if as_json:
+            out = result.to_json()
+            out["files"] = [str(f) for f in files] + ([str(csv_file)] if csv_file else [])
+            typer.echo(json.dumps(_json_safe(out), indent=2))
+            return
+        print_sweep(result)
+        for f in ([csv_file] if csv_file else []) + files:
+            typer.echo(f"wrote {f}")
+
+    @app.command()
+    def compare(
+        a: Annotated[Path, typer.Argument(help="Scenario YAML or plan.yaml.")],
+        b: Annotated[Path, typer.Argument(help="Scenario YAML or plan.yaml.")],
+        solve: Annotated[bool, typer.Option("--solve", help="Solve scenarios even when they hold a fixed "
+                                                            "configuration.")] = False,
+        differences: Annotated[bool, typer.Option("--differences", help="Show only the keys that differ.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    ) -> None:
+        """Two scenarios or plans side by side, differences highlighted."""
+        from planner.compare import compare_files, print_comparison
+
+        cmp = _run(lambda: compare_files(a, b, fixed=False if solve else None))
+        if as_json:
+            typer.echo(json.dumps(_json_safe(cmp.to_json()), indent=2))
+        else:
+            print_comparison(cmp, only_differences=differences)

@@ -1,0 +1,652 @@
+"""Fast analytic approximation of the simulator's latency percentiles (the solver's inner loop).
+
+Notation (one replica, one request shape): ``P`` prompt tokens of which
+``P'`` are not in the prefix cache, ``O`` output tokens, ``L = O - 1`` decode
+steps per request, ``V`` the ViT time of its images, ``B`` the token budget of
+a step (``max_num_batched_tokens``), ``lambda`` the arrival rate.
+
+**Decode batch and saturation (mean-value analysis).** With ``n`` sequences
+decoding, a decode-only step takes ``a(n)`` (``StepCost``: GEMMs, attention at
+the mean context ``P + 1 + L/2``, lm_head, engine overhead) and each arriving
+request adds ``e(n)`` of prefill work to some step (its chunks' share of the
+GEMMs, its attention, its ViT). Steps then average ``s = a / (1 - lambda e)``
+and Little's law gives ``n = lambda L s``; eliminating ``s``::
+
+    lambda(n) = n / (L a(n) + n e(n))
+
+an explicit rate for each batch size. The largest ``lambda(n)`` over the
+batches the engine can hold (``max_num_seqs``, the KV cache at the mean
+context) is the saturation throughput; below it the batch starts at the ``n``
+with ``lambda(n) = lambda`` and is refined with the request-averaged TPOT.
+
+**TTFT (gated batch-service queue).** A step, once started, serves the
+prefills waiting at its start, up to the budget: ``cap = floor((B - n) / P')``
+requests (or one chunk of ``B - n`` tokens when ``P' > B - n``, a request
+being ``ch`` chunks). The units waiting at step starts form a Markov chain,
+``Q' = Q - min(Q, cap) + ch Poisson(lambda D(min(Q, cap)))`` with ``D(s)`` the
+duration of a step serving ``s`` units; its stationary law ``pi`` is solved
+exactly on a truncated state space (a banded linear system). A request lands
+in a step with probability ``pi_Q D_Q`` (length bias), waits the residual
+``U D_Q`` (``U`` uniform), then the steps clearing the units ahead of it
+(those left over, plus ``Poisson(lambda D_Q / 2)`` arrivals before it) and
+its own, which also serves the ``Poisson(lambda D_Q / 2)`` arrivals after it
+while they fit.
+
+**TPOT.** A request's ``L`` steps each cost ``a`` plus the prefill work of
+the ``K`` requests served while it decodes: the backlog it leaves in the queue
+and the arrivals during its life. Each of them lengthens its life and lets
+more arrive, so ``K`` is the total progeny of a branching process with
+``Poisson(lambda e)`` offspring (Borel-Tanner from the backlog, generalised
+Poisson from the ``Poisson(lambda L a)`` direct arrivals). The batch it sees
+varies as in M/G/infinity (variance ``2/3 n`` over one lifetime, covariance
+``n/2`` with ``K``), adding a small normal term.
+
+**Closed loop** (``C`` clients, zero think time, identical requests): clients
+fall into lock-step waves, as in the simulator and in fixed-length benchmarks:
+the ``C`` prompts are prefilled in ``G = ceil(C P' / (B - n))`` consecutive
+mixed steps, then every client decodes; TTFT is one (or, for a prompt split by
+a step boundary, two) mixed steps, TPOT the cycle's other steps averaged.
+
+e2e combines TTFT and ``L`` TPOT with the normal rule for independent parts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import solve_banded
+from scipy.special import bdtr, gammaln, pdtr
+
+from planner.catalog.loader import load_calibration, load_precisions
+from planner.catalog.schema import Calibration
+from planner.deployment import ServingConfig
+from planner.estimate import Percentiles, RequestShape
+from planner.load.stepcost import StepCost, prefill_pairs
+
+_LEVELS = (0.5, 0.9, 0.95, 0.99)
+_NAMES = ("p50", "p90", "p95", "p99")
+_INF = Percentiles(mean=math.inf, p50=math.inf, p90=math.inf, p95=math.inf, p99=math.inf)
+_QMAX = 400
+_LGAMMA = gammaln(np.arange(20001) + 1.0)
+
+
+@dataclass(frozen=True)
+class LoadPrediction:
+    ttft: Percentiles
+    tpot: Percentiles
+    e2e: Percentiles
+    """ms."""
+    requests_per_s: float
+    output_tokens_per_s: float
+    saturated: bool
+    """Offered load >= capacity: percentiles are then inf."""
+    max_requests_per_s: float
+    """Saturation throughput of one replica for this request shape."""
+    mean_batch: float
+    """Mean running sequences."""
+
+
+def build_step_cost(cfg: ServingConfig, calibration: Calibration | None = None) -> StepCost:
+    """Step-time tables of a resolved ``cfg`` (see ``deployment.resolve``)."""
+    cal = calibration or load_calibration(cfg.gpu.name)
+    return StepCost(cfg, cal, load_precisions())
+
+
+# --------------------------------------------------------------------------- per-shape curves
+
+
+@dataclass(frozen=True)
+class _Curves:
+    n: np.ndarray
+    a: np.ndarray
+    """Decode-only step (ms) with n sequences, engine overhead included."""
+    e: np.ndarray
+    """Prefill work one request adds (ms)."""
+    rate: np.ndarray
+    """lambda(n), requests/s."""
+    n_cap: int
+    max_rate: float
+    n_at_max: int
+    vision_ms: float
+
+
+def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity_tokens: int) -> _Curves:
+    """a(n), e(n) and lambda(n) for n = 0..n_cap, cached on ``cost`` per shape."""
+    cache: dict = cost.__dict__.setdefault("_analytic_cache", {})
+    key = (cfg.max_num_seqs, cfg.max_num_batched_tokens, shape.prompt_tokens, shape.cached_tokens,
+           shape.output_tokens, shape.images, shape.encoder_patches, kv_capacity_tokens)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    P = shape.prompt_tokens
+    Pn = max(1, P - shape.cached_tokens)
+    L = max(0, shape.output_tokens - 1)
+    B = int(cfg.max_num_batched_tokens or cost.max_tokens)
+    seqs = int(cfg.max_num_seqs or cost.max_seqs)
+    V = cost.vision_ms(shape.images, shape.encoder_patches)
+    ctx = P + 1 + L / 2
+    # KV per decoding sequence at the mean context (prefix hits shared) plus half a block of rounding.
+    kv_seq = max(1.0, ctx - shape.cached_tokens + 8)
+    n_cap = max(1, min(seqs, B - 1, int(kv_capacity_tokens // kv_seq)))
+    n = np.arange(0, n_cap + 1)
+    top = len(cost.lin_ms) - 1
+    lin, lm = cost.lin_ms, cost.lm_ms
+    nn = np.minimum(n, top)
+    a = lin[nn] + lm[nn] + cost.overhead_ms(0) + cost._ov1 * n
+    a[1:] += cost.decode_attention_vec_n(n[1:], n[1:] * ctx)
+    room = np.maximum(1, B - n)
+    ch = np.ceil(Pn / room)
+    # Prefills share steps: n decodes lasting L steps each mean n / L arrivals per step, whose prompts go
+    # through the GEMMs together (a step of many short prompts is compute-bound even when one alone is not).
+    k = np.maximum(1.0, n / L) if L > 0 else np.maximum(1.0, room / Pn)
+    tok = np.minimum(k * Pn, room).astype(int)
+    per_req = Pn / np.maximum(tok, 1)  # this request's share of those tokens
+    wp, wk = _window_args(cost, P, Pn)
+    pf = cost.prefill_attention_ms(Pn, prefill_pairs(P - Pn, Pn), P, wp, wk)
+    # (Wave quantisation can make a GEMM of a few more rows no slower, or even faster: never below zero.)
+    grow = (np.maximum(0.0, lin[np.minimum(n + tok, top)] - lin[nn]) * per_req
+            + np.maximum(0.0, lm[np.minimum(n + np.ceil(k).astype(int), top)] - lm[nn]) / np.ceil(k))
+    e = ch * cost._ov1 + grow + pf + V + (ch - 1) * cost.attention_launch_ms()
+    if L > 0:
+        rate = np.zeros(len(n))
+        rate[1:] = n[1:] / (L * a[1:] + n[1:] * e[1:]) * 1e3
+    else:
+        # One output token: requests never decode; the prefill server alone limits them.
+        rate = np.full(len(n), 1e3 / float(e[0]))
+    i_max = int(np.argmax(rate))
+    out = _Curves(n=n, a=a, e=e, rate=rate, n_cap=n_cap, max_rate=float(rate[i_max]), n_at_max=i_max, vision_ms=V)
+    if len(cache) > 512:
+        cache.clear()
+    cache[key] = out
+    return out
+
+
+def _window_args(cost: StepCost, P: int, Pn: int) -> tuple[float | None, float | None]:
+    if not cost.sliding_layers:
+        return None, None
+    w = min(P, cost.window)
+    return Pn * w, w
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def predict(cost: StepCost, cfg: ServingConfig, shape: RequestShape, arrival: str, rate_per_s: float | None,
+            concurrency: int | None, kv_capacity_tokens: int) -> LoadPrediction:
+    """Latency percentiles and throughput of ONE replica of ``cfg`` serving ``shape``.
+
+    ``arrival``: 'single' (one request alone), 'poisson' (``rate_per_s``;
+    'trace' is taken as Poisson at the given rate) or 'closed'
+    (``concurrency`` clients with zero think time).
+    """
+    cur = _curves(cost, cfg, shape, kv_capacity_tokens)
+    if arrival == "single" or (arrival == "closed" and concurrency == 1):
+        return _single(cost, cfg, shape, cur)
+    if arrival in ("poisson", "trace"):
+        if rate_per_s is None or rate_per_s <= 0:
+            raise ValueError("poisson arrival needs a positive rate_per_s")
+        return _poisson(cost, cfg, shape, cur, float(rate_per_s))
+    if arrival == "closed":
+        if concurrency is None or concurrency < 1:
+            raise ValueError("closed-loop arrival needs concurrency >= 1")
+        return _closed(cost, cfg, shape, cur, int(concurrency))
+    raise ValueError(f"arrival '{arrival}' is not single, poisson or closed")
+
+
+def _single(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curves) -> LoadPrediction:
+    P, L = shape.prompt_tokens, max(0, shape.output_tokens - 1)
+    ttft = cur.vision_ms + _prefill_alone_ms(cost, cfg, shape) + cost.overhead_ms(1)
+    tpot = cost.decode_ms(1, P + 1 + L / 2) + cost.overhead_ms(1) if L else 0.0
+    e2e = ttft + L * tpot
+    return LoadPrediction(ttft=Percentiles.constant(ttft), tpot=Percentiles.constant(tpot),
+                          e2e=Percentiles.constant(e2e), requests_per_s=1e3 / e2e,
+                          output_tokens_per_s=shape.output_tokens * 1e3 / e2e, saturated=False,
+                          max_requests_per_s=cur.max_rate, mean_batch=1.0)
+
+
+def _prefill_alone_ms(cost: StepCost, cfg: ServingConfig, shape: RequestShape) -> float:
+    """A lone prompt, chunked by the budget (each further chunk a step with its own overhead)."""
+    P = shape.prompt_tokens
+    Pn = max(1, P - shape.cached_tokens)
+    B = int(cfg.max_num_batched_tokens or cost.max_tokens)
+    if Pn <= B:
+        return cost.prefill_ms(P, shape.cached_tokens)
+    total = 0.0
+    done = P - Pn
+    while done < P:
+        c = min(B, P - done)
+        w = min(done + c, cost.window) if cost.sliding_layers else None
+        total += cost.step_ms(0, 0.0, c, prefill_pairs(done, c), prefill_kv_tokens=done + c,
+                              prefill_window_pairs=None if w is None else c * w, prefill_window_kv=w)
+        done += c
+        if done < P:
+            total += cost.overhead_ms(1)
+    return total
+
+
+def _saturated(cur: _Curves, shape: RequestShape) -> LoadPrediction:
+    return LoadPrediction(ttft=_INF, tpot=_INF, e2e=_INF, requests_per_s=cur.max_rate,
+                          output_tokens_per_s=cur.max_rate * shape.output_tokens, saturated=True,
+                          max_requests_per_s=cur.max_rate, mean_batch=float(cur.n_cap))
+
+
+# --------------------------------------------------------------------------- Poisson arrivals
+
+
+def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curves, lam: float) -> LoadPrediction:
+    if lam >= cur.max_rate:
+        return _saturated(cur, shape)
+    P = shape.prompt_tokens
+    Pn = max(1, P - shape.cached_tokens)
+    L = max(0, shape.output_tokens - 1)
+    B = int(cfg.max_num_batched_tokens or cost.max_tokens)
+    lam_ms = lam * 1e-3
+    # Decode batch from lambda(n) = lambda on the rising branch.
+    rising = cur.rate[: cur.n_at_max + 1]
+    k = int(np.searchsorted(rising, lam))
+    if k == 0:
+        n_bar = 0.0
+    else:
+        k = min(k, len(rising) - 1)
+        r0, r1 = rising[k - 1], rising[k]
+        n_bar = float(k - 1 + (lam - r0) / (r1 - r0)) if r1 > r0 else float(k)
+    chain = tpot = None
+    n_used = -1
+    for _ in range(3):
+        n_i = int(round(n_bar))
+        if n_i == n_used:
+            break
+        chain = _Chain(cost, n_i, B, Pn, P, cur, lam_ms)
+        if not chain.stable:
+            return _saturated(cur, shape)
+        n_used = n_i
+        tpot = _tpot_poisson(cur, chain, n_bar, L, lam_ms)
+        # Little: sequences decoding = lambda x L x mean TPOT (request-averaged).
+        n_bar = lam_ms * L * tpot.mean if L else 0.0
+        if n_bar > cur.n_cap:
+            return _saturated(cur, shape)
+    assert chain is not None and tpot is not None
+    w, lo, width = chain.ttft_atoms()
+    # Slots (max_num_seqs, or the KV cache at the mean context): a request holds one from admission to
+    # its last token; with c slots that is an M/G/c queue, waiting time after Erlang's C formula.
+    c = cur.n_cap
+    hold = chain.ch * float(chain.d[min(1, chain.cap)]) + L * tpot.mean
+    load = lam_ms * hold
+    if load >= c * 0.999:
+        return _saturated(cur, shape)
+    p_wait = _erlang_c(c, load)
+    if p_wait > 1e-4:
+        # Waiting times given a wait: exponential of mean hold / (c - load), as 16 quantile bins. Holds are
+        # nearly constant (M/D/c would halve this), but they stretch exactly when the queue is long (a full
+        # batch decodes slower and more prefills interrupt it): the simulator's waits match M/M/c.
+        mean_w = hold / (c - load)
+        edges = np.array([0, .1, .2, .3, .4, .5, .6, .7, .8, .9, .95, .98, .99, .995, .999, .9999])
+        q = -mean_w * np.log1p(-edges)
+        ew = np.concatenate([[1 - p_wait], p_wait * np.diff(edges)])
+        elo = np.concatenate([[0.0], q[:-1]])
+        ewid = np.concatenate([[0.0], np.diff(q)])
+        w = (w[:, None] * ew[None, :]).ravel()
+        lo = (lo[:, None] + elo[None, :]).ravel()
+        width = (width[:, None] + ewid[None, :]).ravel()
+    ttft = _mixture_uniform(w, lo, width)
+    e2e = _e2e(ttft, tpot, L)
+    return LoadPrediction(ttft=ttft, tpot=tpot, e2e=e2e, requests_per_s=lam,
+                          output_tokens_per_s=lam * shape.output_tokens, saturated=False,
+                          max_requests_per_s=cur.max_rate, mean_batch=min(float(c), load))
+
+
+def _erlang_c(c: int, load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue offered ``load`` Erlangs."""
+    if load <= 0:
+        return 0.0
+    log_pmf = c * math.log(load) - load - float(_LGAMMA[c]) if c < len(_LGAMMA) else -math.inf
+    cdf = float(pdtr(c, load))
+    if cdf <= 0:
+        return 1.0
+    b = math.exp(log_pmf) / cdf  # Erlang B
+    return min(1.0, c * b / (c - load * (1 - b)))
+
+
+class _Chain:
+    """Gated batch-service queue of prefill units at step starts (see the module docstring)."""
+
+    def __init__(self, cost: StepCost, n: int, B: int, Pn: int, P: int, cur: _Curves, lam_ms: float) -> None:
+        n = min(n, len(cur.a) - 1)
+        room = max(1, B - n)
+        a = float(cur.a[n])
+        V = cur.vision_ms
+        self.a = a
+        if Pn <= room:
+            self.ch, self.cap, unit_tokens = 1, max(1, room // Pn), Pn
+            unit_v, unit_pairs, unit_kv = V, prefill_pairs(P - Pn, Pn), float(P)
+        else:
+            self.ch, self.cap = math.ceil(Pn / room), 1
+            unit_tokens = math.ceil(Pn / self.ch)
+            # A mean chunk: the request's pairs, keys and ViT spread over its chunks.
+            unit_v = V / self.ch
+            unit_pairs = prefill_pairs(P - Pn, Pn) / self.ch
+            unit_kv = (P - Pn) + Pn / 2 + unit_tokens / 2
+        j = np.arange(self.cap + 1)
+        top = len(cost.lin_ms) - 1
+        tok = j * unit_tokens
+        wp, wk = _window_args(cost, P, Pn)
+        grow = (np.maximum(0.0, cost.lin_ms[np.minimum(n + tok, top)] - cost.lin_ms[min(n, top)])
+                + np.maximum(0.0, cost.lm_ms[np.minimum(n + j, top)] - cost.lm_ms[min(n, top)]))
+        d = (a + grow + (cost._ov1 + unit_v) * j
+             + cost.prefill_attention_vec(tok, j * unit_pairs, j * unit_kv,
+                                          None if wp is None else j * wp / self.ch,
+                                          None if wk is None else j * wk))
+        self.d = d
+        self.lam = lam_ms
+        # The queue drains only if a full step serves more than arrives during it.
+        self.stable = lam_ms * d[self.cap] * self.ch < self.cap * 0.999
+        if self.stable:
+            self._solve()
+
+    def _solve(self) -> None:
+        lam, d, cap, ch = self.lam, self.d, self.cap, self.ch
+        rho = lam * d[cap] * ch / cap
+        mean_full = lam * d[cap]
+        qmax = int(cap + ch * (mean_full + 6 * math.sqrt(mean_full + 1) + 4) / max(0.05, 1 - rho))
+        qmax = max(8, min(_QMAX, qmax))
+        amax = max(1, min(qmax // ch + 1, int(mean_full + 8 * math.sqrt(mean_full + 1) + 8)))
+        pmf = _poisson_pmf(lam * d, amax)  # (cap + 1, amax + 1)
+        Q = np.arange(qmax + 1)
+        served = np.minimum(Q, cap)
+        cols = (Q - served)[:, None] + ch * np.arange(amax + 1)[None, :]
+        vals = pmf[served]
+        ok = cols < qmax
+        rows = np.broadcast_to(Q[:, None], cols.shape)[ok]
+        cols, vals = cols[ok], vals[ok]
+        # Arrivals beyond amax, and states beyond qmax, are lumped into one state.
+        tail = np.maximum(0.0, 1.0 - np.bincount(rows, weights=vals, minlength=qmax + 1))
+        tail_col = np.minimum(qmax, Q - served + ch * (amax + 1))
+        # Balance pi = pi T, as M pi = 0 with M = T^T - I; the row of state 0 is replaced by pi_0 = 1.
+        # M[i, j] = T[j, i] is banded: i - j in [-cap, ch * (amax + 1)].
+        kl, ku = ch * (amax + 1), cap
+        ab = np.zeros((kl + ku + 1, qmax + 1))
+        i_idx = np.concatenate([cols, tail_col])
+        j_idx = np.concatenate([rows, Q])
+        v_all = np.concatenate([vals, tail])
+        _band_add(ab, ku, i_idx, j_idx, v_all)
+        ab[ku, :] -= 1.0
+        # Row 0 -> e_0.
+        for jj in range(0, min(qmax + 1, ku + 1)):
+            ab[ku - jj, jj] = 0.0
+        ab[ku, 0] = 1.0
+        rhs = np.zeros(qmax + 1)
+        rhs[0] = 1.0
+        try:
+            pi = solve_banded((kl, ku), ab, rhs, check_finite=False)
+        except (np.linalg.LinAlgError, ValueError):
+            pi = np.full(qmax + 1, 1.0 / (qmax + 1))
+        pi = np.clip(pi, 0.0, None)
+        pi /= pi.sum()
+        self.pi = pi
+        self.Q = Q
+        self.served = served
+        self.rows, self.cols, self.vals, self.tail, self.tail_col = rows, cols, vals, tail, tail_col
+        dq = d[served]
+        self.dq = dq
+        self.mean_step = float(pi @ dq)
+        self.extra_per_step = float(pi @ (dq - self.a))
+
+    def backlog(self) -> np.ndarray:
+        """P(j requests wait) at the start of the step after one that served prefills: what a request
+        leaves behind when it starts decoding."""
+        src = self.pi * (self.served > 0)
+        total = src.sum()
+        if total <= 0:
+            return np.array([1.0])
+        src = src / total
+        nxt = np.bincount(self.cols, weights=src[self.rows] * self.vals, minlength=len(self.pi))
+        nxt += np.bincount(self.tail_col, weights=src * self.tail, minlength=len(self.pi))
+        if self.ch > 1:
+            nxt = np.bincount(np.arange(len(nxt)) // self.ch, weights=nxt)
+        keep = np.nonzero(np.cumsum(nxt) < 1 - 1e-9)[0]
+        end = int(keep[-1]) + 2 if len(keep) else 1
+        return nxt[:end]
+
+    def ttft_atoms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TTFT as a mixture of uniforms (weights, low ends, widths): the residual of the step it arrives
+        in, then the steps clearing the units ahead and its own."""
+        pi, dq, served, cap, ch, lam, d = self.pi, self.dq, self.served, self.cap, self.ch, self.lam, self.d
+        keep = pi > 1e-9
+        wq = (pi * dq)[keep]
+        wq = wq / wq.sum()
+        sq = served[keep]
+        Dq = dq[keep]
+        left = (self.Q - served)[keep]
+        mu = lam * Dq
+        amax = int(mu.max() + 8 * math.sqrt(mu.max() + 1) + 4)
+        A = np.arange(amax + 1)
+        p_tot = _poisson_pmf(mu, amax)  # all arrivals during its step
+        p_half = _poisson_pmf(mu / 2, amax)  # those before it
+        # Served in the next step (g = 1) iff the arrivals before it number <= b1.
+        b1 = (cap - left) // ch - 1
+        f_fit = np.where(b1[:, None] >= 0, bdtr(np.maximum(b1, 0)[:, None], A[None, :], 0.5), 0.0)
+        f_fit = np.where(A[None, :] <= b1[:, None], 1.0, f_fit)
+        s_last = np.minimum(cap, left[:, None] + ch * (1 + A[None, :]))
+        w1 = wq[:, None] * p_tot * f_fit
+        # Otherwise it waits g >= 2 full steps (g from the units ahead of it).
+        pos = left[:, None] + ch * (A[None, :] + 1)
+        g = -(-pos // cap)
+        w2 = np.where(A[None, :] > b1[:, None], wq[:, None] * p_half, 0.0)
+        gmax = int(g.max())
+        consts = np.concatenate([d, np.arange(2, gmax + 1) * d[cap]])
+        nc = len(consts)
+        key1 = sq[:, None] * nc + s_last
+        key2 = sq[:, None] * nc + np.where(g >= 2, cap + g - 1, s_last)
+        keys = np.concatenate([key1.ravel(), key2.ravel()])
+        w = np.bincount(keys, weights=np.concatenate([w1.ravel(), w2.ravel()]), minlength=(cap + 1) * nc)
+        nz = np.nonzero(w > 1e-12)[0]
+        widths = d[nz // nc]
+        lows = consts[nz % nc]
+        return w[nz], lows, widths
+
+
+def _band_add(ab: np.ndarray, ku: int, i: np.ndarray, j: np.ndarray, v: np.ndarray) -> None:
+    """ab[ku + i - j, j] += v (LAPACK band storage), duplicates summed."""
+    rows = ku + i - j
+    flat = rows * ab.shape[1] + j
+    ab.ravel()[:] += np.bincount(flat, weights=v, minlength=ab.size)
+
+
+def _poisson_pmf(mu: np.ndarray, kmax: int) -> np.ndarray:
+    """P(Poisson(mu_i) = k) for k = 0..kmax, one row per mu."""
+    mu = np.atleast_1d(np.asarray(mu, dtype=float))
+    k = np.arange(kmax + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.exp(k[None, :] * np.log(mu)[:, None] - mu[:, None] - _LGAMMA[: kmax + 1][None, :])
+    zero = mu <= 0
+    if zero.any():
+        out[zero] = 0.0
+        out[zero, 0] = 1.0
+    return out
+
+
+def _gp_pmf(theta: float, mu: float, kmax: int) -> np.ndarray:
+    """Generalised Poisson (Consul): total progeny of Poisson(theta) founders with Poisson(mu) offspring,
+    P(k) = theta (theta + k mu)^(k-1) exp(-theta - k mu) / k!."""
+    if theta <= 0:
+        out = np.zeros(kmax + 1)
+        out[0] = 1.0
+        return out
+    k = np.arange(kmax + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = math.log(theta) + (k - 1) * np.log(theta + k * mu) - theta - k * mu - _LGAMMA[: kmax + 1]
+    p = np.exp(logp)
+    return p / p.sum()
+
+
+def _borel_tanner_mix(start: np.ndarray, mu: float, kmax: int) -> np.ndarray:
+    """Total progeny of j founders (j ~ ``start``) with Poisson(mu) offspring (Borel-Tanner):
+    P(k | j) = (j / k) exp(-mu k) (mu k)^(k - j) / (k - j)!."""
+    out = np.zeros(kmax + 1)
+    m = min(len(start), kmax + 1)
+    if m <= 1 or mu <= 0:
+        out[:m] = start[:m]
+        return out
+    out[0] = start[0]
+    j = np.arange(1, m)[:, None]
+    k = np.arange(1, kmax + 1)[None, :]
+    diff = k - j
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = np.log(j / k) - mu * k + diff * np.log(mu * k) - _LGAMMA[np.clip(diff, 0, None)]
+    out[1:] = start[1:m] @ np.where(diff >= 0, np.exp(logp), 0.0)
+    return out
+
+
+def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: float) -> Percentiles:
+    """TPOT of a request: its L steps cost a(batch) plus the prefill work e of the K prefills served while it
+    decodes (see the module docstring).
+
+    With a(n) ~ a(n_bar + 1) + s (n - n_bar), a request's batch is the requests that arrived up to one
+    lifetime T before it (each counted for the part of its life they overlap: n_bar / 2 on average, variance
+    n_bar / 3) plus those that arrive during its life (each adding s (1 - u) per step, u its place in the life).
+    So each arrival during the life lengthens it by e + s L / 2 on average, during which more arrive: K is the
+    total progeny of a branching process with Poisson(lambda (e + s L / 2)) offspring (generalised Poisson),
+    founded by the backlog it leaves in the queue and the arrivals during its base life L (a - s n_bar / 2)."""
+    if L <= 0:
+        return Percentiles.constant(0.0)
+    n_top = len(cur.a) - 1
+    n_seen = min(n_bar + 1.0, float(n_top))
+    i = min(int(n_seen), max(0, n_top - 1))
+    a_seen = float(cur.a[i] + (n_seen - i) * (cur.a[min(i + 1, n_top)] - cur.a[i]))
+    # Slope of a(n) over the batch's spread (wave quantisation makes a(n) step at tile edges).
+    h = max(4, int(2 * math.sqrt(max(n_bar, 1.0))))
+    lo_n, hi_n = max(1, i - h), min(n_top, i + h)
+    s = max(0.0, float(cur.a[hi_n] - cur.a[lo_n]) / (hi_n - lo_n)) if hi_n > lo_n else 0.0
+    per_step = lam_ms * chain.mean_step
+    e_bar = chain.extra_per_step / per_step if per_step > 0 else 0.0
+    base = max(1e-6, a_seen - s * n_bar / 2)
+    mu = min(0.95, lam_ms * (e_bar + s * L / 2))
+    backlog = chain.backlog()
+    founders = lam_ms * L * base + float(np.arange(len(backlog)) @ backlog)
+    mean_k = founders / (1 - mu)
+    sd_k = math.sqrt((founders + 1) / (1 - mu) ** 3)
+    kmax = min(len(_LGAMMA) - 1, int(mean_k + 8 * sd_k + 10))
+    pk = _gp_pmf(founders, mu, kmax)
+    K = np.arange(kmax + 1)
+    centre = base + (e_bar / L + s / 2) * K
+    # Spread around each K: the marks of the arrivals before (s^2 n_bar / 3) and during (s^2 K / 12) its life,
+    # and, for a prompt prefilled in ch chunks, prefills that straddle the ends of its life (part of e).
+    var = s * s * (n_bar / 3 + K / 12)
+    chunk = (e_bar / L) * (1 - 1 / chain.ch)
+    width = np.sqrt(12 * var + chunk * chunk)
+    return _mixture_uniform(pk, centre - width / 2, width)
+
+
+def _mixture_uniform(w: np.ndarray, lo: np.ndarray, width: np.ndarray) -> Percentiles:
+    """Mean and percentiles of a mixture of uniforms U[lo, lo + width] with weights w (width 0: a point).
+
+    The CDF is piecewise linear between the 2N end points: sort them, accumulate the density changes,
+    and interpolate the quantiles exactly."""
+    keep = w > 1e-12
+    w, lo, width = w[keep], lo[keep], width[keep]
+    w = w / w.sum()
+    mean = float(w @ (lo + width / 2))
+    point = width <= 1e-12
+    dens = np.where(point, 0.0, w / np.where(point, 1.0, width))
+    x = np.concatenate([lo, lo + width])
+    d_slope = np.concatenate([dens, -dens])
+    jump = np.concatenate([np.where(point, w, 0.0), np.zeros(len(w))])
+    order = np.argsort(x, kind="stable")
+    x, d_slope, jump = x[order], d_slope[order], jump[order]
+    slope = np.cumsum(d_slope)  # density just right of each point
+    gaps = np.diff(x)
+    # CDF just left of point k: sum over earlier segments and jumps.
+    left = np.concatenate([[0.0], np.cumsum(slope[:-1] * gaps + jump[:-1])])
+    right = left + jump
+    out = {}
+    for name, q in zip(_NAMES, _LEVELS):
+        k = int(np.searchsorted(right, q))  # first point whose right-CDF reaches q
+        k = min(k, len(x) - 1)
+        if left[k] >= q and k > 0:
+            # Reached inside the segment before point k.
+            s0 = slope[k - 1]
+            out[name] = float(x[k - 1] + (q - right[k - 1]) / s0) if s0 > 0 else float(x[k])
+        else:
+            out[name] = float(x[k])
+    return Percentiles(mean=mean, **out)
+
+
+def _e2e(ttft: Percentiles, tpot: Percentiles, L: int) -> Percentiles:
+    """TTFT + L x TPOT, the two taken independent: deviations from the mean add in quadrature."""
+    mean = ttft.mean + L * tpot.mean
+    vals = []
+    for name in _NAMES:
+        d1 = getattr(ttft, name) - ttft.mean
+        d2 = L * (getattr(tpot, name) - tpot.mean)
+        s = d1 + d2
+        vals.append(mean + math.copysign(math.hypot(d1, d2), s) if s else mean)
+    vals = [float(v) for v in np.maximum.accumulate(vals)]
+    return Percentiles(mean=mean, p50=vals[0], p90=vals[1], p95=vals[2], p99=vals[3])
+
+
+# --------------------------------------------------------------------------- closed loop
+
+
+def _closed(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curves, C: int) -> LoadPrediction:
+    P = shape.prompt_tokens
+    Pn = max(1, P - shape.cached_tokens)
+    L = max(0, shape.output_tokens - 1)
+    B = int(cfg.max_num_batched_tokens or cost.max_tokens)
+    n_run = min(C, cur.n_cap)  # clients the engine holds at once; the rest queue for a slot
+    # Requests whose images fit one step's encoder budget (max(B, one request's visual tokens)).
+    vis = shape.visual_tokens
+    per_enc = max(1, max(B, vis) // vis) if vis else n_run
+    # Waves: the engine packs the clients' prompts into full steps of B - n_dec tokens (chunked prefill cuts
+    # the last prompt of a step), G steps per cycle, while the other clients decode.
+    G = 1.0
+    for _ in range(20):
+        per = min(float(n_run), per_enc, n_run / G)
+        n_dec = n_run - per if G > 1 else 0.0
+        G_new = max(1.0, n_run / per_enc, n_run * Pn / max(1.0, B - n_dec))
+        if abs(G_new - G) < 1e-6:
+            break
+        G = G_new
+    per_step = n_run / G
+    n_dec_i = int(round(n_run - per_step)) if G > 1 else 0
+    tok = min(int(round(per_step * Pn)), max(1, B - n_dec_i))
+    ctx = P + 1 + L / 2
+    wp, wk = _window_args(cost, P, Pn)
+    rows = n_dec_i + math.ceil(per_step)
+    d_mix = (cost.lin(n_dec_i + tok) + cost.lm_head(rows)
+             + (cost.decode_attention_ms(n_dec_i, n_dec_i * ctx) if n_dec_i else 0.0)
+             + cost.prefill_attention_ms(tok, per_step * prefill_pairs(P - Pn, Pn), per_step * P,
+                                         None if wp is None else per_step * wp,
+                                         None if wk is None else per_step * wk)
+             + per_step * cur.vision_ms + cost.overhead_ms(rows))
+    d_dec = float(cur.a[min(n_run, len(cur.a) - 1)])
+    # With budget-bound waves a step boundary may cut a prompt, which then waits a second step;
+    # about half the boundaries do (the others fall between prompts as the waves settle).
+    budget_bound = n_run * Pn / max(1.0, B - n_dec_i) > n_run / per_enc + 1e-9
+    split = min(1.0, 0.5 * (math.ceil(G) - 1) / n_run) if budget_bound else 0.0
+    G = math.ceil(G - 1e-9)
+    if L == 0:
+        cycle, tpot_ms = G * d_mix, 0.0
+    else:
+        steps_dec = max(0, L - (G - 1))
+        cycle = G * d_mix + steps_dec * d_dec
+        tpot_ms = ((G - 1) * d_mix + steps_dec * d_dec) / L
+    wait = (C - n_run) / n_run * cycle if C > n_run else 0.0
+    vals = np.array([d_mix, 2 * d_mix]) + wait
+    ttft = _discrete(vals, np.array([1 - split, split]))
+    tpot = Percentiles.constant(tpot_ms)
+    e2e = _e2e(ttft, tpot, L)
+    thr = C / (e2e.mean * 1e-3) if e2e.mean > 0 else 0.0
+    return LoadPrediction(ttft=ttft, tpot=tpot, e2e=e2e, requests_per_s=thr,
+                          output_tokens_per_s=thr * shape.output_tokens, saturated=False,
+                          max_requests_per_s=cur.max_rate, mean_batch=float(n_run))
+
+
+def _discrete(vals: np.ndarray, w: np.ndarray) -> Percentiles:
+    keep = w > 0
+    vals, w = vals[keep], w[keep] / w[keep].sum()
+    order = np.argsort(vals)
+    v, cdf = vals[order], np.cumsum(w[order])
+    out = {name: float(v[min(int(np.searchsorted(cdf, q - 1e-12)), len(v) - 1)]) for name, q in zip(_NAMES, _LEVELS)}
+    return Percentiles(mean=float(w @ vals), **out)

@@ -1,0 +1,157 @@
+"""`vlmplan estimate` under load: simulate the workload, find the saturation throughput and the SLO headroom."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from planner.catalog.schema import Calibration, PrecisionTable
+from planner.deployment import ServingConfig
+from planner.estimate import LoadSummary, Percentiles, RequestShape
+from planner.load.analytic import predict
+from planner.load.simulator import SimResult, build_requests, percentiles, simulate
+from planner.load.stepcost import StepCost
+from planner.workload import Workload
+
+SLO_SEARCH_REQUESTS = 2000
+SLO_SEARCH_STEPS = 7
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    ttft: Percentiles
+    tpot: Percentiles
+    e2e: Percentiles
+    requests_per_s: float
+    output_tokens_per_s: float
+    note: str
+    summary: LoadSummary
+
+
+def default_requests(workload: Workload) -> int:
+    """Requests to simulate: enough for stable p99s, a few cycles of a closed loop."""
+    if workload.arrival == "closed":
+        return int(min(20000, max(2000, 8 * (workload.concurrency or 1))))
+    if workload.arrival == "trace" and workload.trace_s:
+        return max(len(workload.trace_s), 2000)
+    return 4000
+
+
+def to_percentiles(x: np.ndarray) -> Percentiles:
+    p = percentiles(x)
+    if any(math.isnan(v) for v in p.values()):
+        return Percentiles.constant(0.0)
+    return Percentiles(**p)
+
+
+def meets(res: SimResult, slos: list[Any]) -> bool:
+    """Every SLO (``metric`` ttft/tpot/e2e, ``stat`` mean/p50/..., ``limit_ms``) holds on the simulated requests."""
+    if res.saturated:
+        return False
+    data = {"ttft": res.ttft_ms, "tpot": res.tpot_ms, "e2e": res.e2e_ms}
+    for s in slos:
+        value = percentiles(data[s.metric])[s.stat]
+        if not value <= s.limit_ms:
+            return False
+    return True
+
+
+def saturation_throughput(cost: StepCost, reqs_for: Any, kv_capacity_tokens: int, shape: RequestShape,
+                          seed: int) -> float:
+    """Requests/s of the replica with every slot busy: a closed loop of as many clients as it holds
+    (max_num_seqs, or the KV cache at the requests' final context; more would only queue or thrash
+    the KV cache with preemptions)."""
+    cfg = cost.cfg
+    final = shape.prompt_tokens + shape.output_tokens + 16
+    clients = max(1, min(int(cfg.max_num_seqs or 1), int(kv_capacity_tokens // final)))
+    n = int(min(20000, max(2000, 4 * clients)))
+    res = simulate(cost, reqs_for(n), kv_capacity_tokens, "closed", concurrency=clients, seed=seed)
+    return res.requests_per_s
+
+
+def run_load(cfg: ServingConfig, cal: Calibration, precisions: PrecisionTable, workload: Workload,
+             shape: RequestShape, kv_capacity_tokens: int, slos: list[Any], requests: int | None,
+             seed: int) -> LoadRun:
+    """Simulate ``workload`` on one replica of the resolved ``cfg``."""
+    cost = StepCost(cfg, cal, precisions)
+    n = requests or default_requests(workload)
+    cache: dict[int, Any] = {}
+
+    def reqs_for(k: int) -> Any:
+        if k not in cache:
+            cache[k] = build_requests(cfg, workload, cost, k, seed)
+        return cache[k]
+
+    res = simulate(cost, reqs_for(n), kv_capacity_tokens, workload.arrival, workload.rate_per_s,
+                   workload.concurrency, workload.trace_s, seed=seed)
+    sat_rate = saturation_throughput(cost, reqs_for, kv_capacity_tokens, shape, seed)
+    analytic = predict(cost, cfg, shape, "single", None, None, kv_capacity_tokens)
+    met = max_rate = max_conc = None
+    if slos:
+        met = meets(res, slos)
+        if workload.arrival in ("poisson", "trace"):
+            max_rate = _slo_max_rate(cost, reqs_for, kv_capacity_tokens, slos, sat_rate, seed)
+        elif workload.arrival == "closed":
+            max_conc = _slo_max_concurrency(cost, reqs_for, kv_capacity_tokens, slos, seed,
+                                            hi=max(2, int(2 * (cfg.max_num_seqs or 1))))
+    what = {"poisson": f"Poisson {workload.rate_per_s:g} req/s" if workload.rate_per_s else "Poisson",
+            "closed": f"{workload.concurrency} closed-loop clients",
+            "trace": f"trace of {len(workload.trace_s or ())} arrivals"}[workload.arrival]
+    note = f"simulated: {what}, {n} requests, seed {seed}"
+    if res.saturated:
+        note += f"; SATURATED (capacity ~{sat_rate:.3g} req/s): the queue grows, percentiles depend on run length"
+    summary = LoadSummary(
+        method="simulator", arrival=workload.arrival, rate_per_s=workload.rate_per_s,
+        concurrency=workload.concurrency, requests_simulated=n, seed=seed, saturated=res.saturated,
+        saturation_requests_per_s=sat_rate, analytic_max_requests_per_s=analytic.max_requests_per_s,
+        mean_batch=res.mean_batch, preemptions=res.preemptions,
+        slos=tuple(s.describe() if hasattr(s, "describe") else str(s) for s in slos),
+        slo_met=met, slo_max_rate_per_s=max_rate, slo_max_concurrency=max_conc,
+    )
+    return LoadRun(ttft=to_percentiles(res.ttft_ms), tpot=to_percentiles(res.tpot_ms),
+                   e2e=to_percentiles(res.e2e_ms), requests_per_s=res.requests_per_s,
+                   output_tokens_per_s=res.output_tokens_per_s, note=note, summary=summary)
+
+
+def _slo_max_rate(cost: StepCost, reqs_for: Any, kv: int, slos: list[Any], sat_rate: float, seed: int) -> float:
+    """Bisection on the Poisson rate (same seed at every rate: common random numbers). 0 when even a light
+    load misses the SLOs."""
+    reqs = reqs_for(SLO_SEARCH_REQUESTS)
+
+    def ok(rate: float) -> bool:
+        return meets(simulate(cost, reqs, kv, "poisson", rate_per_s=rate, seed=seed), slos)
+
+    lo, hi = 0.0, sat_rate
+    probe = 0.02 * sat_rate
+    if not ok(probe):
+        return 0.0
+    lo = probe
+    for _ in range(SLO_SEARCH_STEPS):
+        mid = (lo + hi) / 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _slo_max_concurrency(cost: StepCost, reqs_for: Any, kv: int, slos: list[Any], seed: int, hi: int) -> int:
+    """Most closed-loop clients meeting the SLOs (0: not even one)."""
+
+    def ok(c: int) -> bool:
+        n = int(min(20000, max(SLO_SEARCH_REQUESTS, 6 * c)))
+        return meets(simulate(cost, reqs_for(n), kv, "closed", concurrency=c, seed=seed), slos)
+
+    if not ok(1):
+        return 0
+    lo = 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -1,0 +1,182 @@
+"""Scenario files: a model, a workload, SLOs and a budget, and optionally one fixed configuration.
+
+``vlmplan whatif`` and ``vlmplan compare`` read them. Every key is checked
+(unknown keys are an error)::
+
+    name: chatbot-rtx4090
+    description: Interactive chatbot with a 7B VLM on one RTX 4090 at INT4
+    model: Qwen/Qwen2.5-VL-7B-Instruct
+    config:                       # the fixed configuration (--fixed); the solver ignores it
+      gpu: RTX-4090
+      tp: 1
+      precision: int4             # bf16 | fp16 | fp8 | int8 (W8A8) | int4 (W4A16)
+      kv_cache_dtype: auto
+      max_model_len: 8k           # tokens; 8k = 8192, 128k = 131072
+      max_num_seqs: 1
+      limit_images: 1             # --limit-mm-per-prompt image=1
+    workload:                     # a preset name, a workload file, or the workload mapping inline
+      preset: visual-reasoning
+      rate_per_s: 0.5
+    slo: [ttft_p95=500ms, tpot_p95=100ms]
+    budget: 1xRTX-4090            # the solver's budget grammar (4xA100, $40/h, ...)
+    search:                       # the solver's search space (solver mode only)
+      gpus: [RTX-4090, L40S]
+      precisions: [int4, int8]
+      objective: cost
+      prices: {RTX-4090: 0.6}
+
+The workload mapping is the YAML workload format of ``planner.workload``;
+relative file names resolve against the scenario's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from planner.errors import RequestError
+from planner.workload import PRESETS, Workload, load_workload, workload_from_dict
+
+_TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_tokens(text: str | int, what: str = "context") -> int:
+    """``8k`` -> 8192, ``128K`` -> 131072, ``1m`` -> 1048576, ``4096`` -> 4096 (k = 1024 tokens)."""
+    if isinstance(text, bool):
+        raise RequestError(f"{what} '{text}' is not a token count (e.g. 8192, 8k, 32k, 128k)")
+    if isinstance(text, int):
+        value = text
+    else:
+        m = _TOKENS.match(str(text))
+        if not m:
+            raise RequestError(f"{what} '{text}' is not a token count (e.g. 8192, 8k, 32k, 128k)")
+        scale = {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+        value = int(round(float(m.group(1)) * scale))
+    if value < 1:
+        raise RequestError(f"{what} '{text}' must be at least 1 token")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FixedConfig(_Strict):
+    """One replica's configuration, as ``vlmplan estimate`` takes it."""
+
+    gpu: str
+    tp: int = Field(default=1, ge=1)
+    pp: int = Field(default=1, ge=1)
+    precision: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    mm_encoder_tp_mode: Literal["weights", "data"] = "weights"
+    limit_images: int | None = Field(default=None, ge=0)
+    mm_processor_kwargs: dict[str, Any] = {}
+    price_usd_per_gpu_hour: float | None = Field(default=None, gt=0)
+    """Overrides the catalog price of ``gpu``."""
+
+    @field_validator("max_model_len", mode="before")
+    @classmethod
+    def _tokens(cls, v: Any) -> Any:
+        return None if v is None else parse_tokens(v, "max_model_len")
+
+
+class SearchSpace(_Strict):
+    """What the solver may choose from (solver mode)."""
+
+    gpus: list[str] | None = None
+    precisions: list[Literal["bf16", "fp16", "fp8", "int8", "int4"]] | None = None
+    kv_cache_dtypes: list[Literal["auto", "fp8"]] | None = None
+    objective: Literal["cost", "gpus", "latency"] = "cost"
+    prices: dict[str, float] = {}
+    """GPU name -> USD per GPU-hour, overriding the catalog."""
+
+
+class Scenario(_Strict):
+    name: str = "scenario"
+    description: str = ""
+    model: str
+    config: FixedConfig | None = None
+    workload: str | dict[str, Any] = "visual-reasoning"
+    slo: list[str] = []
+    budget: str | None = None
+    search: SearchSpace = SearchSpace()
+    _base_dir: Path | None = PrivateAttr(default=None)
+    """Folder of the scenario file (relative workload files resolve against it)."""
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self._base_dir
+
+    @field_validator("slo", mode="before")
+    @classmethod
+    def _slo_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def load_workload(self) -> Workload:
+        """The workload: a preset name, a workload file, or the inline mapping."""
+        if isinstance(self.workload, dict):
+            return workload_from_dict(self.workload, self.base_dir)
+        ref = self.workload
+        if ref in PRESETS:
+            return PRESETS[ref]
+        path = Path(ref)
+        if not path.is_absolute() and self.base_dir is not None:
+            path = self.base_dir / path
+        if not path.exists():
+            raise RequestError(f"workload '{ref}' is neither a preset ({', '.join(PRESETS)}) nor a file")
+        return load_workload(path)
+
+    def describe_config(self) -> str:
+        c = self.config
+        if c is None:
+            return "solver's choice"
+        parts = [f"{c.tp * c.pp} x {c.gpu}", c.precision]
+        if c.kv_cache_dtype != "auto":
+            parts.append(f"kv-{c.kv_cache_dtype}")
+        if c.max_model_len:
+            parts.append(f"max_model_len {c.max_model_len}")
+        if c.max_num_seqs:
+            parts.append(f"max_num_seqs {c.max_num_seqs}")
+        return ", ".join(parts)
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "scenario"
+    return f"{loc}: {first['msg']}"
+
+
+def scenario_from_dict(data: Any, base_dir: Path | None = None, source: str = "scenario") -> Scenario:
+    if not isinstance(data, dict):
+        raise RequestError(f"{source}: a scenario is a mapping with at least 'model' (got {type(data).__name__})")
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise RequestError(f"{source}: {_first_error(exc)}") from None
+    sc._base_dir = base_dir
+    return sc
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RequestError(f"{what} {path} not found") from None
+    except OSError as exc:
+        raise RequestError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise RequestError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    return scenario_from_dict(read_yaml_file(p, "scenario file"), p.parent, str(p))

@@ -1,0 +1,135 @@
+"""The analytic load model against the simulator (the solver screens with one and verifies with the other)."""
+
+import math
+import time
+
+import pytest
+
+from planner.catalog.loader import load_engine, load_gpus, load_models, load_precisions
+from planner.deployment import ServingConfig, resolve
+from planner.estimate import estimate, request_shape
+from planner.load.analytic import build_step_cost, predict
+from planner.load.simulator import build_requests, percentiles, simulate
+from planner.memory import memory_breakdown
+from planner.workload import PRESETS, Workload
+
+ENGINE = load_engine()
+PREC = load_precisions()
+TEXT = Workload(name="text-512-256", prompt_tokens=512, output_tokens=256)
+
+CASES = {
+    "llama8b-text": ("meta-llama/Llama-3.1-8B-Instruct", "H100", TEXT, {}),
+    "qwen25vl7b-visual-reasoning": ("Qwen/Qwen2.5-VL-7B-Instruct", "H100", PRESETS["visual-reasoning"], {}),
+    "qwen25vl7b-document-vqa": ("Qwen/Qwen2.5-VL-7B-Instruct", "H100", PRESETS["document-vqa"], {}),
+    "qwen25vl7b-captioning": ("Qwen/Qwen2.5-VL-7B-Instruct", "H100", PRESETS["captioning"], {}),
+    "gemma3-27b-fp8-tp2": ("google/gemma-3-27b-it", "H100", PRESETS["visual-reasoning"], {"tp": 2, "precision": "fp8"}),
+    "qwen3vl-30b-moe": ("Qwen/Qwen3-VL-30B-A3B-Instruct", "H100", PRESETS["visual-reasoning"], {}),
+    "qwen25vl7b-doc-a100-chunked": ("Qwen/Qwen2.5-VL-7B-Instruct", "A100-80GB", PRESETS["document-vqa"], {}),
+    "llama8b-prefix-half": ("meta-llama/Llama-3.1-8B-Instruct", "H100",
+                            Workload(name="p", prompt_tokens=2048, output_tokens=128, prefix_cache_hit=0.5), {}),
+    "llama70b-fp8-tp4": ("meta-llama/Llama-3.1-70B-Instruct", "H100",
+                         Workload(name="t", prompt_tokens=1024, output_tokens=256), {"tp": 4, "precision": "fp8"}),
+    "qwen25vl7b-seqs32": ("Qwen/Qwen2.5-VL-7B-Instruct", "H100", PRESETS["visual-reasoning"], {"max_num_seqs": 32}),
+}
+LOADS = (0.2, 0.4, 0.6, 0.8)  # fractions of the analytic saturation rate
+METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95")
+
+# Where the analytic model misses the simulator by more than 10% (measured, deterministic with seed 0; listed
+# in docs/validation/load.md), with the bound each is held to:
+# - prefill-dominated loads near saturation: a 4,800-token document prompt (+ its ViT) is a 180 ms step that
+#   every decode waits behind; TPOT tails and the queue's TTFT tail are heavier than the branching-process and
+#   gated-queue approximations give;
+# - chunked prompts (A100's 2048-token budget splits a document prompt over 3 steps): prefills straddling a
+#   request's life make its TPOT a continuum the model only smears;
+# - the MoE decoder, whose step time is far from linear in the tokens (experts touched);
+# - the p95 falling right at the edge of waiting for a max_num_seqs slot (about 5% of requests wait).
+KNOWN_GAPS = {
+    ("qwen25vl7b-visual-reasoning", 0.8, "ttft_p95"): 0.15,
+    ("qwen25vl7b-document-vqa", 0.6, "tpot_p95"): 0.2,
+    ("qwen25vl7b-document-vqa", 0.8, "ttft_p95"): 0.25,
+    ("qwen25vl7b-document-vqa", 0.8, "tpot_p95"): 0.15,
+    ("qwen3vl-30b-moe", 0.2, "tpot_p95"): 0.15,
+    ("qwen25vl7b-doc-a100-chunked", 0.2, "tpot_p50"): 0.25,
+    ("qwen25vl7b-doc-a100-chunked", 0.6, "tpot_p95"): 0.25,
+    ("qwen25vl7b-doc-a100-chunked", 0.8, "ttft_p95"): 0.3,
+    ("qwen25vl7b-doc-a100-chunked", 0.8, "tpot_p95"): 0.2,
+    ("qwen25vl7b-seqs32", 0.8, "ttft_p95"): 0.8,
+}
+
+
+def _setup(model, gpu, kw):
+    cfg = resolve(ServingConfig(model=load_models().get(model), gpu=load_gpus().get(gpu), **kw), ENGINE)
+    return cfg, build_step_cost(cfg), memory_breakdown(cfg, ENGINE, PREC).kv_capacity_tokens
+
+
+def agreement(name):
+    """Relative errors (analytic / simulated - 1) per load level and metric."""
+    model, gpu, wl, kw = CASES[name]
+    cfg, cost, kv = _setup(model, gpu, kw)
+    shape = request_shape(cfg, wl)
+    reqs = build_requests(cfg, wl, cost, 4000)
+    top = predict(cost, cfg, shape, "single", None, None, kv).max_requests_per_s
+    out = {}
+    for f in LOADS:
+        pred = predict(cost, cfg, shape, "poisson", f * top, None, kv)
+        sim = simulate(cost, reqs, kv, "poisson", rate_per_s=f * top)
+        assert not pred.saturated and not sim.saturated
+        got = {"ttft": percentiles(sim.ttft_ms), "tpot": percentiles(sim.tpot_ms)}
+        for m in METRICS:
+            metric, stat = m.split("_")
+            out[(f, m)] = getattr(getattr(pred, metric), stat) / got[metric][stat] - 1
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_analytic_agrees_with_simulator_within_10_percent(name):
+    errs = agreement(name)
+    bad = []
+    for (f, m), e in errs.items():
+        bound = KNOWN_GAPS.get((name, f, m), 0.10)
+        if abs(e) > bound:
+            bad.append(f"{m} at {f:.0%} load: {e:+.1%} (bound {bound:.0%})")
+    assert not bad, "; ".join(bad)
+
+
+def test_predict_is_cheap():
+    cfg, cost, kv = _setup("Qwen/Qwen2.5-VL-7B-Instruct", "H100", {})
+    shape = request_shape(cfg, PRESETS["visual-reasoning"])
+    top = predict(cost, cfg, shape, "single", None, None, kv).max_requests_per_s
+    rates = [f * top for f in (0.1, 0.3, 0.5, 0.7)] * 10
+    t = time.perf_counter()
+    for r in rates:
+        predict(cost, cfg, shape, "poisson", r, None, kv)
+    per_call_ms = (time.perf_counter() - t) / len(rates) * 1e3
+    assert per_call_ms < 5.0, f"{per_call_ms:.2f} ms per call"
+
+
+def test_saturated_above_capacity_and_capacity_matches_backlogged_simulation():
+    cfg, cost, kv = _setup("meta-llama/Llama-3.1-8B-Instruct", "H100", {})
+    shape = request_shape(cfg, TEXT)
+    p = predict(cost, cfg, shape, "poisson", 1e6, None, kv)
+    assert p.saturated and math.isinf(p.ttft.p95) and p.max_requests_per_s > 0
+    # The simulator with every slot busy (as many clients as the KV cache holds at their final context,
+    # 512 + 256 tokens + rounding) reaches the same rate.
+    sim = simulate(cost, build_requests(cfg, TEXT, cost, 6000), kv, "closed", concurrency=kv // (512 + 256 + 16))
+    assert p.max_requests_per_s == pytest.approx(sim.requests_per_s, rel=0.1)
+
+
+def test_single_matches_estimate_alone():
+    cfg, cost, kv = _setup("Qwen/Qwen2.5-VL-7B-Instruct", "H100", {})
+    wl = PRESETS["visual-reasoning"]
+    est = estimate(cfg, wl)
+    p = predict(cost, cfg, request_shape(cfg, wl), "single", None, None, kv)
+    assert p.ttft.p50 == pytest.approx(est.ttft.p50, rel=1e-6)
+    assert p.tpot.p50 == pytest.approx(est.tpot.p50, rel=0.01)
+
+
+@pytest.mark.parametrize("conc", [2, 8, 32])
+def test_closed_loop_tracks_the_simulator(conc):
+    cfg, cost, kv = _setup("Qwen/Qwen2.5-VL-7B-Instruct", "H100", {})
+    wl = PRESETS["document-vqa"]
+    p = predict(cost, cfg, request_shape(cfg, wl), "closed", None, conc, kv)
+    sim = simulate(cost, build_requests(cfg, wl, cost, 1000), kv, "closed", concurrency=conc)
+    assert p.ttft.p50 == pytest.approx(percentiles(sim.ttft_ms)["p50"], rel=0.1)
+    assert p.tpot.p50 == pytest.approx(percentiles(sim.tpot_ms)["p50"], rel=0.1)
+    assert p.requests_per_s == pytest.approx(sim.requests_per_s, rel=0.1)

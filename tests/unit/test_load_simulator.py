@@ -1,0 +1,119 @@
+"""The vLLM V1 scheduler simulation, against hand-composed step times."""
+
+import time
+
+import numpy as np
+import pytest
+
+from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
+from planner.deployment import ServingConfig, resolve
+from planner.load.simulator import build_requests, fixed_requests, percentiles, simulate
+from planner.load.stepcost import StepCost, prefill_pairs
+from planner.memory import memory_breakdown
+from planner.workload import PRESETS
+
+ENGINE = load_engine()
+PREC = load_precisions()
+
+
+def setup(model="meta-llama/Llama-3.1-8B-Instruct", gpu="H100", **kw):
+    cfg = resolve(ServingConfig(model=load_models().get(model), gpu=load_gpus().get(gpu), **kw), ENGINE)
+    cost = StepCost(cfg, load_calibration(cfg.gpu.name), PREC)
+    return cfg, cost, memory_breakdown(cfg, ENGINE, PREC).kv_capacity_tokens
+
+
+def test_lone_request_is_one_prefill_step_then_decode_steps():
+    cfg, cost, kv = setup()
+    P, OUT = 512, 64
+    r = simulate(cost, fixed_requests(20, P, OUT), kv, "closed", concurrency=1, warmup=0, cooldown=0)
+    # TTFT: one step holding the whole prompt, plus the engine's CPU time for one sequence.
+    ttft = cost.prefill_ms(P) + cost.overhead_ms(1)
+    assert r.ttft_ms == pytest.approx(np.full(len(r.ttft_ms), ttft), rel=1e-9)
+    # Then OUT - 1 decode steps over contexts P + 1 .. P + OUT - 1 (step time linear in the context).
+    steps = [cost.decode_ms(1, P + k) + cost.overhead_ms(1) for k in range(1, OUT)]
+    assert r.tpot_ms == pytest.approx(np.full(len(r.tpot_ms), sum(steps) / (OUT - 1)), rel=1e-9)
+
+
+def test_long_prompt_is_chunked_by_the_token_budget():
+    cfg, cost, kv = setup(max_num_batched_tokens=2048)
+    P = 5000  # 2048 + 2048 + 904 tokens: three steps
+    r = simulate(cost, fixed_requests(1, P, 2), kv, "closed", concurrency=1, warmup=0, cooldown=0)
+    total, done = 0.0, 0
+    for c in (2048, 2048, 904):
+        total += cost.step_ms(0, 0, c, prefill_pairs(done, c), prefill_kv_tokens=done + c) + cost.overhead_ms(1)
+        done += c
+    assert r.ttft_ms[0] == pytest.approx(total, rel=1e-9)
+
+
+def test_max_num_seqs_holds_back_the_fifth_request():
+    cfg, cost, kv = setup(max_num_seqs=4)
+    r = simulate(cost, fixed_requests(5, 100, 50), kv, "trace", trace_s=(0.0,) * 5, warmup=0, cooldown=0)
+    # Four start together; the fifth gets a slot only when they finish.
+    assert np.allclose(r.first_token_s[:4], r.first_token_s[0])
+    assert r.first_token_s[4] > r.finish_s[:4].max()
+
+
+def test_encoder_budget_staggers_large_images():
+    # One 1680x2240 image is 4802 visual tokens for Qwen2.5-VL; the encoder budget (8192) holds one per step,
+    # so two simultaneous document requests start prefilling in consecutive steps.
+    cfg, cost, kv = setup("Qwen/Qwen2.5-VL-7B-Instruct")
+    reqs = build_requests(cfg, PRESETS["document-vqa"], cost, 2)
+    assert reqs.enc_tokens.tolist() == [4802, 4802]
+    r = simulate(cost, reqs, kv, "trace", trace_s=(0.0, 0.0), warmup=0, cooldown=0)
+    first = r.first_token_s * 1e3
+    alone = reqs.vision_ms[0] + cost.prefill_ms(int(reqs.prompt[0])) + cost.overhead_ms(1)
+    assert first[0] == pytest.approx(alone, rel=1e-9)
+    assert first[1] > first[0] + 0.9 * alone  # its own step comes after
+
+
+def test_kv_exhaustion_preempts_and_everything_still_finishes():
+    cfg, cost, kv = setup()
+    r = simulate(cost, fixed_requests(200, 1000, 400), 20000, "closed", concurrency=40)
+    assert r.preemptions > 0
+    assert np.isfinite(r.finish_s).all() and (r.finish_s >= r.first_token_s).all()
+    assert (r.first_token_s >= r.arrival_s).all()
+
+
+def test_deterministic_with_a_seed():
+    cfg, cost, kv = setup()
+    reqs = fixed_requests(500, 300, 100)
+    a = simulate(cost, reqs, kv, "poisson", rate_per_s=10, seed=4)
+    b = simulate(cost, reqs, kv, "poisson", rate_per_s=10, seed=4)
+    c = simulate(cost, reqs, kv, "poisson", rate_per_s=10, seed=5)
+    assert np.array_equal(a.finish_s, b.finish_s)
+    assert not np.array_equal(a.arrival_s, c.arrival_s)
+
+
+def test_overload_is_flagged_and_throughput_capped():
+    cfg, cost, kv = setup()
+    reqs = fixed_requests(3000, 512, 256)
+    light = simulate(cost, reqs, kv, "poisson", rate_per_s=5)
+    heavy = simulate(cost, reqs, kv, "poisson", rate_per_s=200)
+    assert not light.saturated and light.requests_per_s == pytest.approx(5, rel=0.1)
+    assert heavy.saturated and heavy.requests_per_s < 60
+
+
+def test_pipeline_parallel_runs_pp_batches_at_once():
+    # V1 keeps pp batches in flight: pp=2 with 2C clients is two pp=1-like engines of C clients each (the
+    # step now also pays the stage hand-off), so about twice the throughput.
+    cfg1, cost1, kv1 = setup(pp=1)
+    cfg2, cost2, kv2 = setup(pp=2)
+    reqs = fixed_requests(3000, 256, 64)
+    t1 = simulate(cost1, reqs, kv1, "closed", concurrency=32).requests_per_s
+    t2 = simulate(cost2, reqs, kv2, "closed", concurrency=64).requests_per_s
+    assert 1.8 < t2 / t1 < 2.05
+
+
+def test_ten_thousand_requests_in_well_under_a_second():
+    cfg, cost, kv = setup("Qwen/Qwen2.5-VL-7B-Instruct")
+    reqs = build_requests(cfg, PRESETS["visual-reasoning"], cost, 10000)
+    t = time.perf_counter()
+    r = simulate(cost, reqs, kv, "poisson", rate_per_s=20)
+    elapsed = time.perf_counter() - t
+    assert np.isfinite(r.finish_s).all()
+    assert elapsed < 1.0, f"10,000 requests took {elapsed:.2f} s"
+
+
+def test_percentiles_helper():
+    p = percentiles(np.arange(1, 101, dtype=float))
+    assert p["mean"] == 50.5 and p["p50"] == 50.5 and p["p99"] == pytest.approx(99.01)
