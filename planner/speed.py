@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from planner.catalog.schema import Calibration, GpuSpec, PrecisionTable
+from planner.catalog.schema import Calibration, GpuSpec, PrecisionTable, VisionSpec
 from planner.deployment import ServingConfig
 from planner.memory import kv_heads_per_gpu
 from planner.modeldesc import decoder_layers, full_attention_layers
@@ -128,6 +128,8 @@ class Roofline:
         flops = 2.0 * m * n * k
         peak, eff = self._peak(precision)
         eff *= self.wave_efficiency(m, n)
+        if not gemm_aligned(n, k, p.activation_bytes):
+            eff *= self.cal.value("gemm_unaligned_efficiency")
         return self._op(name, flops, nbytes, peak, eff, self.cal.value("gemm_memory_efficiency"), count)
 
     def _peak(self, precision: str) -> tuple[float, float]:
@@ -145,15 +147,26 @@ class Roofline:
                         kernels)
 
     def attention_prefill(self, name: str, q_tokens: int, kv_tokens: int, heads: int, kv_heads: int,
-                          head_dim: int, causal: bool, kv_bytes: int, count: int = 1) -> Op:
+                          head_dim: int, causal: bool, kv_bytes: int, count: int = 1, batch: int = 1) -> Op:
+        """``batch`` independent sequences of ``q_tokens`` queries over ``kv_tokens`` keys in one kernel
+        (a ViT's windows or images), ``count`` times (layers)."""
         # QK^T and PV: 2 GEMMs of 2*q*kv*d FLOPs per head; causal keeps the
         # lower triangle (about half when q == kv).
         pairs: float = q_tokens * kv_tokens
         if causal:
             pairs = q_tokens * kv_tokens - q_tokens * (q_tokens - 1) / 2
-        flops = 4.0 * pairs * heads * head_dim
-        nbytes = (q_tokens * heads * head_dim * 2 * ACT) + kv_tokens * kv_heads * head_dim * 2 * kv_bytes
-        eff = self.cal.value("attention_prefill_compute_efficiency")
+        flops = 4.0 * pairs * heads * head_dim * batch
+        # The kernel computes with the padded head dim, and each query tile pays a fixed cost worth
+        # ``attention_prefill_overhead_tokens`` keys (loading Q, the softmax epilogue, writing O): short
+        # sequences (a ViT's 64-token windows) run far below peak. Fewer query tiles than SMs (one short
+        # prompt) leave SMs idle; above that, the tail of the last wave is not modelled (the kernels
+        # schedule tiles dynamically and several fit an SM).
+        work = 4.0 * (pairs + self.cal.value("attention_prefill_overhead_tokens") * q_tokens) * heads \
+            * attention_head_dim(head_dim) * batch
+        tiles = batch * heads * math.ceil(q_tokens / self.cal.value("attention_tile_q"))
+        nbytes = batch * ((q_tokens * heads * head_dim * 2 * ACT) + kv_tokens * kv_heads * head_dim * 2 * kv_bytes)
+        eff = self.cal.value("attention_prefill_compute_efficiency") * (flops / work if work else 1.0) \
+            * min(1.0, tiles / self.sms)
         return self._op(name, flops, nbytes, self.gpu.bf16_dense_tflops * 1e12, eff,
                         self.cal.value("elementwise_memory_efficiency"), count)
 
@@ -179,6 +192,23 @@ class Roofline:
         steps = 2 * (n - 1)
         t = steps * self.cal.value("allreduce_latency_us") * 1e-6 + (2 * (n - 1) / n) * nbytes / bw
         return Op(name, 0.0, nbytes, t, "link", count)
+
+
+def gemm_aligned(n: int, k: int, element_bytes: float) -> bool:
+    """Whether cuBLAS can use its fast (16-byte aligned, TMA) kernels: N and K rows a multiple of 16
+    bytes. Qwen2.5-VL's ViT MLP (3420 wide) is not: measured 3-4x slower (``gemm_unaligned_efficiency``)."""
+    elems = max(1, round(16 / max(element_bytes, 1)))
+    return n % elems == 0 and k % elems == 0
+
+
+def attention_head_dim(head_dim: int) -> int:
+    """Head dimension the fused attention kernels compute with: padded up to a multiple of 64.
+
+    Measured (microbench ``attn_prefill``, non-causal, H100 and H200, default cuDNN backend): head
+    dims 72 and 80 run at 0.84x and 0.89x the TFLOP/s of head dim 64 (counting their true FLOPs),
+    i.e. as if computing with 128; FlashAttention likewise instantiates kernels for a few head dims
+    only and pads the rest. Prefill attention FLOPs are counted at the padded size."""
+    return 64 * math.ceil(head_dim / 64)
 
 
 @dataclass(frozen=True)
@@ -217,11 +247,15 @@ class KernelProfile:
     attn_layout: Kernels
     """Layout copies around prefill attention; units of m x q_heads x head_dim x 2."""
     act_quant_per_layer: Kernels
-    """W8A8 dynamic activation quantisation per layer; units of m x hidden x 2."""
+    """W8A8 dynamic activation quantisation per layer; units of m x hidden x 2 (or, with
+    ``act_quant_every_input``, of one GEMM input m x K x 2, summed over the layer's GEMM inputs)."""
     vit_block: Kernels
     """A ViT block's norms, residual adds and layout copies; units of n x width x 2."""
     vit_act: Kernels
     """A ViT block's activation; units of n x intermediate x 2."""
+    act_quant_every_input: bool = False
+    """True: every GEMM input (qkv, o, gate_up, down) is quantised by kernels of its own, so the traffic scales
+    with each input's width K (the down projection's input is the intermediate size, not the hidden size)."""
 
 
 VLLM = KernelProfile(
@@ -258,11 +292,15 @@ TORCH_REFERENCE = KernelProfile(
     kv_write=Kernels(2, 2.0),
     # output transpose + reshape copy.
     attn_layout=Kernels(1, 2.0),
-    # per GEMM input: amax (vector_norm), clamp, divide-and-cast; four GEMMs a layer.
-    act_quant_per_layer=Kernels(12, 12.0),
+    # per GEMM input, 4 kernels (measurements README): amax = vector_norm(ord=inf, dtype=float32), which
+    # casts X to fp32 first (reads 2, writes 4 bytes an element) and reduces it (reads 4); clamp (a scalar);
+    # divide-and-cast (reads 2, writes 1). In units of the 2-byte input: 3 + 2 + 1.5 = 6.5; four GEMM
+    # inputs a layer.
+    act_quant_per_layer=Kernels(16, 26.0),
     # two norms, two residual adds, q/k/v/o layout copies.
     vit_block=Kernels(8, 18.0),
     vit_act=Kernels(2, 5.0),
+    act_quant_every_input=True,
 )
 
 
@@ -307,7 +345,14 @@ def _linear_ops(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, m:
     q = profile.act_quant_per_layer
     if cfg.precision in ("fp8", "int8") and q.kernels:
         # Dynamic per-token activation quantisation of the W8A8 GEMM inputs.
-        ops.append(rf.elementwise(f"{prefix}act_quant", q.bytes * m * d.hidden_size * ACT, n_layers, q.kernels))
+        width: float = d.hidden_size
+        if profile.act_quant_every_input:
+            # Mean input width of the layer's four GEMMs (qkv, o, gate_up, down); MoE layers quantise the
+            # expert inputs (hidden) and the expert down inputs (top_k x moe width).
+            down_k = d.intermediate_size // tp if n_dense == n_layers or moe is None else (
+                moe.top_k * moe.moe_intermediate_size // tp)
+            width = (2 * d.hidden_size + q_cols + down_k) / 4
+        ops.append(rf.elementwise(f"{prefix}act_quant", q.bytes * m * width * ACT, n_layers, q.kernels))
     return ops
 
 
@@ -422,6 +467,16 @@ def decode_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, ba
     return StepTime(tuple(ops))
 
 
+def vit_has_rotary(v: VisionSpec) -> bool:
+    """Whether the ViT applies rotary position embeddings to q and k in every block.
+
+    The Qwen2-VL / Qwen2.5-VL / Qwen3-VL towers (the ones that embed 2-frame patches,
+    ``temporal_patch_size`` 2) use 2D RoPE; the CLIP/SigLIP/InternViT towers add learned
+    absolute position embeddings once. (Pixtral and Llama 4 also use 2D RoPE; the catalog
+    schema has no field that tells them apart yet, so their ViTs are counted without it.)"""
+    return v.temporal_patch_size > 1
+
+
 def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, patches: int,
                   images: int, profile: KernelProfile = VLLM, eager: bool = True) -> StepTime:
     """Encode ``images`` images totalling ``patches`` ViT tokens (bf16 ViT).
@@ -455,17 +510,20 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
         rf.elementwise("vit_activation", profile.vit_act.bytes * patches * inter * ACT, n,
                        profile.vit_act.kernels if v.gated_mlp else 1),
     ]
+    if vit_has_rotary(v):
+        qk = 2 * patches * (heads * hd) * ACT
+        ops.append(rf.elementwise("vit_rotary", profile.rotary.bytes * qk, n, profile.rotary.kernels))
     if v.window_attention is not None:
         full = len(v.window_attention.full_attention_layers)
         win = min(v.window_attention.window_patches, per_image)
         windows = math.ceil(patches / win)
-        one = rf.attention_prefill("vit_attention_window", win, win, heads, heads, hd, False, ACT)
-        ops.append(rf.repeat(one, windows, n - full))
-        img = rf.attention_prefill("vit_attention_full", per_image, per_image, heads, heads, hd, False, ACT)
-        ops.append(rf.repeat(img, max(images, 1), full))
+        ops.append(rf.attention_prefill("vit_attention_window", win, win, heads, heads, hd, False, ACT,
+                                        n - full, batch=windows))
+        ops.append(rf.attention_prefill("vit_attention_full", per_image, per_image, heads, heads, hd, False, ACT,
+                                        full, batch=max(images, 1)))
     else:
-        img = rf.attention_prefill("vit_attention", per_image, per_image, heads, heads, hd, False, ACT)
-        ops.append(rf.repeat(img, max(images, 1), n))
+        ops.append(rf.attention_prefill("vit_attention", per_image, per_image, heads, heads, hd, False, ACT, n,
+                                        batch=max(images, 1)))
     p = v.projector
     rows = max(1, patches * p.output_dim // max(1, p.input_dim) if p.kind == "resampler" else
                patches * d // p.input_dim)

@@ -37,7 +37,15 @@ from planner.catalog.schema import Calibration, PrecisionTable
 from planner.deployment import ServingConfig
 from planner.memory import kv_heads_per_gpu
 from planner.modeldesc import full_attention_layers
-from planner.speed import ACT, Roofline, decode_step, engine_overhead_ms, prefill_step, vision_encode
+from planner.speed import (
+    ACT,
+    Roofline,
+    attention_head_dim,
+    decode_step,
+    engine_overhead_ms,
+    prefill_step,
+    vision_encode,
+)
 
 _NOT_LINEAR = ("attention", "attention_sliding", "cross_attention", "lm_head")
 """Ops of ``speed.decode_step`` that do not scale with the step's tokens alone."""
@@ -124,7 +132,9 @@ class StepCost:
         self._dec_q_ms = self.heads * hd * 2 * ACT / mem * 1e3  # per sequence
         self._dec_half_ms = cal.value("attention_decode_half_bytes") / mem * 1e3
         # Prefill attention, per layer: lat + max(flops/(peak x eff), bytes/(bw x eff)).
-        self._pf_flop_ms = 4.0 * self.heads * hd / (peak * cal.value("attention_prefill_compute_efficiency")) * 1e3
+        pf_eff = cal.value("attention_prefill_compute_efficiency")
+        self._pf_flop_ms = 4.0 * self.heads * attention_head_dim(hd) / (peak * pf_eff) * 1e3
+        self._pf_k0 = cal.value("attention_prefill_overhead_tokens")  # keys' worth of fixed cost per query
         emem = cal.value("elementwise_memory_efficiency") * bw
         self._pf_q_ms = self.heads * hd * 2 * ACT / emem * 1e3  # per query token
         self._pf_kv_ms = self.kv_heads * hd * 2 * self.kv_elem / emem * 1e3  # per key token
@@ -195,11 +205,13 @@ class StepCost:
         t = 0.0
         qb = self._pf_q_ms * tokens
         if self.full_layers:
-            t += self.full_layers * (self._lat_ms + max(self._pf_flop_ms * pairs, qb + self._pf_kv_ms * kv_tokens))
+            t += self.full_layers * (self._lat_ms + max(self._pf_flop_ms * (pairs + self._pf_k0 * tokens),
+                                                        qb + self._pf_kv_ms * kv_tokens))
         if self.sliding_layers:
             wp = pairs if window_pairs is None else window_pairs
             wk = kv_tokens if window_kv is None else window_kv
-            t += self.sliding_layers * (self._lat_ms + max(self._pf_flop_ms * wp, qb + self._pf_kv_ms * wk))
+            t += self.sliding_layers * (self._lat_ms + max(self._pf_flop_ms * (wp + self._pf_k0 * tokens),
+                                                           qb + self._pf_kv_ms * wk))
         return t + self._pf_fixed_ms + self._pf_tok_ms * tokens
 
     def prefill_attention_vec(self, tokens: np.ndarray, pairs: np.ndarray, kv_tokens: np.ndarray,
@@ -210,12 +222,13 @@ class StepCost:
         t = np.zeros(tokens.shape)
         qb = self._pf_q_ms * tokens
         if self.full_layers:
-            t += self.full_layers * (self._lat_ms + np.maximum(self._pf_flop_ms * pairs,
+            t += self.full_layers * (self._lat_ms + np.maximum(self._pf_flop_ms * (pairs + self._pf_k0 * tokens),
                                                                qb + self._pf_kv_ms * kv_tokens))
         if self.sliding_layers:
             wp = pairs if window_pairs is None else window_pairs
             wk = kv_tokens if window_kv is None else window_kv
-            t += self.sliding_layers * (self._lat_ms + np.maximum(self._pf_flop_ms * wp, qb + self._pf_kv_ms * wk))
+            t += self.sliding_layers * (self._lat_ms + np.maximum(self._pf_flop_ms * (wp + self._pf_k0 * tokens),
+                                                                  qb + self._pf_kv_ms * wk))
         t += self._pf_fixed_ms + self._pf_tok_ms * tokens
         return np.where(tokens > 0, t, 0.0)
 

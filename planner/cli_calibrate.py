@@ -1,0 +1,188 @@
+"""`vlmplan calibrate run` and `vlmplan calibrate fit` (registered on the main app by ``register``).
+
+``calibrate run`` (needs the optional extra ``calibrate``, which brings torch) runs
+``planner/calibrate/microbench.py`` section by section on this machine's GPU (all-reduce too when it sees two or
+more GPUs), then ``planner/calibrate/fit.py`` on the result, and writes a calibration YAML the planner uses with
+``--calibration FILE`` (or, copied to ``catalogs/calibration/vllm-0.33-<gpu>.yaml``, by GPU name).
+
+``calibrate fit --bench FILE...`` fits the engine-level ``engine_step_overhead_ms`` from JSON files written by
+``vllm bench serve --save-result``. The format is the ``result_json`` of ``vllm/benchmarks/serve.py`` in the vLLM
+repository (vllm-project/vllm; checked against the file's ``benchmark()`` result dict and ``main``'s setup
+fields). Fields used (all written without ``--save-detailed``):
+
+* ``completed``, ``total_input_tokens``, ``total_output_tokens``: mean prompt and output length per request;
+* ``mean_tpot_ms`` (time per output token after the first, averaged over requests): what is fitted;
+* ``mean_ttft_ms``: with ``request_throughput``, the mean time in the system for Little's law;
+* ``max_concurrency`` and ``request_rate`` (``"inf"`` when requests are sent at once): the running batch is
+  ``max_concurrency`` for a capped run sent at once, else ``request_throughput x (TTFT + TPOT x (out - 1))``;
+* ``model_id``: compared with ``--model`` (a warning when they differ).
+
+Not used: ``median_*``/``p99_*`` (the fit is of means), ``itls``/``ttfts``/``input_lens``/``output_lens``
+(only with ``--save-detailed``), ``output_throughput``, ``duration``.
+
+The fit: predicted mean TPOT = GPU decode step at that batch and mean context (+ the run's prefills spread over
+the steps) + ``engine_per_seq_overhead_ms`` x batch + ``engine_step_overhead_ms``, solved for the last. With
+several runs of different batch sizes it also prints the slope of measured on predicted GPU time (an efficiency
+scale; 1 = the speed model's GPU times agree), which is reported, not written (the calibration schema has no
+such constant).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import importlib.util
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from planner.errors import PlannerError
+
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Expected failures: one line on stderr, exit 2 (as in planner.cli)."""
+    try:
+        return fn()
+    except PlannerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def fit_bench(bench: list[Path], model: str, gpu: str, tp: int, pp: int, precision: str, kv_cache_dtype: str,
+              calibration: Path | None, fitted_on: str | None = None) -> tuple[Any, Any, list[str]]:
+    """(EngineFit, calibration with the fitted overhead, warnings) for the given bench files and configuration."""
+    from planner.calibrate import fit as F
+    from planner.catalog.loader import load_calibration, load_calibration_file
+    from planner.estimate_request import EstimateRequest, build_config
+
+    cfg = build_config(EstimateRequest(model=model, gpu=gpu, tp=tp, pp=pp, precision=precision,
+                                       kv_cache_dtype=kv_cache_dtype))
+    cal = load_calibration_file(calibration) if calibration else load_calibration(cfg.gpu.name)
+    runs = [F.read_vllm_bench(p) for p in bench]
+    warnings = [f"{r.path}: model_id '{r.model_id}' differs from --model '{cfg.model.name}'"
+                for r in runs if r.model_id and r.model_id.rstrip("/").split("/")[-1].lower()
+                not in cfg.model.name.lower()]
+    result = F.fit_engine_overhead(cfg, cal, runs)
+    day = fitted_on or _dt.date.today().isoformat()
+    new = F.calibration_with_engine_fit(cal, result, [str(p) for p in bench], day)
+    return result, new, warnings
+
+
+def _progress_sections(sections: list[str], out_dir: Path, budget_s: float | None) -> dict[str, Any]:
+    """Run microbench.py one section at a time under a progress bar; merge the sections into one dict."""
+    from rich.progress import Progress
+
+    microbench: Any = importlib.import_module("planner.calibrate.microbench")  # torch-only, not type-checked
+
+    merged: dict[str, Any] = {}
+    with Progress(transient=False) as bar:
+        task = bar.add_task("microbenchmarks", total=len(sections))
+        for name in sections:
+            bar.update(task, description=f"microbench: {name}")
+            path = out_dir / f"{name}.json"
+            args = ["--only", name, "--out", str(path)]
+            if budget_s:
+                args += ["--time-budget-s", str(budget_s / len(sections))]
+            microbench.main(args)
+            data = json.loads(path.read_text())
+            merged.setdefault("provenance", data.get("provenance"))
+            if name in data:
+                merged[name] = data[name]
+            bar.advance(task)
+    return merged
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``calibrate`` command group to ``app``."""
+    cal_app = typer.Typer(no_args_is_help=True, help="Calibrate the speed model: microbenchmarks or vLLM bench runs.")
+    app.add_typer(cal_app, name="calibrate")
+
+    @cal_app.command("fit")
+    def calibrate_fit(
+        bench: Annotated[list[Path], typer.Option(
+            "--bench", help="JSON from 'vllm bench serve --save-result'; repeatable.")],
+        model: Annotated[str, typer.Option(
+            "--model", "-m", help="Model the runs served (catalog id or config.json).",
+        )] = "Qwen/Qwen2.5-VL-7B-Instruct",
+        gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU the runs used.")] = "H100-SXM-80GB",
+        tp: Annotated[int, typer.Option(help="GPUs in tensor parallel.")] = 1,
+        pp: Annotated[int, typer.Option(help="Pipeline-parallel stages.")] = 1,
+        precision: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4.")] = "bf16",
+        kv_cache_dtype: Annotated[str, typer.Option(help="auto or fp8.")] = "auto",
+        calibration: Annotated[Path | None, typer.Option(
+            help="Base calibration YAML (default: the GPU's).")] = None,
+        out: Annotated[Path | None, typer.Option(
+            help="Write the calibration YAML with the fitted overhead here.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    ) -> None:
+        """Fit engine_step_overhead_ms from 'vllm bench serve --save-result' files."""
+        from planner.calibrate.fit import calibration_yaml
+
+        result, new, warnings = _run(lambda: fit_bench(bench, model, gpu, tp, pp, precision, kv_cache_dtype,
+                                                       calibration))
+        for w in warnings:
+            typer.echo(f"warning: {w}", err=True)
+        if out is not None:
+            try:
+                out.write_text(calibration_yaml(new, "engine_step_overhead_ms fitted by: vlmplan calibrate fit "
+                                                + " ".join(f"--bench {b}" for b in bench)))
+            except OSError as exc:
+                _fail(f"cannot write {out}: {exc.strerror}")
+        if as_json:
+            typer.echo(json.dumps({"engine_step_overhead_ms": result.engine_step_overhead_ms,
+                                   "mape_pct": result.mape_pct, "efficiency_scale": result.scale,
+                                   "runs": result.rows, "out": str(out) if out else None}, indent=2))
+            return
+        for row in result.rows:
+            typer.echo(f"batch {row['concurrency']:7.1f}  prompt {row['prompt_tokens']:7.0f}  output "
+                       f"{row['output_tokens']:6.0f}  measured TPOT {row['measured_tpot_ms']:7.2f} ms  GPU "
+                       f"{row['gpu_ms']:7.2f} ms  predicted {row['predicted_tpot_ms']:7.2f} ms")
+        typer.echo(f"engine_step_overhead_ms = {result.engine_step_overhead_ms:.3f} (MAPE {result.mape_pct:.1f}% "
+                   f"over {len(result.rows)} run(s))")
+        if result.scale is not None:
+            typer.echo(f"efficiency check: measured GPU time / predicted = {result.scale:.2f} (slope; 1 = agree)")
+        if out is not None:
+            typer.echo(f"wrote {out}")
+
+    @cal_app.command("run")
+    def calibrate_run(
+        out: Annotated[Path | None, typer.Option(
+            help="Calibration YAML to write (default: vllm-0.33-<gpu>.yaml here).")] = None,
+        gpu: Annotated[str | None, typer.Option(
+            "--gpu", "-g", help="Catalog GPU name (default: from nvidia-smi).")] = None,
+        keep_json: Annotated[Path | None, typer.Option(help="Also keep the raw microbenchmark JSON here.")] = None,
+        time_budget_s: Annotated[float | None, typer.Option(help="Rough time budget for all microbenchmarks.")] = None,
+    ) -> None:
+        """Run the microbenchmarks on this machine's GPU and fit a calibration file (needs torch)."""
+        if importlib.util.find_spec("torch") is None:
+            _fail("calibrate run needs torch: pip install 'vlmplan[calibrate]'")
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("calibrate run needs a CUDA GPU (torch.cuda.is_available() is False)")
+        from planner.calibrate import fit as F
+
+        microbench: Any = importlib.import_module("planner.calibrate.microbench")
+        sections = [s for s in microbench.SECTIONS if s != "allreduce"]
+        if torch.cuda.device_count() >= 2:
+            sections.append("allreduce")
+        with tempfile.TemporaryDirectory() as tmp:
+            data = _progress_sections(sections, Path(tmp), time_budget_s)
+        raw = keep_json or Path(tempfile.mkdtemp()) / "microbench.json"
+        raw.write_text(json.dumps(data))
+        cal = _run(lambda: F.fit_files(raw, raw if "allreduce" in data else None, gpu))
+        path = out or Path(f"vllm-0.33-{cal.gpu.lower()}.yaml")
+        path.write_text(F.calibration_yaml(cal, f"Fitted by: vlmplan calibrate run (microbench JSON: {raw})"))
+        typer.echo(f"wrote {path} (use it with --calibration {path})")
+
