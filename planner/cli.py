@@ -97,7 +97,9 @@ def estimate(
 
 @app.command()
 def solve(
-    model: ModelOpt = "Qwen/Qwen2.5-VL-7B-Instruct",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Catalog id or local config.json (default: the scenario's, else Qwen/Qwen2.5-VL-7B-Instruct).")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="Scenario YAML: one workload or a fleet ('workloads:') sharing the budget; flags override its keys.")] = None,
+    workload: Annotated[str | None, typer.Option(help="Workload YAML file or preset (document-vqa, visual-reasoning, captioning, chat).")] = None,
     slo: Annotated[list[str] | None, typer.Option(help="SLO, e.g. ttft_p95=500ms, tpot_p99=40ms, e2e_p95=5s; repeatable.")] = None,
     budget: Annotated[str | None, typer.Option(help="4xA100, A100:4, 8xH100,16xL40S, $40/h, or both.")] = None,
     gpus: Annotated[str | None, typer.Option(help="Restrict to these GPU types (comma-separated).")] = None,
@@ -113,22 +115,24 @@ def solve(
     image: Annotated[list[str] | None, typer.Option(help="Image size WxH; repeatable.")] = None,
     images_per_request: Annotated[int | None, typer.Option(help="Images per request.")] = None,
     no_image: Annotated[bool, typer.Option("--no-image", help="Text-only requests.")] = False,
+    simulate: Annotated[bool, typer.Option("--simulate/--no-simulate", help="Re-check the chosen deployments with the simulator (default on).")] = True,
     out: Annotated[Path | None, typer.Option(help="Write DIR/plan.yaml (and launch configs with --target).")] = None,
     target: Annotated[list[str] | None, typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable (needs --out).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """The cheapest deployment that meets the SLOs (exit 3 when none does)."""
     from planner import report
-    from planner.solve_request import SolveInput, build_request, to_plan
+    from planner.solve_request import SolveInput, build_request_models, to_plan
     from planner.solver import solve as run_solve
 
-    inp = SolveInput(model=model, slo=slo, budget=budget, gpus=gpus, precisions=precisions,
-                     kv_cache_dtypes=kv_cache_dtypes, price=price, prices_file=prices_file, objective=objective,
-                     rate=rate, concurrency=concurrency, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                     images=image, images_per_request=images_per_request, no_image=no_image)
-    req, notes = _run(lambda: build_request(inp))
+    inp = SolveInput(model=model, scenario=scenario, workload=workload, verify=simulate, slo=slo, budget=budget,
+                     gpus=gpus, precisions=precisions, kv_cache_dtypes=kv_cache_dtypes, price=price,
+                     prices_file=prices_file, objective=objective, rate=rate, concurrency=concurrency,
+                     prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image,
+                     images_per_request=images_per_request, no_image=no_image)
+    req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
-    plan = to_plan(sol, req, model, notes)
+    plan = to_plan(sol, req, model_args, notes)
     if out is not None and plan.status != "infeasible":
         plan.save(out / "plan.yaml")
         if target:
@@ -181,6 +185,9 @@ def catalog_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
 from planner.cli_whatif import register as _register_whatif  # noqa: E402  (needs `app` defined above)
 
 _register_whatif(app)
+from planner.cli_calibrate import register as _register_calibrate  # noqa: E402
+
+_register_calibrate(app)
 
 
 def main() -> None:

@@ -45,6 +45,23 @@ class Predicted(_Frozen):
     memory: PredictedMemory
 
 
+class Simulated(_Frozen):
+    """The discrete-event simulator's check of one replica at its share of the load (``Predicted`` is the
+    analytic model's)."""
+
+    ttft_ms: PercentilesMs
+    tpot_ms: PercentilesMs
+    e2e_ms: PercentilesMs
+    requests_per_s: float
+    """All replicas together."""
+    requests_simulated: int
+    seed: int
+    saturated: bool
+    meets_slos: bool
+    failed: str = ""
+    """The first SLO the simulation breaks (empty when it meets them all)."""
+
+
 class ImageSpec(_Frozen):
     width: int
     height: int
@@ -90,6 +107,10 @@ class DeploymentPlan(_Frozen):
     """USD per hour for all replicas."""
     price_usd_per_gpu_hour: float
     predicted: Predicted
+    simulated: Simulated | None = None
+    """None when the deployment was not simulated (e.g. alternatives, or ``solve`` run without the check)."""
+    slos: list[str] = []
+    """The SLOs this deployment was sized for (e.g. ``ttft_p95<=500ms``)."""
 
 
 class Plan(_Frozen):

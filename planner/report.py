@@ -207,29 +207,39 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
                   f"{d.cost_per_hour:,.2f}")
     console.print(t)
     for d in plan.deployments:
-        st = Table(title=f"{d.workload}: predicted per request (analytic load model, per replica)")
+        slo_list = req.slos_of(d.workload) if hasattr(req, "slos_of") else req.slos
+        how = "analytic load model" + (", then simulated" if d.simulated is not None else "")
+        st = Table(title=f"{d.workload}: per request, one replica at its share of the load ({how})")
         for col in ("metric", "p50", "p90", "p95", "p99", "SLO", "headroom"):
             st.add_column(col, justify="left" if col == "metric" else "right")
-        slos = {s.key: s for s in req.slos}
+        slos = {s.key: s for s in slo_list}
+        rows = [("", d.predicted)] + ([("sim ", d.simulated)] if d.simulated is not None else [])
         for metric in ("ttft", "tpot", "e2e"):
-            p = getattr(d.predicted, f"{metric}_ms")
-            limits = [s for k, s in slos.items() if s.metric == metric]
-            slo_txt = ", ".join(f"{s.stat} <= {s.limit_ms:g}" for s in limits) or "-"
-            room = "-"
-            if limits:
-                s = limits[0]
-                value = getattr(p, s.stat)
-                room = f"{(s.limit_ms - value) / s.limit_ms * 100:.0f}%"
-            st.add_row(f"{metric.upper()} ms", _f(p.p50, 1), _f(p.p90, 1), _f(p.p95, 1), _f(p.p99, 1), slo_txt, room)
+            for tag, source in rows:
+                p = getattr(source, f"{metric}_ms")
+                limits = [s for k, s in slos.items() if s.metric == metric]
+                slo_txt = ", ".join(f"{s.stat} <= {s.limit_ms:g}" for s in limits) or "-"
+                room = "-"
+                if limits:
+                    s = limits[0]
+                    value = getattr(p, s.stat)
+                    room = f"{(s.limit_ms - value) / s.limit_ms * 100:.0f}%"
+                st.add_row(f"{tag}{metric.upper()} ms", _f(p.p50, 1), _f(p.p90, 1), _f(p.p95, 1), _f(p.p99, 1),
+                           slo_txt, room)
         console.print(st)
         mem = d.predicted.memory
         console.print(f"memory per GPU: weights {_f(mem.weights_gib)} GiB, KV cache {_f(mem.kv_cache_gib)} GiB "
                       f"({mem.kv_capacity_tokens:,} tokens), activations {_f(mem.activations_gib)} GiB; serves "
                       f"{_f(d.predicted.requests_per_s, 2)} req/s")
+        if d.simulated is not None:
+            sim = d.simulated
+            console.print(f"simulated: {sim.requests_simulated:,} requests per replica (seed {sim.seed}): "
+                          + ("meets every SLO" if sim.meets_slos else f"[bold red]breaks {sim.failed}[/]"))
     for b in plan.binding:
         console.print(f"binding: {b}")
     if plan.alternatives:
-        at = Table(title="best alternatives on other GPU types or precisions")
+        first = plan.deployments[0].workload if plan.deployments else ""
+        at = Table(title=f"best alternatives on other GPU types or precisions (workload {first}, analytic)")
         for col in ("GPU", "GPUs", "tp x pp", "precision", "replicas", "$/h", "p95 TTFT ms"):
             at.add_column(col, justify="left" if col in ("GPU", "precision") else "right")
         for a in plan.alternatives:

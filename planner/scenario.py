@@ -27,6 +27,23 @@
 
 The workload mapping is the YAML workload format of ``planner.workload``;
 relative file names resolve against the scenario's folder.
+
+A *fleet* (``vlmplan solve --scenario``) lists several workloads sharing the
+budget instead of one ``workload``; each may serve its own model and have its
+own SLOs (``model`` and ``slo`` at the top level are the defaults; without a top-level ``model``, the first
+workload's is)::
+
+    name: fleet
+    budget: 8xH100,16xL40S
+    slo: [ttft_p95=1s]
+    workloads:
+      - name: docs
+        model: Qwen/Qwen2.5-VL-7B-Instruct
+        workload: {preset: document-vqa, rate_per_s: 2}
+        slo: [ttft_p95=2s, tpot_p95=60ms]
+      - name: chat
+        model: meta-llama/Llama-3.1-8B-Instruct
+        workload: {preset: chat, rate_per_s: 10}
 """
 
 from __future__ import annotations
@@ -36,7 +53,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from planner.errors import RequestError
 from planner.workload import PRESETS, Workload, load_workload, workload_from_dict
@@ -100,12 +117,45 @@ class SearchSpace(_Strict):
     """GPU name -> USD per GPU-hour, overriding the catalog."""
 
 
+def _resolve_workload(ref: str | dict[str, Any], base_dir: Path | None) -> Workload:
+    """A preset name, a workload file (relative to ``base_dir``), or the inline mapping."""
+    if isinstance(ref, dict):
+        return workload_from_dict(ref, base_dir)
+    if ref in PRESETS:
+        return PRESETS[ref]
+    path = Path(ref)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.exists():
+        raise RequestError(f"workload '{ref}' is neither a preset ({', '.join(PRESETS)}) nor a file")
+    return load_workload(path)
+
+
+class FleetWorkload(_Strict):
+    """One workload of a fleet: its traffic, and optionally its own model and SLOs."""
+
+    name: str | None = None
+    """Default: the workload's own name (its preset's)."""
+    model: str | None = None
+    """Default: the scenario's ``model``."""
+    workload: str | dict[str, Any]
+    slo: list[str] | None = None
+    """Default: the scenario's ``slo``."""
+
+    @field_validator("slo", mode="before")
+    @classmethod
+    def _slo_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
 class Scenario(_Strict):
     name: str = "scenario"
     description: str = ""
     model: str
     config: FixedConfig | None = None
     workload: str | dict[str, Any] = "visual-reasoning"
+    workloads: list[FleetWorkload] = []
+    """A fleet: several workloads sharing the budget (``vlmplan solve --scenario``); replaces ``workload``."""
     slo: list[str] = []
     budget: str | None = None
     search: SearchSpace = SearchSpace()
@@ -116,24 +166,48 @@ class Scenario(_Strict):
     def base_dir(self) -> Path | None:
         return self._base_dir
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fleet(cls, data: Any) -> Any:
+        """A fleet needs no top-level ``model`` when its first workload names one."""
+        if not isinstance(data, dict) or not data.get("workloads"):
+            return data
+        first = data["workloads"][0] if isinstance(data["workloads"], list) else None
+        if "model" not in data and isinstance(first, dict) and isinstance(first.get("model"), str):
+            data = {**data, "model": first["model"]}
+        return data
+
     @field_validator("slo", mode="before")
     @classmethod
     def _slo_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
     def load_workload(self) -> Workload:
-        """The workload: a preset name, a workload file, or the inline mapping."""
-        if isinstance(self.workload, dict):
-            return workload_from_dict(self.workload, self.base_dir)
-        ref = self.workload
-        if ref in PRESETS:
-            return PRESETS[ref]
-        path = Path(ref)
-        if not path.is_absolute() and self.base_dir is not None:
-            path = self.base_dir / path
-        if not path.exists():
-            raise RequestError(f"workload '{ref}' is neither a preset ({', '.join(PRESETS)}) nor a file")
-        return load_workload(path)
+        """The workload: a preset name, a workload file, or the inline mapping (one workload; not a fleet)."""
+        if self.workloads:
+            raise RequestError(f"scenario '{self.name}' is a fleet of {len(self.workloads)} workloads: "
+                               f"use 'vlmplan solve --scenario' (whatif and compare take one workload)")
+        return _resolve_workload(self.workload, self.base_dir)
+
+    def fleet(self) -> list[tuple[str, str, Workload, list[str]]]:
+        """(name, model, workload, SLOs) of every workload: the fleet's, or the single ``workload``."""
+        if not self.workloads:
+            wl = self.load_workload()
+            return [(wl.name, self.model, wl, list(self.slo))]
+        out = []
+        for i, entry in enumerate(self.workloads):
+            try:
+                wl = _resolve_workload(entry.workload, self.base_dir)
+            except RequestError as exc:
+                raise RequestError(f"workloads[{i}]: {exc}") from None
+            name = entry.name or wl.name
+            out.append((name, entry.model or self.model, wl.model_copy(update={"name": name}),
+                        list(entry.slo) if entry.slo is not None else list(self.slo)))
+        names = [n for n, *_ in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise RequestError(f"workloads: name '{dup[0]}' is used twice; give each workload a unique 'name'")
+        return out
 
     def describe_config(self) -> str:
         c = self.config
@@ -158,6 +232,11 @@ def _first_error(exc: ValidationError) -> str:
 def scenario_from_dict(data: Any, base_dir: Path | None = None, source: str = "scenario") -> Scenario:
     if not isinstance(data, dict):
         raise RequestError(f"{source}: a scenario is a mapping with at least 'model' (got {type(data).__name__})")
+    if data.get("workloads"):
+        if "workload" in data:
+            raise RequestError(f"{source}: give 'workload' (one) or 'workloads' (a fleet), not both")
+        if data.get("config") is not None:
+            raise RequestError(f"{source}: 'config' (a fixed configuration) is for one workload, not a fleet")
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:

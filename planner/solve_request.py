@@ -11,13 +11,14 @@ from planner.catalog.loader import load_gpus
 from planner.catalog.schema import KvCacheDtype, Precision
 from planner.errors import RequestError
 from planner.estimate import Percentiles
-from planner.plan import DeploymentPlan, ImageSpec, PercentilesMs, Plan, Predicted, PredictedMemory
-from planner.request import parse_budget, parse_slos
+from planner.plan import DeploymentPlan, ImageSpec, PercentilesMs, Plan, Predicted, PredictedMemory, Simulated
+from planner.request import Slo, parse_budget, parse_slos
 from planner.resolve import parse_prices, resolve_model
 from planner.solver import Candidate, Objective, Solution, SolveRequest, default_gpus
 from planner.units import GIB
-from planner.workload import DEFAULT_WORKLOAD, ImageSize, Workload, parse_image_size
+from planner.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
 
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_RATE_PER_S = 5.0
 DEFAULT_SLOS = ["ttft_p95=500ms"]
 
@@ -25,7 +26,14 @@ DEFAULT_SLOS = ["ttft_p95=500ms"]
 class SolveInput(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str
+    model: str | None = None
+    """None: the scenario's model, else ``DEFAULT_MODEL``."""
+    scenario: Path | None = None
+    """Scenario file (planner.scenario format; ``workloads`` for a fleet). Flags override its keys."""
+    workload: str | None = None
+    """Workload file or preset (one workload); --rate / --concurrency override its arrivals."""
+    verify: bool = True
+    """Re-check the chosen deployments with the simulator."""
     slo: list[str] | None = None
     budget: str | None = None
     gpus: str | None = None
@@ -47,16 +55,35 @@ def _split(text: str | None) -> list[str]:
     return [p.strip() for p in (text or "").split(",") if p.strip()]
 
 
-def build_workload(inp: SolveInput, is_vlm: bool) -> tuple[Workload, bool]:
-    """The workload from the flags; True when the embedded default filled it in."""
-    used_default = all(v is None for v in (inp.rate, inp.concurrency, inp.prompt_tokens, inp.output_tokens,
-                                           inp.images, inp.images_per_request))
+def _with_load(wl: Workload, rate: float | None, concurrency: int | None, notes: list[str]) -> Workload:
+    """``wl`` with --rate / --concurrency applied; a workload without arrivals (``single``) gets the default
+    Poisson rate, said in ``notes``."""
+    if rate is not None:
+        return wl.model_copy(update={"arrival": "poisson", "rate_per_s": rate, "concurrency": None, "trace_s": None})
+    if concurrency is not None:
+        return wl.model_copy(update={"arrival": "closed", "concurrency": concurrency, "rate_per_s": None,
+                                     "trace_s": None})
+    if wl.arrival == "single":
+        notes.append(f"workload '{wl.name}' gives no arrivals: sized for Poisson {DEFAULT_RATE_PER_S:g} requests/s "
+                     f"(set rate_per_s or concurrency)")
+        return wl.model_copy(update={"arrival": "poisson", "rate_per_s": DEFAULT_RATE_PER_S})
+    return wl
+
+
+def _check_flags(inp: SolveInput) -> None:
     if inp.rate is not None and inp.concurrency is not None:
         raise RequestError("give --rate or --concurrency, not both")
     for flag, v in (("--rate", inp.rate), ("--concurrency", inp.concurrency), ("--prompt-tokens", inp.prompt_tokens),
                     ("--output-tokens", inp.output_tokens), ("--images-per-request", inp.images_per_request)):
         if v is not None and v <= 0:
             raise RequestError(f"{flag} must be positive (got {v})")
+
+
+def build_workload(inp: SolveInput, is_vlm: bool) -> tuple[Workload, bool]:
+    """The workload from the flags; True when the embedded default filled it in."""
+    used_default = all(v is None for v in (inp.rate, inp.concurrency, inp.prompt_tokens, inp.output_tokens,
+                                           inp.images, inp.images_per_request))
+    _check_flags(inp)
     if inp.images:
         sizes = [ImageSize(width=w, height=h) for w, h in map(parse_image_size, inp.images)]
     elif inp.no_image or not is_vlm:
@@ -81,17 +108,8 @@ def build_workload(inp: SolveInput, is_vlm: bool) -> tuple[Workload, bool]:
     return wl, used_default
 
 
-def build_request(inp: SolveInput) -> tuple[SolveRequest, list[str]]:
-    """The solver's request and notes on defaults the user should see."""
-    notes: list[str] = []
-    model = resolve_model(inp.model)
-    slos = parse_slos(inp.slo or DEFAULT_SLOS)
-    if inp.slo is None:
-        notes.append(f"no --slo given: using {', '.join(DEFAULT_SLOS)}")
-    for s in slos:
-        if s.implicit_metric:
-            notes.append(f"'{s.stat}={s.limit_ms:g}ms' binds to TTFT (write tpot_{s.stat}=... for time per token)")
-    budget = parse_budget(inp.budget)
+def _search_space(inp: SolveInput) -> tuple[list, list[str], list[str]]:
+    """Allowed GPUs (with prices), precisions and KV-cache dtypes from the flags."""
     prices = parse_prices(inp.price, inp.prices_file)
     gpus = default_gpus(prices)
     if inp.gpus:
@@ -107,21 +125,128 @@ def build_request(inp: SolveInput) -> tuple[SolveRequest, list[str]]:
             raise RequestError(f"kv-cache dtype '{k}' is not one of auto, fp8")
     if inp.objective not in get_args(Objective):
         raise RequestError(f"objective '{inp.objective}' is not one of cost, gpus, latency")
-    workload, used_default = build_workload(inp, model.vision is not None)
-    if used_default:
-        imgs = ", ".join(f"{i.width}x{i.height}" for i in workload.images) or "no image"
-        notes.append(f"no workload flags: using the embedded default ({workload.prompt_tokens} text tokens + {imgs} "
-                     f"in, {workload.output_tokens} out, Poisson {workload.rate_per_s:g} requests/s)")
-    req = SolveRequest(model=model, workloads=[workload], slos=slos, budget=budget, gpus=gpus,
-                       precisions=precisions, kv_cache_dtypes=kvs, objective=inp.objective)  # type: ignore[arg-type]
+    return gpus, precisions, kvs
+
+
+def _slo_notes(slos: list[Slo], notes: list[str]) -> None:
+    for s in slos:
+        if s.implicit_metric:
+            note = f"'{s.stat}={s.limit_ms:g}ms' binds to TTFT (write tpot_{s.stat}=... for time per token)"
+            if note not in notes:
+                notes.append(note)
+
+
+def build_request(inp: SolveInput) -> tuple[SolveRequest, list[str]]:
+    """The solver's request and notes on defaults the user should see."""
+    req, notes, _ = build_request_models(inp)
     return req, notes
+
+
+def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[str, str]]:
+    """The solver's request, notes on defaults, and the model each workload names (as the user wrote it)."""
+    if inp.scenario is not None:
+        return _scenario_request(inp)
+    notes: list[str] = []
+    model_arg = inp.model or DEFAULT_MODEL
+    model = resolve_model(model_arg)
+    slos = parse_slos(inp.slo or DEFAULT_SLOS)
+    if inp.slo is None:
+        notes.append(f"no --slo given: using {', '.join(DEFAULT_SLOS)}")
+    _slo_notes(slos, notes)
+    budget = parse_budget(inp.budget)
+    gpus, precisions, kvs = _search_space(inp)
+    if inp.workload is not None:
+        _check_flags(inp)
+        if any(v is not None for v in (inp.prompt_tokens, inp.output_tokens, inp.images, inp.images_per_request)):
+            raise RequestError("--workload gives the request shape: drop --prompt-tokens/--output-tokens/--image")
+        workload = _with_load(load_workload(inp.workload), inp.rate, inp.concurrency, notes)
+        if workload.images and model.vision is None:
+            raise RequestError(f"workload '{inp.workload}' sends images but {model.name} is a text model")
+    else:
+        workload, used_default = build_workload(inp, model.vision is not None)
+        if used_default:
+            imgs = ", ".join(f"{i.width}x{i.height}" for i in workload.images) or "no image"
+            notes.append(f"no workload flags: using the embedded default ({workload.prompt_tokens} text tokens + "
+                         f"{imgs} in, {workload.output_tokens} out, Poisson {workload.rate_per_s:g} requests/s)")
+    req = SolveRequest(model=model, workloads=[workload], slos=slos, budget=budget, gpus=gpus,
+                       precisions=precisions, kv_cache_dtypes=kvs, objective=inp.objective,  # type: ignore[arg-type]
+                       verify=inp.verify)
+    return req, notes, {workload.name: model_arg}
+
+
+def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[str, str]]:
+    """A scenario file's workloads (one, or a fleet) sharing one budget; flags override the file's keys."""
+    from planner.scenario import load_scenario
+
+    assert inp.scenario is not None
+    flags = [f for f, v in (("--rate", inp.rate), ("--concurrency", inp.concurrency),
+                            ("--prompt-tokens", inp.prompt_tokens), ("--output-tokens", inp.output_tokens),
+                            ("--image", inp.images), ("--images-per-request", inp.images_per_request),
+                            ("--workload", inp.workload)) if v is not None]
+    if flags or inp.no_image:
+        raise RequestError(f"{(flags or ['--no-image'])[0]} cannot be combined with --scenario: the scenario file "
+                           f"describes the workloads")
+    sc = load_scenario(inp.scenario)
+    notes: list[str] = []
+    search = sc.search
+    merged = inp.model_copy(update={
+        "budget": inp.budget if inp.budget is not None else sc.budget,
+        "gpus": inp.gpus if inp.gpus is not None else (",".join(search.gpus) if search.gpus else None),
+        "precisions": inp.precisions if inp.precisions is not None else
+        (",".join(search.precisions) if search.precisions else None),
+        "kv_cache_dtypes": inp.kv_cache_dtypes if inp.kv_cache_dtypes is not None else
+        (",".join(search.kv_cache_dtypes) if search.kv_cache_dtypes else None),
+        "price": [f"{k}={v}" for k, v in search.prices.items()] + list(inp.price or []),
+        "objective": inp.objective if inp.objective != "cost" else search.objective,
+    })
+    budget = parse_budget(merged.budget)
+    gpus, precisions, kvs = _search_space(merged)
+    default_slos = inp.slo if inp.slo is not None else (sc.slo or None)
+    if default_slos is None:
+        notes.append(f"no SLO in the scenario or on the command line: using {', '.join(DEFAULT_SLOS)}")
+    top_model = inp.model or sc.model
+    workloads: list[Workload] = []
+    models = {}
+    model_args: dict[str, str] = {}
+    slos_of: dict[str, list[Slo]] = {}
+    specs: dict[str, object] = {}
+    for i, (name, model_arg, wl, slo_text) in enumerate(sc.fleet()):
+        own_model = sc.workloads[i].model if sc.workloads else None
+        model_arg = own_model or top_model  # --model replaces the scenario's default model, not a workload's own
+        if model_arg not in specs:
+            specs[model_arg] = resolve_model(model_arg)
+        model = specs[model_arg]
+        if wl.images and model.vision is None:  # type: ignore[attr-defined]
+            raise RequestError(f"workload '{name}' sends images but {model_arg} is a text model")
+        wl = _with_load(wl, None, None, notes)
+        own = parse_slos(slo_text if (slo_text and inp.slo is None) else (default_slos or DEFAULT_SLOS))
+        _slo_notes(own, notes)
+        workloads.append(wl)
+        models[name] = model
+        model_args[name] = model_arg
+        slos_of[name] = own
+    first = workloads[0].name
+    req = SolveRequest(model=models[first], workloads=workloads, slos=slos_of[first], budget=budget,  # type: ignore
+                       gpus=gpus, precisions=precisions, kv_cache_dtypes=kvs,  # type: ignore[arg-type]
+                       objective=merged.objective, models=models, workload_slos=slos_of,  # type: ignore
+                       verify=inp.verify)
+    return req, notes, model_args
 
 
 def _pct(p: Percentiles) -> PercentilesMs:
     return PercentilesMs(**{k: round(float(v), 3) for k, v in p.model_dump().items()})
 
 
-def deployment_plan(c: Candidate, model_arg: str) -> DeploymentPlan:
+def _simulated(c: Candidate) -> Simulated | None:
+    sim = c.simulated
+    if sim is None:
+        return None
+    return Simulated(ttft_ms=_pct(sim.ttft), tpot_ms=_pct(sim.tpot), e2e_ms=_pct(sim.e2e),
+                     requests_per_s=round(sim.requests_per_s * c.replicas, 4), requests_simulated=sim.requests,
+                     seed=sim.seed, saturated=sim.saturated, meets_slos=sim.meets, failed=sim.failed)
+
+
+def deployment_plan(c: Candidate, model_arg: str, slos: list[Slo] | None = None) -> DeploymentPlan:
     cfg = c.cfg
     m = cfg.model
     served = m.quantized_checkpoints.get(cfg.precision, m.name) if cfg.precision != "bf16" else m.name
@@ -172,14 +297,23 @@ def deployment_plan(c: Candidate, model_arg: str) -> DeploymentPlan:
                 kv_capacity_tokens=mem.kv_capacity_tokens,
             ),
         ),
+        simulated=_simulated(c),
+        slos=[f"{s.key}<={s.limit_ms:g}ms" for s in (slos or [])],
     )
 
 
-def to_plan(sol: Solution, req: SolveRequest, model_arg: str, notes: list[str]) -> Plan:
-    deployments = [deployment_plan(c, model_arg) for c in sol.chosen]
+def to_plan(sol: Solution, req: SolveRequest, model_arg: str | dict[str, str], notes: list[str]) -> Plan:
+    """``model_arg``: the model as the user wrote it, one for all workloads or per workload name."""
+    args = model_arg if isinstance(model_arg, dict) else {}
+    one = model_arg if isinstance(model_arg, str) else DEFAULT_MODEL
+
+    def arg(workload: str) -> str:
+        return args.get(workload) or (one if not args else req.model_of(workload).name)
+
+    deployments = [deployment_plan(c, arg(c.workload), req.slos_of(c.workload)) for c in sol.chosen]
     images = {w.name: [ImageSpec(width=i.width, height=i.height) for i in w.images] for w in req.workloads}
     deployments = [d.model_copy(update={"images": images.get(d.workload, [])}) for d in deployments]
-    extra = list(notes)
+    extra = list(notes) + list(sol.notes)
     if sol.status == "infeasible":
         extra += [sol.explanation, f"nearest relaxation: {sol.relaxation}"]
     return Plan(
@@ -188,6 +322,6 @@ def to_plan(sol: Solution, req: SolveRequest, model_arg: str, notes: list[str]) 
         cost_per_hour=round(sum(d.cost_per_hour for d in deployments), 4),
         deployments=deployments,
         binding=sol.binding if sol.status != "infeasible" else [sol.explanation],
-        alternatives=[deployment_plan(c, model_arg) for c in sol.alternatives],
+        alternatives=[deployment_plan(c, arg(c.workload), req.slos_of(c.workload)) for c in sol.alternatives],
         notes=extra,
     )

@@ -27,6 +27,32 @@ Two stages.
    Solved with a fixed seed and one worker, so the same input gives the
    same plan; the status is ``optimal`` when CP-SAT proves it.
 
+**Lazy evaluation (bounds).** Building a configuration's step-cost tables
+and modelling its load is the expensive part, so for the cost and GPU
+objectives configurations are evaluated only when they can matter. A
+configuration (GPU type t, precision, KV dtype, TP x PP) needs at least
+``tp * pp`` GPUs (one replica), so a (workload, GPU type) group whose
+evaluated configurations already gave a candidate with fewer GPUs than any
+unevaluated one is *settled*: its best candidate is exact. Unsettled groups
+enter CP-SAT as one optimistic option (the lower bound: ``tp * pp`` GPUs of
+the cheapest unevaluated level), a relaxation of the true problem. When the
+relaxed optimum uses only settled groups it is feasible for the true
+problem, hence optimal; otherwise the optimistic groups it picked are
+evaluated one level further and CP-SAT runs again. The best alternatives, the
+cheapest plan per workload and the infeasibility explanation are found the
+same way (best-first over lower bounds). Every query needs only the
+fewest-replica candidates of a configuration, so its max_num_seqs choices are
+searched from the largest and each replica search is capped at the best count
+so far. The result equals full enumeration
+(``candidates_for`` + ``prune`` + ``assign``; ties between equal-GPU
+candidates of one type break on p95 TTFT in both).
+
+**Simulator check** (``SolveRequest.verify``). The chosen deployments are
+re-run through the discrete-event simulator (``planner.load.simulator``) at
+their per-replica share of the load. One whose simulated percentiles break
+an SLO is rejected (that configuration may return with one replica more)
+and CP-SAT re-solves, for at most ``verify_rounds`` rounds.
+
 When no plan exists, the explanation names the binding constraint with
 numbers and the nearest relaxation (``Infeasibility``).
 """
@@ -34,10 +60,8 @@ numbers and the nearest relaxation (``Infeasibility``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
-
-from ortools.sat.python import cp_model
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_precisions
 from planner.catalog.schema import GpuSpec, KvCacheDtype, ModelSpec, Precision
@@ -54,13 +78,17 @@ Objective = Literal["cost", "gpus", "latency"]
 TP_CHOICES = (1, 2, 4, 8)
 SEQ_CHOICES = (8, 16, 32, 64, 128, 256)
 MAX_REPLICAS = 256
+SIM_REQUESTS = 2000
+VERIFY_ROUNDS = 5
 
 
 @dataclass(frozen=True)
 class SolveRequest:
     model: ModelSpec
+    """The model of every workload not named in ``models``."""
     workloads: list[Workload]
     slos: list[Slo]
+    """SLOs of every workload not named in ``workload_slos``."""
     budget: Budget
     gpus: list[GpuSpec]
     """GPU types allowed (catalog, restricted by --gpus, with price overrides)."""
@@ -68,6 +96,38 @@ class SolveRequest:
     kv_cache_dtypes: list[KvCacheDtype] = field(default_factory=lambda: ["auto", "fp8"])
     objective: Objective = "cost"
     max_replicas: int = MAX_REPLICAS
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    """Workload name -> its model, where it differs from ``model`` (a fleet of several models)."""
+    workload_slos: dict[str, list[Slo]] = field(default_factory=dict)
+    """Workload name -> its own SLOs, replacing ``slos`` for that workload."""
+    verify: bool = False
+    """Re-check the chosen deployments with the simulator (the CLI turns this on)."""
+    sim_requests: int = SIM_REQUESTS
+    verify_rounds: int = VERIFY_ROUNDS
+
+    def model_of(self, workload: str) -> ModelSpec:
+        return self.models.get(workload, self.model)
+
+    def slos_of(self, workload: str) -> list[Slo]:
+        return self.workload_slos.get(workload, self.slos)
+
+
+@dataclass(frozen=True)
+class SimCheck:
+    """The simulator's view of one replica of a chosen deployment at its share of the load."""
+
+    ttft: Percentiles
+    tpot: Percentiles
+    e2e: Percentiles
+    """ms."""
+    requests: int
+    seed: int
+    saturated: bool
+    requests_per_s: float
+    """Of one replica."""
+    meets: bool
+    failed: str = ""
+    """The first SLO it breaks, in words (empty when it meets them all)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +139,7 @@ class Candidate:
     memory: MemoryBreakdown
     prediction: LoadPrediction
     """Per replica, at its share of the load."""
+    simulated: SimCheck | None = None
 
     @property
     def gpus(self) -> int:
@@ -93,6 +154,12 @@ class Candidate:
         p: Percentiles = getattr(self.prediction, metric)
         return float(getattr(p, stat))
 
+    @property
+    def ident(self) -> tuple[str, str, str, str, int, int, int | None, int]:
+        """What makes it this deployment (for rejection and caching)."""
+        c = self.cfg
+        return (self.workload, c.gpu.name, c.precision, c.kv_cache_dtype, c.tp, c.pp, c.max_num_seqs, self.replicas)
+
 
 @dataclass
 class Screening:
@@ -106,6 +173,10 @@ class Screening:
     best: dict[str, tuple[float, str]] = field(default_factory=dict)
     """SLO key -> (lowest value seen on any memory-feasible config, where)."""
     unsupported: list[str] = field(default_factory=list)
+    evaluated: int = 0
+    """Configurations (GPU, precision, KV dtype, TP x PP) whose load was modelled."""
+    skipped: int = 0
+    """Configurations the bounds showed could not matter (never evaluated)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +189,8 @@ class Solution:
     relaxation: str
     screening: dict[str, Screening]
     wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    """What the solver did that the user should know (simulator rejections)."""
 
 
 def _milli(usd: float) -> int:
@@ -162,9 +235,18 @@ def _desc(cfg: ServingConfig) -> str:
     return f"{cfg.tp * cfg.pp} x {cfg.gpu.name} {cfg.precision}" + (" kv-fp8" if cfg.kv_cache_dtype == "fp8" else "")
 
 
+def _offered(workload: Workload) -> tuple[str, float]:
+    """('closed', clients) or ('poisson', requests/s); a trace is taken as Poisson at its mean rate."""
+    if workload.arrival == "closed":
+        return "closed", float(workload.concurrency or 1)
+    if workload.arrival == "trace":
+        return "poisson", float(workload.rate_per_s or workload.trace_rate_per_s or 0.0)
+    return "poisson", float(workload.rate_per_s or 0.0)
+
+
 def _replicas_for(cost_pred, workload: Workload, slos: list[Slo], max_replicas: int
                   ) -> tuple[int, LoadPrediction] | None:
-    """Fewest replicas whose per-replica share of the load meets every SLO.
+    """Fewest replicas (at most ``max_replicas``) whose per-replica share of the load meets every SLO.
 
     Latency is non-decreasing in the per-replica load, so the count is the
     first r that meets the SLOs. The search starts at the capacity bound
@@ -173,20 +255,24 @@ def _replicas_for(cost_pred, workload: Workload, slos: list[Slo], max_replicas: 
     if workload.arrival == "single":
         pred = cost_pred("single", None, None)
         return (1, pred) if meets(pred, slos) else None
-    total: float = float(workload.concurrency or 1) if workload.arrival == "closed" else (workload.rate_per_s or 0.0)
+    kind, total = _offered(workload)
 
     def at(r: int) -> LoadPrediction:
-        if workload.arrival == "closed":
+        if kind == "closed":
             return cost_pred("closed", None, math.ceil(total / r))
         return cost_pred("poisson", total / r, None)
 
     first = at(1)
     if meets(first, slos):
         return 1, first
+    if max_replicas <= 1:
+        return None
     lo = 1  # known bad
-    hi = max(2, math.ceil(total / first.max_requests_per_s)) if workload.arrival == "poisson" else 2
-    limit = min(max_replicas, int(total)) if workload.arrival == "closed" else max_replicas
+    hi = max(2, math.ceil(total / first.max_requests_per_s)) if kind == "poisson" else 2
+    limit = min(max_replicas, int(total)) if kind == "closed" else max_replicas
     hi = min(hi, limit)
+    if hi <= lo:
+        return None
     pred = at(hi)
     while not meets(pred, slos):
         if hi >= limit:
@@ -204,17 +290,53 @@ def _replicas_for(cost_pred, workload: Workload, slos: list[Slo], max_replicas: 
     return best
 
 
-def candidates_for(req: SolveRequest, workload: Workload, screen: Screening) -> list[Candidate]:
-    engine = load_engine()
-    precisions = load_precisions()
-    model = req.model
+# --------------------------------------------------------------------------- configurations
+
+
+@dataclass
+class _Config:
+    """One (workload, GPU type, precision, KV dtype, TP x PP): all its max_num_seqs choices are evaluated at once."""
+
+    index: int
+    workload: Workload
+    base: ServingConfig
+    shape: RequestShape
+    price: float
+
+    @property
+    def gpu(self) -> str:
+        return self.base.gpu.name
+
+    @property
+    def lb_gpus(self) -> int:
+        """No candidate of this configuration uses fewer GPUs (one replica)."""
+        return self.base.tp * self.base.pp
+
+    @property
+    def lb_cost(self) -> float:
+        return self.lb_gpus * self.price
+
+
+def _parallel_choices(model: ModelSpec, gpu: GpuSpec) -> list[tuple[int, int]]:
+    heads = model.decoder.num_attention_heads
+    tps = [t for t in TP_CHOICES if t <= gpu.gpus_per_node and heads % t == 0]
+    choices = [(t, 1) for t in tps]
+    # Pipeline stages across nodes once a node is full.
+    if gpu.gpus_per_node in tps:
+        choices += [(gpu.gpus_per_node, 2)]
+    return choices
+
+
+def _configs(req: SolveRequest, workload: Workload, screen: Screening, start: int = 0) -> list[_Config]:
+    """Every configuration of one workload the request allows (cheap: nothing is modelled yet)."""
+    model = req.model_of(workload.name)
     limit_mm, mm_opts = _mm_options(model, workload)
-    out: list[Candidate] = []
+    out: list[_Config] = []
+    shape: RequestShape | None = None
+    max_len = 0
     for gpu in req.gpus:
-        cap = req.budget.limit(gpu.name)
-        if cap is None:
+        if req.budget.limit(gpu.name) is None:
             continue
-        cal = load_calibration(gpu.name)
         for precision in req.precisions:
             if precision not in gpu.precisions:
                 continue
@@ -231,63 +353,204 @@ def candidates_for(req: SolveRequest, workload: Workload, screen: Screening) -> 
                     base = ServingConfig(model=model, gpu=gpu, tp=tp, pp=pp, precision=precision,
                                          kv_cache_dtype=kv, limit_images_per_prompt=limit_mm.get("image"),
                                          mm_processor_options=mm_opts)
-                    try:
-                        shape = request_shape(base, workload)
-                        base = ServingConfig(**{**base.__dict__, "max_model_len": _max_model_len(model, shape)})
-                        out.extend(_screen_config(req, workload, base, shape, engine, precisions, cal, screen))
-                    except PlannerError as exc:
-                        screen.unsupported.append(f"{_desc(base)}: {exc}")
+                    if shape is None:
+                        # The request's tokens depend on the model and its processor options only.
+                        try:
+                            shape = request_shape(base, workload)
+                        except PlannerError as exc:
+                            screen.unsupported.append(f"{workload.name}: {exc}")
+                            return []
+                        max_len = _max_model_len(model, shape)
+                    base = replace(base, max_model_len=max_len)
+                    out.append(_Config(start + len(out), workload, base, shape, gpu.price.price_usd_per_gpu_hour))
     return out
 
 
-def _parallel_choices(model: ModelSpec, gpu: GpuSpec) -> list[tuple[int, int]]:
-    heads = model.decoder.num_attention_heads
-    tps = [t for t in TP_CHOICES if t <= gpu.gpus_per_node and heads % t == 0]
-    choices = [(t, 1) for t in tps]
-    # Pipeline stages across nodes once a node is full.
-    if gpu.gpus_per_node in tps:
-        choices += [(gpu.gpus_per_node, 2)]
-    return choices
+class _Space:
+    """Configurations of every workload, evaluated on demand and cached (step costs shared between
+    workloads serving the same model with the same engine settings)."""
+
+    def __init__(self, req: SolveRequest, screens: dict[str, Screening], minimal: bool = False) -> None:
+        self.req = req
+        self.screens = screens
+        self.minimal = minimal
+        """Keep, per configuration, only its fewest-replica candidates (all the cost and GPU objectives use);
+        the replica search of each max_num_seqs choice is then capped at the best count found so far."""
+        self.engine = load_engine()
+        self.precisions = load_precisions()
+        self.configs: dict[str, list[_Config]] = {}
+        n = 0
+        for w in req.workloads:
+            self.configs[w.name] = _configs(req, w, screens[w.name], n)
+            n += len(self.configs[w.name])
+        self.workloads = {w.name: w for w in req.workloads}
+        self._cands: dict[int, list[Candidate]] = {}
+        self._costs: dict[tuple[Any, ...], Any] = {}
+        self._cal: dict[str, Any] = {}
+        self.rejected: set[tuple[Any, ...]] = set()
+        self._extra: dict[int, list[Candidate]] = {}
+
+    # -- evaluation
+
+    def step_cost(self, cfg: ServingConfig) -> Any:
+        """``StepCost`` of a resolved config; independent of max_num_seqs below the token budget."""
+        key = (id(cfg.model), cfg.gpu.name, cfg.precision, cfg.kv_cache_dtype, cfg.tp, cfg.pp, cfg.max_model_len,
+               cfg.max_num_batched_tokens, max(cfg.max_num_batched_tokens or 0, cfg.max_num_seqs or 0),
+               cfg.gpu_memory_utilization, cfg.mm_encoder_tp_mode, cfg.limit_images_per_prompt,
+               tuple(sorted((k, repr(v)) for k, v in cfg.mm_processor_options.items())))
+        hit = self._costs.get(key)
+        if hit is None:
+            if cfg.gpu.name not in self._cal:
+                self._cal[cfg.gpu.name] = load_calibration(cfg.gpu.name)
+            hit = build_step_cost(cfg, self._cal[cfg.gpu.name])
+            self._costs[key] = hit
+        return hit
+
+    def evaluated(self, c: _Config) -> bool:
+        return c.index in self._cands
+
+    def candidates(self, c: _Config) -> list[Candidate]:
+        """Candidates of one configuration, evaluating it first if needed; rejected ones left out."""
+        if c.index not in self._cands:
+            self._cands[c.index] = self._evaluate(c)
+        out = self._cands[c.index] + self._extra.get(c.index, [])
+        if not self.rejected:
+            return out
+        return [k for k in out if k.ident not in self.rejected]
+
+    def all_candidates(self, workload: str) -> list[Candidate]:
+        return [k for c in self.configs[workload] for k in self.candidates(c)]
+
+    def _evaluate(self, c: _Config) -> list[Candidate]:
+        screen = self.screens[c.workload.name]
+        screen.evaluated += 1
+        try:
+            return _screen_config(self, c, screen)
+        except PlannerError as exc:
+            screen.unsupported.append(f"{_desc(c.base)}: {exc}")
+            return []
+
+    def reject(self, cand: Candidate) -> None:
+        """Leave ``cand`` out from now on; the same configuration may come back with one replica more."""
+        self.rejected.add(cand.ident)
+        cfgx = next(c for c in self.configs[cand.workload]
+                    if c.gpu == cand.cfg.gpu.name and c.base.precision == cand.cfg.precision
+                    and c.base.kv_cache_dtype == cand.cfg.kv_cache_dtype and c.base.tp == cand.cfg.tp
+                    and c.base.pp == cand.cfg.pp)
+        r = cand.replicas + 1
+        if r > self.req.max_replicas:
+            return
+        w = self.workloads[cand.workload]
+        kind, total = _offered(w)
+        if w.arrival == "single" or (kind == "closed" and r > total):
+            return
+        cost = self.step_cost(cand.cfg)
+        pred = predict(cost, cand.cfg, cand.shape, kind, total / r if kind == "poisson" else None,
+                       math.ceil(total / r) if kind == "closed" else None, cand.memory.kv_capacity_tokens)
+        more = replace(cand, replicas=r, prediction=pred, simulated=None)
+        if more.ident not in self.rejected:
+            self._extra.setdefault(cfgx.index, []).append(more)
+
+    # -- best-first queries over lower bounds
+
+    def _group_best(self, configs: list[_Config], key: Any, lb: Any) -> tuple[Candidate | None, float | None]:
+        """Best candidate (by ``key``) among the evaluated configurations and the lowest bound ``lb`` of the
+        unevaluated ones (None when all are evaluated)."""
+        best: Candidate | None = None
+        low: float | None = None
+        for c in configs:
+            if self.evaluated(c):
+                for k in self.candidates(c):
+                    if best is None or key(k) < key(best):
+                        best = k
+            else:
+                b = lb(c)
+                low = b if low is None else min(low, b)
+        return best, low
+
+    def _evaluate_level(self, configs: list[_Config], lb: Any, level: float) -> None:
+        for c in configs:
+            if not self.evaluated(c) and lb(c) <= level + 1e-9:
+                self.candidates(c)
+
+    def settle(self, configs: list[_Config], key: Any, lb: Any, first: Any) -> Candidate | None:
+        """The best candidate of ``configs`` by ``key`` (whose first element ``first`` is bounded below by ``lb``),
+        evaluating configurations in order of their bound until no unevaluated one could match it."""
+        while True:
+            best, low = self._group_best(configs, key, lb)
+            if low is None or (best is not None and first(best) < low - 1e-9):
+                return best
+            self._evaluate_level(configs, lb, low)
+
+    def cheapest(self, workload: str) -> Candidate | None:
+        """The lowest-cost candidate of a workload on any GPU type (None: it has none at all)."""
+        return self.settle(self.configs[workload], lambda k: (k.cost_per_hour, k.gpus, _prune_key(k)),
+                           lambda c: c.lb_cost, lambda k: k.cost_per_hour)
 
 
-def _screen_config(req: SolveRequest, workload: Workload, base: ServingConfig, shape: RequestShape, engine,
-                   precisions, cal, screen: Screening) -> list[Candidate]:
+def _prune_key(c: Candidate) -> tuple[Any, ...]:
+    return (c.gpus, c.prediction.ttft.p95, c.cfg.precision, c.cfg.kv_cache_dtype, c.cfg.tp, c.cfg.pp,
+            c.cfg.max_num_seqs, c.replicas)
+
+
+def candidates_for(req: SolveRequest, workload: Workload, screen: Screening) -> list[Candidate]:
+    """Every candidate of one workload (full enumeration, no bounds)."""
+    space = _Space(replace(req, workloads=[workload]), {workload.name: screen})
+    return space.all_candidates(workload.name)
+
+
+def _screen_config(space: _Space, c: _Config, screen: Screening) -> list[Candidate]:
     """All max_num_seqs choices of one (GPU, precision, KV dtype, TP, PP).
 
     The step-time model does not depend on max_num_seqs, so it is built once;
     nor does a lone request's latency, so a config whose lone request already
-    misses an SLO is dropped before any load is modelled.
+    misses an SLO is dropped before any load is modelled. Memory grows with
+    max_num_seqs: when the smallest choice does not fit, none does.
+    With ``space.minimal`` the choices run from the largest (usually the
+    fewest replicas) and each later search stops at the best count so far.
     """
+    req, workload, shape = space.req, c.workload, c.shape
+    slos = req.slos_of(workload.name)
+    cfg0 = resolve(replace(c.base, max_num_seqs=SEQ_CHOICES[0]), space.engine)
+    mem0 = memory_breakdown(cfg0, space.engine, space.precisions)
+    _note_memory(screen, cfg0, mem0)
+    if not mem0.fits:
+        return []
+    screen.memory_fits += 1
+    cost = space.step_cost(cfg0)
+    alone = predict(cost, cfg0, shape, "single", None, None, mem0.kv_capacity_tokens)
+    for s in slos:
+        value = float(getattr(getattr(alone, s.metric), s.stat))
+        if s.key not in screen.best or value < screen.best[s.key][0]:
+            screen.best[s.key] = (value, _desc(cfg0))
+    if not meets(alone, slos):
+        return []
     out: list[Candidate] = []
-    cost = None
-    for seqs in SEQ_CHOICES:
-        cfg = resolve(ServingConfig(**{**base.__dict__, "max_num_seqs": seqs}), engine)
-        mem = memory_breakdown(cfg, engine, precisions)
+    cap = req.max_replicas
+    for seqs in (reversed(SEQ_CHOICES) if space.minimal else SEQ_CHOICES):
         if seqs == SEQ_CHOICES[0]:
-            _note_memory(screen, cfg, mem)
+            cfg, mem = cfg0, mem0
+        else:
+            cfg = resolve(replace(c.base, max_num_seqs=seqs), space.engine)
+            mem = memory_breakdown(cfg, space.engine, space.precisions)
         if not mem.fits:
             continue
-        screen.memory_fits += 1
-        if cost is None:
-            cost = build_step_cost(cfg, cal)
 
         def cost_pred(arrival: str, rate: float | None, conc: int | None,
                       cost=cost, cfg=cfg, mem=mem) -> LoadPrediction:
             return predict(cost, cfg, shape, arrival, rate, conc, mem.kv_capacity_tokens)
 
-        if seqs == SEQ_CHOICES[0] or not out:
-            alone = cost_pred("single", None, None)
-            for s in req.slos:
-                value = float(getattr(getattr(alone, s.metric), s.stat))
-                if s.key not in screen.best or value < screen.best[s.key][0]:
-                    screen.best[s.key] = (value, _desc(cfg))
-            if not meets(alone, req.slos):
-                return out
-        found = _replicas_for(cost_pred, workload, req.slos, req.max_replicas)
+        found = _replicas_for(cost_pred, workload, slos, cap)
         if found is None:
             continue
         replicas, pred = found
         out.append(Candidate(workload.name, cfg, shape, replicas, mem, pred))
+        if space.minimal:
+            cap = min(cap, replicas)
+    if space.minimal:
+        best = min(k.replicas for k in out) if out else 0
+        out = [k for k in out if k.replicas == best]
+    out.sort(key=lambda k: k.cfg.max_num_seqs or 0)
     return out
 
 
@@ -306,16 +569,12 @@ def prune(cands: list[Candidate], objective: Objective) -> list[Candidate]:
     """Keep, per (workload, GPU type), the fewest-GPU candidate (cost/gpus
     objectives) or the (GPUs, p95 TTFT) Pareto front (latency objective).
     Ties break on a fixed key, so the result is deterministic."""
-    def key(c: Candidate) -> tuple:
-        return (c.gpus, c.prediction.ttft.p95, c.cfg.precision, c.cfg.kv_cache_dtype, c.cfg.tp, c.cfg.pp,
-                c.cfg.max_num_seqs)
-
     groups: dict[tuple[str, str], list[Candidate]] = {}
     for c in cands:
         groups.setdefault((c.workload, c.cfg.gpu.name), []).append(c)
     kept: list[Candidate] = []
     for _, group in sorted(groups.items()):
-        group.sort(key=key)
+        group.sort(key=_prune_key)
         if objective != "latency":
             kept.append(group[0])
             continue
@@ -327,64 +586,264 @@ def prune(cands: list[Candidate], objective: Objective) -> list[Candidate]:
     return kept
 
 
-def assign(workloads: list[str], cands: list[Candidate], budget: Budget, objective: Objective
-           ) -> tuple[str, list[Candidate]]:
-    """Stage 2: CP-SAT picks one candidate per workload."""
-    model = cp_model.CpModel()
-    x = {i: model.new_bool_var(f"x{i}") for i in range(len(cands))}
+@dataclass(frozen=True)
+class _Option:
+    """What CP-SAT sees of one choice: an exact candidate, or a lower bound for an unsettled group."""
+
+    workload: str
+    gpu: str
+    gpus: int
+    cost_per_hour: float
+    ttft_p95_ms: float
+    candidate: Candidate | None
+
+
+def _option(c: Candidate) -> _Option:
+    return _Option(c.workload, c.cfg.gpu.name, c.gpus, c.cost_per_hour, c.prediction.ttft.p95, c)
+
+
+def _assign_options(workloads: list[str], opts: list[_Option], budget: Budget, objective: Objective
+                    ) -> tuple[str, list[_Option]]:
+    """The CP-SAT model of the module docstring, written as a ``CpModelProto`` and solved by CP-SAT's own solve
+    wrapper (the same solver as ``cp_model.CpSolver``, without the Python modelling layer's pandas import)."""
+    from ortools.sat.python import cp_model_helper as cmh
+
+    lines = [f"variables {{ domain: [0, 1] name: \"x{i}\" }}" for i in range(len(opts))]
     for w in workloads:
-        idx = [i for i, c in enumerate(cands) if c.workload == w]
+        idx = [i for i, o in enumerate(opts) if o.workload == w]
         if not idx:
             return "infeasible", []
-        model.add_exactly_one(x[i] for i in idx)
-    for gpu in sorted({c.cfg.gpu.name for c in cands}):
+        lines.append(f"constraints {{ exactly_one {{ literals: [{', '.join(map(str, idx))}] }} }}")
+
+    def linear(idx: list[int], coeffs: list[int], limit: int) -> str:
+        return (f"constraints {{ linear {{ vars: [{', '.join(map(str, idx))}] "
+                f"coeffs: [{', '.join(map(str, coeffs))}] domain: [0, {limit}] }} }}")
+
+    for gpu in sorted({o.gpu for o in opts}):
         limit = budget.limit(gpu)
         if limit is None:
             continue
-        model.add(sum(cands[i].gpus * x[i] for i in x if cands[i].cfg.gpu.name == gpu) <= limit)
-    cost = [_milli(c.cost_per_hour) for c in cands]
+        idx = [i for i, o in enumerate(opts) if o.gpu == gpu]
+        lines.append(linear(idx, [opts[i].gpus for i in idx], limit))
+    cost = [_milli(o.cost_per_hour) for o in opts]
     if budget.max_usd_per_hour is not None:
-        model.add(sum(cost[i] * x[i] for i in x) <= _milli(budget.max_usd_per_hour))
+        lines.append(linear(list(range(len(opts))), cost, _milli(budget.max_usd_per_hour)))
     if objective == "cost":
         weights = cost
     elif objective == "gpus":
         # GPUs first, cost as the tie-break.
-        weights = [c.gpus * 10**9 + k for c, k in zip(cands, cost)]
+        weights = [o.gpus * 10**9 + k for o, k in zip(opts, cost)]
     else:
-        weights = [int(c.prediction.ttft.p95 * 1000) for c in cands]
-    model.minimize(sum(weights[i] * x[i] for i in x))
-    solver = cp_model.CpSolver()
-    solver.parameters.random_seed = 0
-    solver.parameters.num_workers = 1
-    solver.parameters.max_time_in_seconds = 10.0
-    status = solver.solve(model)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        weights = [int(o.ttft_p95_ms * 1000) for o in opts]
+    lines.append(f"objective {{ vars: [{', '.join(map(str, range(len(opts))))}] "
+                 f"coeffs: [{', '.join(map(str, weights))}] }}")
+    model = cmh.CpModelProto()
+    if not model.parse_text_format("\n".join(lines)):
+        raise AssertionError("CP-SAT model did not parse")  # a bug, not an input error
+    params = cmh.SatParameters()
+    params.parse_text_format("random_seed: 0 num_workers: 1 max_time_in_seconds: 10.0")
+    wrapper = cmh.SolveWrapper()
+    wrapper.set_parameters(params)
+    response = wrapper.solve(model)
+    status = response.status
+    if status not in (cmh.CpSolverStatus.OPTIMAL, cmh.CpSolverStatus.FEASIBLE):
         return "infeasible", []
-    chosen = [cands[i] for i in x if solver.value(x[i])]
+    values = list(response.solution)
+    chosen = [opts[i] for i in range(len(opts)) if values[i]]
     order = {w: k for k, w in enumerate(workloads)}
-    chosen.sort(key=lambda c: order[c.workload])
-    return ("optimal" if status == cp_model.OPTIMAL else "feasible"), chosen
+    chosen.sort(key=lambda o: order[o.workload])
+    return ("optimal" if status == cmh.CpSolverStatus.OPTIMAL else "feasible"), chosen
+
+
+def assign(workloads: list[str], cands: list[Candidate], budget: Budget, objective: Objective
+           ) -> tuple[str, list[Candidate]]:
+    """Stage 2: CP-SAT picks one candidate per workload."""
+    status, chosen = _assign_options(workloads, [_option(c) for c in cands], budget, objective)
+    return status, [o.candidate for o in chosen if o.candidate is not None]
+
+
+def _optimise(space: _Space) -> tuple[str, list[Candidate], list[Candidate]]:
+    """Stage 2 over lazily evaluated groups; returns (status, chosen, kept) where ``kept`` holds, per workload,
+    the candidates the explanation and the binding report need (the cheapest of each workload)."""
+    req = space.req
+    names = [w.name for w in req.workloads]
+    if req.objective == "latency":
+        kept = prune([k for n in names for k in space.all_candidates(n)], "latency")
+        status, chosen = assign(names, kept, req.budget, req.objective)
+        return status, chosen, kept
+    groups: dict[tuple[str, str], list[_Config]] = {}
+    for n in names:
+        for c in space.configs[n]:
+            groups.setdefault((n, c.gpu), []).append(c)
+
+    def lb(c: _Config) -> float:
+        return float(c.lb_gpus)
+
+    while True:
+        opts: list[_Option] = []
+        pending: dict[int, tuple[list[_Config], float]] = {}
+        for (n, gpu), cfgs in sorted(groups.items()):
+            best, low = space._group_best(cfgs, _prune_key, lb)
+            if low is None or (best is not None and best.gpus < low - 1e-9):
+                if best is not None:
+                    opts.append(_option(best))
+                continue
+            # Unsettled: one optimistic option, a lower bound of the group's true best.
+            g = int(low)
+            opt = _Option(n, gpu, g, g * cfgs[0].price, 0.0, None)
+            pending[id(opt)] = (cfgs, low)
+            opts.append(opt)
+        status, picked = _assign_options(names, opts, req.budget, req.objective)
+        if status == "infeasible":
+            return "infeasible", [], []
+        lazy = [o for o in picked if o.candidate is None]
+        if not lazy:
+            chosen = [o.candidate for o in picked if o.candidate is not None]
+            return status, chosen, []
+        for o in lazy:
+            cfgs, low = pending[id(o)]
+            space._evaluate_level(cfgs, lb, low)
+
+
+def _simulate(space: _Space, c: Candidate) -> SimCheck:
+    """One replica of ``c`` at its share of the workload, through the discrete-event simulator."""
+    from planner.load.estimate_load import meets as sim_meets
+    from planner.load.estimate_load import to_percentiles
+    from planner.load.simulator import build_requests, percentiles, simulate
+
+    req = space.req
+    w = space.workloads[c.workload]
+    slos = req.slos_of(c.workload)
+    cost = space.step_cost(c.cfg)
+    seed = 0
+    kind, total = _offered(w)
+    n = req.sim_requests
+    if w.arrival == "single":
+        arrival, rate, conc = "single", None, None
+        n = min(n, 200)
+    elif kind == "closed":
+        conc = math.ceil(total / c.replicas)
+        arrival, rate, n = "closed", None, int(min(20000, max(n, 8 * conc)))
+    else:
+        arrival, rate, conc = "poisson", total / c.replicas, None
+    reqs = build_requests(c.cfg, w, cost, n, seed)
+    res = simulate(cost, reqs, c.memory.kv_capacity_tokens, arrival, rate, conc, seed=seed, cfg=c.cfg)
+    ok = sim_meets(res, slos)
+    failed = ""
+    if not ok:
+        if res.saturated:
+            failed = "saturated (the queue grows without bound)"
+        else:
+            data = {"ttft": res.ttft_ms, "tpot": res.tpot_ms, "e2e": res.e2e_ms}
+            for s in slos:
+                value = percentiles(data[s.metric])[s.stat]
+                if not value <= s.limit_ms:
+                    failed = f"{s.key} {value:.1f} ms > {s.limit_ms:g} ms"
+                    break
+    return SimCheck(ttft=to_percentiles(res.ttft_ms), tpot=to_percentiles(res.tpot_ms),
+                    e2e=to_percentiles(res.e2e_ms), requests=n, seed=seed, saturated=res.saturated,
+                    requests_per_s=res.requests_per_s, meets=ok, failed=failed)
 
 
 def solve(req: SolveRequest) -> Solution:
     import time
 
     t0 = time.perf_counter()
-    screens: dict[str, Screening] = {}
-    all_cands: list[Candidate] = []
-    for w in req.workloads:
-        screens[w.name] = Screening()
-        all_cands.extend(candidates_for(req, w, screens[w.name]))
-    kept = prune(all_cands, req.objective)
     names = [w.name for w in req.workloads]
-    status, chosen = assign(names, kept, req.budget, req.objective)
+    if len(set(names)) != len(names):
+        from planner.errors import RequestError
+
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise RequestError(f"workload names must be unique (got '{dup[0]}' twice)")
+    screens = {w.name: Screening() for w in req.workloads}
+    space = _Space(req, screens, minimal=req.objective != "latency")
+    notes: list[str] = []
+    sims: dict[tuple[Any, ...], SimCheck] = {}
+    status = "infeasible"
+    chosen: list[Candidate] = []
+    kept: list[Candidate] = []
+    exhausted = False
+    for round_ in range(req.verify_rounds + 1):
+        status, chosen, kept = _optimise(space)
+        if status == "infeasible" or not req.verify:
+            break
+        checked, bad = [], []
+        for c in chosen:
+            if c.ident not in sims:
+                sims[c.ident] = _simulate(space, c)
+            sim = sims[c.ident]
+            checked.append(replace(c, simulated=sim))
+            if not sim.meets:
+                bad.append(c)
+        chosen = checked
+        if not bad:
+            break
+        for c in bad:
+            notes.append(f"{c.workload}: {c.replicas} x {_desc(c.cfg)} (max_num_seqs {c.cfg.max_num_seqs}) passed the "
+                         f"analytic screen but the simulator gives {sims[c.ident].failed}: rejected, re-solved")
+            space.reject(c)
+        if round_ == req.verify_rounds:
+            status, chosen, exhausted = "infeasible", [], True
+    for n in names:
+        screens[n].skipped = len(space.configs[n]) - screens[n].evaluated
     if status == "infeasible":
-        explanation, relaxation = explain_infeasible(req, screens, kept)
-        return Solution("infeasible", [], [], [], explanation, relaxation, screens, time.perf_counter() - t0)
+        if exhausted:
+            explanation = (f"simulation: the simulator rejected each of the {len(notes)} deployments the analytic "
+                           f"model chose in {req.verify_rounds + 1} rounds")
+            relaxation = "relax the SLOs or raise the budget (the analytic screen is optimistic here)"
+        else:
+            kept = [k for n in names if (k := space.cheapest(n)) is not None]
+            explanation, relaxation = explain_infeasible(req, screens, kept)
+        return Solution("infeasible", [], [], [], explanation, relaxation, screens, time.perf_counter() - t0, notes)
+    if not kept:
+        kept = [k for n in names if (k := space.cheapest(n)) is not None]
     binding = binding_constraints(req, chosen, kept)
-    alternatives = _alternatives(chosen, all_cands)
+    alternatives = _lazy_alternatives(space, chosen)
     return Solution(status, chosen, alternatives, binding, "", "", screens,  # type: ignore[arg-type]
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, notes)
+
+
+def _lazy_alternatives(space: _Space, chosen: list[Candidate], n: int = 3) -> list[Candidate]:
+    """Cheapest candidates on other GPU types or precisions than the chosen one (first workload), best-first
+    over the configurations' cost bounds: (GPU type, precision) groups are settled in order of cost."""
+    if not chosen:
+        return []
+    c0 = chosen[0]
+    groups: dict[tuple[str, str], list[_Config]] = {}
+    for c in space.configs[c0.workload]:
+        k = (c.gpu, c.base.precision)
+        if k != (c0.cfg.gpu.name, c0.cfg.precision):
+            groups.setdefault(k, []).append(c)
+
+    def key(k: Candidate) -> tuple[float, float]:
+        return (k.cost_per_hour, k.prediction.ttft.p95)
+
+    def lb(c: _Config) -> float:
+        return c.lb_cost
+
+    out: list[Candidate] = []
+    while groups and len(out) < n:
+        # Unsettled groups sort before settled ones of the same cost: they could still tie.
+        heads: list[tuple[tuple[float, int, float, str], tuple[str, str], Candidate | None, float | None]] = []
+        for g, cfgs in list(groups.items()):
+            best, low = space._group_best(cfgs, key, lb)
+            if best is None and low is None:
+                del groups[g]  # evaluated, no candidate
+            elif low is not None and (best is None or best.cost_per_hour >= low - 1e-9):
+                heads.append(((low, 0, 0.0, g[0]), g, None, low))
+            elif best is not None:
+                heads.append(((best.cost_per_hour, 1, best.prediction.ttft.p95, g[0]), g, best, None))
+        if not heads:
+            break
+        heads.sort(key=lambda h: h[0])
+        _, g, best, low = heads[0]
+        if best is None:
+            assert low is not None
+            space._evaluate_level(groups[g], lb, low)
+            continue
+        out.append(best)
+        del groups[g]
+    return out
 
 
 def _alternatives(chosen: list[Candidate], cands: list[Candidate], n: int = 3) -> list[Candidate]:
@@ -408,12 +867,16 @@ def _alternatives(chosen: list[Candidate], cands: list[Candidate], n: int = 3) -
 def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[Candidate]) -> list[str]:
     out: list[str] = []
     for c in chosen:
-        if req.slos:
-            head = sorted(((s.limit_ms - c.metric(s.key)) / s.limit_ms, s) for s in req.slos)[0]
-            room, s = head
+        slos = req.slos_of(c.workload)
+        if slos:
+            head = sorted(((s.limit_ms - c.metric(s.key)) / s.limit_ms, s.key, s) for s in slos)[0]
+            room, _, s = head
             out.append(f"{c.workload}: {s.key} {c.metric(s.key):.1f} ms of {s.limit_ms:g} ms "
                        f"({room * 100:.0f}% headroom) is the tightest SLO; {c.replicas} replica(s) needed")
-        cheapest = min((k for k in kept if k.workload == c.workload), key=lambda k: k.cost_per_hour)
+        options = [k for k in kept if k.workload == c.workload]
+        if not options:
+            continue
+        cheapest = min(options, key=lambda k: k.cost_per_hour)
         if cheapest.cost_per_hour < c.cost_per_hour - 1e-9:
             out.append(f"{c.workload}: budget/inventory: the cheapest option ({cheapest.gpus} x "
                        f"{cheapest.cfg.gpu.name}, ${cheapest.cost_per_hour:.2f}/h) does not fit the budget")
@@ -423,28 +886,30 @@ def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[C
 def explain_infeasible(req: SolveRequest, screens: dict[str, Screening], kept: list[Candidate]) -> tuple[str, str]:
     for w in req.workloads:
         s = screens[w.name]
+        model = req.model_of(w.name)
+        label = f"{w.name}: " if len(req.workloads) > 1 else ""
         if s.memory_fits == 0:
             if s.largest_replica_gib == 0:
-                return (f"no allowed GPU supports the requested precisions "
-                        f"({', '.join(req.precisions)}) for {req.model.name}",
+                return (f"{label}no allowed GPU supports the requested precisions "
+                        f"({', '.join(req.precisions)}) for {model.name}",
                         "allow more GPU types or precisions (--gpus / --precisions)")
-            return (f"memory: weights need {s.smallest_weights_gib:.0f} GiB at {s.smallest_weights_config} "
+            return (f"{label}memory: weights need {s.smallest_weights_gib:.0f} GiB at {s.smallest_weights_config} "
                     f"(plus KV cache and activations); the largest allowed replica has {s.largest_replica_desc}",
                     "allow larger GPUs or more of them per replica, or a lower precision (--precisions int4)")
         options = [k for k in kept if k.workload == w.name]
         if not options:
             worst = None
-            for slo in req.slos:
+            for slo in req.slos_of(w.name):
                 best = s.best.get(slo.key)
                 if best and best[0] > slo.limit_ms:
                     worst = (slo, best)
                     break
             if worst:
                 slo, (value, where) = worst
-                return (f"latency: the lowest achievable {slo.metric} {slo.stat} is {value:.0f} ms "
+                return (f"{label}latency: the lowest achievable {slo.metric} {slo.stat} is {value:.0f} ms "
                         f"> {slo.limit_ms:g} ms (best: {where}, one request alone)",
                         f"relax the SLO to {slo.key}={math.ceil(value * 1.05)}ms")
-            return (f"load: no configuration serves workload '{w.name}' within the SLOs with at most "
+            return (f"{label}load: no configuration serves workload '{w.name}' within the SLOs with at most "
                     f"{req.max_replicas} replicas", "relax the SLOs or lower the rate")
     # Every workload has options: the budget is what binds.
     need: dict[str, int] = {}
