@@ -208,8 +208,23 @@ def meets(pred: LoadPrediction, slos: list[Slo]) -> bool:
     return True
 
 
-def _max_model_len(model: ModelSpec, shape: RequestShape) -> int:
-    need = shape.prompt_tokens + shape.output_tokens
+TEMPLATE_ROOM_TOKENS = 256
+"""Context reserved beyond the workload's counted tokens for the chat template (system prompt, role and
+image markers: ~20 tokens for Qwen2.5-VL's default template, ~30 for Llama 3's), so a request at the
+workload's largest size is never rejected for exceeding --max-model-len. A planning margin, not a model
+constant: it changes no prediction (vLLM's KV budget does not depend on max_model_len)."""
+
+
+def _max_model_len(model: ModelSpec, workload: Workload, base: ServingConfig) -> int:
+    """The workload's longest request (largest prompt, most images at the largest size, longest output) plus
+    template room, rounded up to a multiple of 1024, capped at the model's context."""
+    visual = 0
+    if workload.max_images and model.visual_tokens is not None:
+        rule = model.visual_tokens
+        per_image = max(image_tokens(rule, i.width, i.height, base.mm_processor_options).llm_tokens
+                        for i in workload.image_sizes)
+        visual = workload.max_images * per_image
+    need = workload.max_prompt_tokens + visual + workload.max_output_tokens + TEMPLATE_ROOM_TOKENS
     return min(model.decoder.max_position_embeddings, math.ceil(need / 1024) * 1024)
 
 
@@ -219,14 +234,14 @@ def _mm_options(model: ModelSpec, workload: Workload) -> tuple[dict[str, int], d
     rule = model.visual_tokens
     if rule is None:
         return {}, {}
-    limit = {"image": max(1, len(workload.images))}
-    if not workload.images:
+    if not workload.max_images:
         return {"image": 0}, {}
+    limit = {"image": workload.max_images}
     if rule.rule in ("qwen2_vl", "qwen3_vl"):
-        sizes = [image_tokens(rule, i.width, i.height) for i in workload.images]
+        sizes = [image_tokens(rule, i.width, i.height) for i in workload.image_sizes]
         return limit, {"max_pixels": max(t.resized_width * t.resized_height for t in sizes)}
     if rule.rule == "internvl":
-        tiles = [image_tokens(rule, i.width, i.height).num_tiles for i in workload.images]
+        tiles = [image_tokens(rule, i.width, i.height).num_tiles for i in workload.image_sizes]
         return limit, {"max_dynamic_patch": max(1, max(tiles) - (1 if max(tiles) > 1 else 0))}
     return limit, {}
 
@@ -360,7 +375,7 @@ def _configs(req: SolveRequest, workload: Workload, screen: Screening, start: in
                         except PlannerError as exc:
                             screen.unsupported.append(f"{workload.name}: {exc}")
                             return []
-                        max_len = _max_model_len(model, shape)
+                        max_len = _max_model_len(model, workload, base)
                     base = replace(base, max_model_len=max_len)
                     out.append(_Config(start + len(out), workload, base, shape, gpu.price.price_usd_per_gpu_hour))
     return out

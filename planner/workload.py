@@ -203,6 +203,25 @@ class Workload(BaseModel):
                                            self.images_per_request_dist, self.image_size_dist))
 
     @property
+    def max_prompt_tokens(self) -> int:
+        """The longest text prompt the workload sends (the distribution's largest value)."""
+        return max(self.prompt_tokens_dist.values) if self.prompt_tokens_dist else self.prompt_tokens
+
+    @property
+    def max_output_tokens(self) -> int:
+        return max(self.output_tokens_dist.values) if self.output_tokens_dist else self.output_tokens
+
+    @property
+    def max_images(self) -> int:
+        """Most images one request carries."""
+        return max(self.images_per_request_dist.values) if self.images_per_request_dist else len(self.images)
+
+    @property
+    def image_sizes(self) -> tuple[ImageSize, ...]:
+        """Every image size a request may carry."""
+        return tuple(dict.fromkeys((*self.images, *(self.image_size_dist.values if self.image_size_dist else ()))))
+
+    @property
     def trace_rate_per_s(self) -> float | None:
         """Mean arrival rate of a trace."""
         if not self.trace_s or len(self.trace_s) < 2 or self.trace_s[-1] <= self.trace_s[0]:
