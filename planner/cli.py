@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from planner.cli_common import print_json as _print_json
+from planner.cli_common import run_or_exit as _run
 from planner.errors import PlannerError
 
 app = typer.Typer(
@@ -21,20 +21,8 @@ app = typer.Typer(
 catalog_app = typer.Typer(no_args_is_help=True, help="List the shipped GPU and model catalogs.")
 app.add_typer(catalog_app, name="catalog")
 
-T = TypeVar("T")
 
 
-def _run(fn: Callable[[], T]) -> T:
-    """Expected failures: one line on stderr, exit 2."""
-    try:
-        return fn()
-    except PlannerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-
-
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog id (Qwen/Qwen2.5-VL-7B-Instruct) or a local config.json / folder.")]

@@ -34,29 +34,13 @@ import importlib
 import importlib.util
 import json
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from planner.errors import PlannerError
-
-T = TypeVar("T")
-
-
-def _run(fn: Callable[[], T]) -> T:
-    """Expected failures: one line on stderr, exit 2 (as in planner.cli)."""
-    try:
-        return fn()
-    except PlannerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+from planner.cli_common import fail as _fail
+from planner.cli_common import run_or_exit as _run
 
 
 def fit_bench(bench: list[Path], model: str, gpu: str, tp: int, pp: int, precision: str, kv_cache_dtype: str,

@@ -15,25 +15,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from planner.errors import PlannerError, RequestError
+from planner.cli_common import fail as _fail
+from planner.cli_common import run_or_exit as _run
+from planner.errors import RequestError
 
 T = TypeVar("T")
 PROGRESS_MIN_POINTS = 50
 MAX_TABLE_ROWS = 100
 
 
-def _run(fn: Callable[[], T]) -> T:
-    """Expected failures: one line on stderr, exit 2 (as in planner.cli)."""
-    try:
-        return fn()
-    except PlannerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -139,7 +129,7 @@ def _fmt(x: Any, nd: int = 1) -> str:
 
 
 def _deployment(r: dict[str, Any]) -> str:
-    if not r["gpu"]:
+    if not r["gpu"] or r["max_num_seqs"] is None:  # nothing deployed at this point
         return "-"
     n = (r["gpus"] or 1) // (r["replicas"] or 1)
     text = f"{n} x {r['gpu']} {r['precision']}"

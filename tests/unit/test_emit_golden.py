@@ -190,6 +190,38 @@ def test_any_plan_emits_configs_that_pass_the_validators(tmp_path_factory: pytes
                                                          dep: DeploymentPlan):
     out = tmp_path_factory.mktemp("emit")
     files = emit(Plan(status="feasible", cost_per_hour=1.0, deployments=[dep]), out, list(TARGETS))
+    check_emitted(dep, out, files)
+
+
+SOLVED = {
+    # (solve flags) -> the plan the CLI writes with --out; one GPU, tensor parallel, and pipeline over two nodes.
+    "default": [],
+    "72b-h100": ["--model", "Qwen/Qwen2.5-VL-72B-Instruct", "--gpus", "H100", "--precisions", "bf16"],
+    "235b-l40s": ["--model", "Qwen/Qwen3-VL-235B-A22B-Instruct", "--gpus", "L40S", "--precisions", "bf16",
+                  "--slo", "ttft_p95=30s", "--rate", "0.2"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(SOLVED))
+def test_solved_plans_emit_configs_that_pass_the_validators(case: str, tmp_path: Path):
+    """Plans the solver really produces (not synthetic ones) pass every validator in every target."""
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    res = CliRunner().invoke(app, ["solve", *SOLVED[case], "--out", str(tmp_path), *sum((["--target", t] for t in
+                                                                                          TARGETS), [])])
+    assert res.exit_code == 0, res.output
+    plan = Plan.load(tmp_path / "plan.yaml")
+    assert plan.deployments
+    for dep in plan.deployments:
+        folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+        check_emitted(dep, tmp_path, sorted(f for f in folder.rglob("*") if f.is_file()))
+    if case == "235b-l40s":
+        assert plan.deployments[0].pp == 2  # 438 GiB of bf16 weights span two 8 x 48 GB nodes
+
+
+def check_emitted(dep: DeploymentPlan, out: Path, files: list[Path]) -> None:
     layout = common.node_layout(dep)
     assert layout.nodes * layout.gpus_per_node == dep.tp * dep.pp and layout.gpus_per_node <= dep.gpus_per_node
     by_name = {p.relative_to(out).as_posix().split("/", 1)[1]: p for p in files}
