@@ -323,9 +323,9 @@ def fit_allreduce(ar: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[s
         return np.array([rf.allreduce("ar", p["bytes"], p["world_size"]).time_s for p in pts])
 
     names = ["allreduce_latency_us", "allreduce_bus_efficiency"]
-    v = _log_fit(names, [5.0, 0.7], ([0.1, 0.05], [100.0, 1.5]), predict, meas)
+    v = _log_fit(names, [10.0, 0.7], ([0.1, 0.05], [200.0, 1.5]), predict, meas)
     ws = sorted({p["world_size"] for p in pts})
-    how = (f"log least squares of the ring model over NCCL all-reduce inside a CUDA graph, {ws} GPUs, "
+    how = (f"log least squares of latency + ring bytes over NCCL all-reduce inside a CUDA graph, {ws} GPUs, "
            f"{pts[0]['bytes']}..{pts[-1]['bytes']} bytes")
     return {n: Fitted(v[n], how, len(pts), mape_pct(predict(v), meas)) for n in names}
 

@@ -61,9 +61,13 @@ from planner.speed import TORCH_REFERENCE, Op, Roofline, StepTime, decode_step, 
 
 MEAS = ROOT / "catalogs" / "calibration" / "measurements"
 VALIDATION = {
-    "H100-SXM-80GB": MEAS / "h100-sxm-80gb" / "run2_validation.json",
-    "H200-141GB": MEAS / "h200-141gb" / "run3_validation.json",
+    "H100-SXM-80GB": [MEAS / "h100-sxm-80gb" / "run2_validation.json",
+                      MEAS / "h100-sxm-80gb" / "run5_tp2_validation.json",
+                      MEAS / "h100-sxm-80gb" / "run5_tp4_validation.json"],
+    "H200-141GB": [MEAS / "h200-141gb" / "run3_validation.json"],
 }
+"""Single-GPU forward passes (validation_models.py) and tensor-parallel ones on 2 and 4 NVLink H100s
+(tp_validation.py: Llama-3.1-8B and 40 of Llama-3.1-70B's layers; all-reduces inside the CUDA graph)."""
 HELD_OUT_FAMILY = {"phi-3.5-text", "siglip-so400m-14", "internvit-300m"}
 """Reported separately: architectures whose shapes nothing else resembles."""
 SRC = [Source(kind="measured", title="validation point (planner/calibrate/validation_models.py)")]
@@ -145,7 +149,7 @@ def predict_point(p: dict[str, Any], gpu_name: str, cal: Calibration, eager_visi
         ops += vision_projector(rf, p, tokens, images)
         return StepTime(tuple(ops), st.eager_launch_s)
     model = decoder_model(p["arch"], p["dims"])
-    cfg = ServingConfig(model=model, gpu=gpu, precision=p["dtype"])
+    cfg = ServingConfig(model=model, gpu=gpu, precision=p["dtype"], tp=int(p.get("tp", 1)))
     if p["phase"] == "decode":
         # The step attends to context + 1 positions (the new token included).
         return decode_step(rf, cfg, prec, p["batch"], p["context"] + 1, TORCH_REFERENCE)
@@ -162,9 +166,8 @@ def measured_ms(p: dict[str, Any], eager: bool = False) -> float | None:
 
 
 def evaluate(gpu_name: str, cal: Calibration, eager_vision: bool = False) -> list[Point]:
-    data = json.loads(VALIDATION[gpu_name].read_text())
     out = []
-    for p in data["points"]:
+    for p in (q for f in VALIDATION[gpu_name] for q in json.loads(f.read_text())["points"]):
         if "skipped" in p or "time_ms" not in p or p.get("phase") not in ("decode", "prefill", "encode"):
             continue
         if eager_vision and p["phase"] != "encode":
@@ -174,7 +177,8 @@ def evaluate(gpu_name: str, cal: Calibration, eager_vision: bool = False) -> lis
             continue
         st = predict_point(p, gpu_name, cal, eager_vision)
         phase = {"decode": "decode step", "prefill": "prefill", "encode": "vision encoder"}[p["phase"]]
-        out.append(Point(gpu_name, p["arch"], phase, p.get("dtype", "bf16"), p["label"], meas, st.time_ms, st.bound))
+        arch = p["arch"] + (f" TP={p['tp']}" if p.get("tp", 1) > 1 else "")
+        out.append(Point(gpu_name, arch, phase, p.get("dtype", "bf16"), p["label"], meas, st.time_ms, st.bound))
     return out
 
 
@@ -234,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     print_table(f"explicitly held-out families ({', '.join(sorted(HELD_OUT_FAMILY))})", fam, 0)
     rest = [p for p in all_pts if p.arch not in HELD_OUT_FAMILY]
     print_table("the other architectures", rest, 0)
+    tp = [p for p in all_pts if " TP=" in p.arch]
+    print_table("tensor parallel, 2 and 4 NVLink H100s (all-reduce constants fitted on 2 GPUs only)", tp, 4)
     print_table("vision encoder launched eagerly (time_ms, host-CPU bound when small; informational)",
                 eager_pts, 3)
     if args.by_arch:
