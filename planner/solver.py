@@ -818,16 +818,25 @@ def solve(req: SolveRequest) -> Solution:
                     time.perf_counter() - t0, notes)
 
 
+def _alternative_group(c0: Candidate, gpu: str, precision: str) -> tuple[str, str] | None:
+    """What an alternative stands for: another GPU type (its best precision), or another precision on the
+    chosen GPU type; None for the chosen (GPU, precision) itself. One alternative per group, so the list
+    shows other GPU types rather than three precisions of the same card."""
+    if gpu != c0.cfg.gpu.name:
+        return (gpu, "*")
+    return None if precision == c0.cfg.precision else (gpu, precision)
+
+
 def _lazy_alternatives(space: _Space, chosen: list[Candidate], n: int = 3) -> list[Candidate]:
     """Cheapest candidates on other GPU types or precisions than the chosen one (first workload), best-first
-    over the configurations' cost bounds: (GPU type, precision) groups are settled in order of cost."""
+    over the configurations' cost bounds: the groups of ``_alternative_group`` are settled in order of cost."""
     if not chosen:
         return []
     c0 = chosen[0]
     groups: dict[tuple[str, str], list[_Config]] = {}
     for c in space.configs[c0.workload]:
-        k = (c.gpu, c.base.precision)
-        if k != (c0.cfg.gpu.name, c0.cfg.precision):
+        k = _alternative_group(c0, c.gpu, c.base.precision)
+        if k is not None:
             groups.setdefault(k, []).append(c)
 
     def key(k: Candidate) -> tuple[float, float]:
@@ -870,8 +879,8 @@ def _alternatives(chosen: list[Candidate], cands: list[Candidate], n: int = 3) -
     for c in cands:
         if c.workload != c0.workload:
             continue
-        k = (c.cfg.gpu.name, c.cfg.precision)
-        if k == (c0.cfg.gpu.name, c0.cfg.precision):
+        k = _alternative_group(c0, c.cfg.gpu.name, c.cfg.precision)
+        if k is None:
             continue
         if k not in best or (c.cost_per_hour, c.prediction.ttft.p95) < (best[k].cost_per_hour,
                                                                           best[k].prediction.ttft.p95):
