@@ -106,7 +106,32 @@ def bench_published() -> None:
               f" {sat:8.1f} {an:7.1f} {qps:7.1f} {sat / qps - 1:+6.0%}")
 
 
+def bench_published_vllm() -> None:
+    """Public vLLM serving sweeps of Llama-3.1-8B (closed loop, fixed lengths)."""
+    data = yaml.safe_load((ROOT / "docs" / "validation" / "load_published.yaml").read_text())
+    ib = data["inferencebench_llama31_8b_h100"]
+    print(f"== published: {ib['source']}")
+    cfg, cost, kv = setup(ib["model"], ib["gpu"])
+    p, o = ib["assumed_prompt_tokens"], ib["assumed_output_tokens"]
+    print(f"  {'conc':>5s} {'TPOT pred':>10s} {'TPOT pub':>9s} {'err':>7s}   (TTFT not compared, and TPOT at 16 "
+          "only loosely: prefill interference depends on the unpublished prompt length)")
+    for conc, (_ttft, tpot) in ib["rows"].items():
+        r = simulate(cost, fixed_requests(max(400, 8 * conc), p, o), kv, "closed", concurrency=conc)
+        pt = float(np.median(r.tpot_ms))
+        print(f"  {conc:5d} {pt:10.2f} {tpot:9.2f} {pt / tpot - 1:+7.0%}")
+    mg = data["musgrave_llama31_8b_a100_40gb"]
+    print(f"== published: {mg['source']}")
+    cfg, cost, kv = setup(mg["model"], mg["gpu"])
+    print(f"  {'conc':>5s} {'tok/s pred':>10s} {'tok/s pub':>9s} {'err':>7s}   (A100 speed model uncalibrated)")
+    for conc, tps in mg["rows"].items():
+        r = simulate(cost, fixed_requests(max(400, 8 * conc), mg["prompt_tokens"], mg["output_tokens"]), kv,
+                     "closed", concurrency=conc)
+        pp = r.output_tokens_per_s
+        print(f"  {conc:5d} {pp:10.1f} {tps:9.1f} {pp / tps - 1:+7.0%}")
+
+
 if __name__ == "__main__":
     bench_speed()
     bench_agreement()
     bench_published()
+    bench_published_vllm()
