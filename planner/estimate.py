@@ -11,7 +11,15 @@ from planner.catalog.loader import load_calibration, load_engine, load_precision
 from planner.catalog.schema import Calibration
 from planner.deployment import ServingConfig, resolve
 from planner.memory import MemoryBreakdown, memory_breakdown
-from planner.speed import Roofline, StepTime, decode_step, engine_overhead_ms, prefill_step, vision_encode
+from planner.speed import (
+    Roofline,
+    StepTime,
+    decode_step,
+    engine_overhead_ms,
+    frontend_ms,
+    prefill_step,
+    vision_encode,
+)
 from planner.units import GIB
 from planner.vision_tokens import image_tokens
 from planner.workload import Workload
@@ -40,6 +48,10 @@ class RequestShape:
     images: int
     output_tokens: int
     cached_tokens: int
+    input_megapixels: float = 0.0
+    """Pixels of the images as sent (JPEG decode and resize work)."""
+    processed_megapixels: float = 0.0
+    """Pixels the vision tower sees (encoder patches x patch area)."""
 
     @property
     def prompt_tokens(self) -> int:
@@ -53,11 +65,13 @@ def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
         from planner.errors import UnsupportedError
 
         raise UnsupportedError(f"{cfg.model.name} is a text model: it takes no images")
+    sent = 0
     for img in workload.images:
         assert rule is not None
         t = image_tokens(rule, img.width, img.height, cfg.mm_processor_options)
         visual += t.llm_tokens
         patches += t.encoder_patches
+        sent += img.width * img.height
     prompt = workload.prompt_tokens + visual
     return RequestShape(
         text_tokens=workload.prompt_tokens,
@@ -66,7 +80,20 @@ def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
         images=len(workload.images),
         output_tokens=workload.output_tokens,
         cached_tokens=int(workload.prefix_cache_hit * prompt),
+        input_megapixels=sent / 1e6,
+        processed_megapixels=processed_megapixels(cfg, patches),
     )
+
+
+def processed_megapixels(cfg: ServingConfig, encoder_patches: int) -> float:
+    """Pixels the vision tower sees: its patches times the patch area."""
+    v = cfg.model.vision
+    return encoder_patches * (v.patch_size**2 if v else 0) / 1e6
+
+
+def shape_frontend_ms(cal: Calibration, shape: RequestShape) -> float:
+    """API-server CPU time on the request's images (``speed.frontend_ms``)."""
+    return frontend_ms(cal, shape.input_megapixels, shape.processed_megapixels)
 
 
 @dataclass(frozen=True)
@@ -139,6 +166,8 @@ class Estimate:
     load_note: str
     load: LoadSummary | None = None
     """Under load (poisson / closed / trace): what the simulator saw, saturation and SLO headroom."""
+    frontend_ms: float = 0.0
+    """API-server CPU time on the request's images, inside TTFT and e2e."""
 
     def to_json(self) -> dict[str, Any]:
         m = self.memory
@@ -191,6 +220,7 @@ class Estimate:
                 "decode_batch": self.decode_batch,
                 "decode_context": self.decode_context,
                 "engine_overhead_ms": _r(self.engine_overhead_ms),
+                "frontend_ms": _r(self.frontend_ms),
                 "ttft_ms": _pct(self.ttft),
                 "tpot_ms": _pct(self.tpot),
                 "e2e_ms": _pct(self.e2e),
@@ -252,14 +282,16 @@ def estimate(
     ctx = context or shape.prompt_tokens
     decode = decode_step(rf, cfg, precisions, b, ctx)
     overhead = engine_overhead_ms(cal, b)
-    # A request alone: TTFT = encode + prefill (+ one engine step); each later
+    # A request alone: TTFT = API-server image work + encode + prefill (+ one engine step); each later
     # token one decode step at the growing context (taken at its midpoint).
-    ttft = vision.time_ms + prefill.time_ms + engine_overhead_ms(cal, 1)
+    fe = shape_frontend_ms(cal, shape)
+    ttft = fe + vision.time_ms + prefill.time_ms + engine_overhead_ms(cal, 1)
     mid = shape.prompt_tokens + shape.output_tokens // 2
     tpot = decode_step(rf, cfg, precisions, 1, mid).time_ms + engine_overhead_ms(cal, 1)
     e2e = ttft + (shape.output_tokens - 1) * tpot
     common = dict(config=cfg, workload=workload, shape=shape, memory=mem, calibration=cal, vision=vision,
-                  prefill=prefill, decode=decode, decode_batch=b, decode_context=ctx, engine_overhead_ms=overhead)
+                  prefill=prefill, decode=decode, decode_batch=b, decode_context=ctx, engine_overhead_ms=overhead,
+                  frontend_ms=fe)
     if workload.arrival == "single" or not mem.fits:
         note = "one request alone" if workload.arrival == "single" else \
             f"one request alone ({workload.arrival} load not simulated: the configuration does not fit)"

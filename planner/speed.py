@@ -541,6 +541,14 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
     return StepTime(tuple(ops), eager_launch_s=rf.eager_launch if eager else 0.0)
 
 
+def frontend_ms(cal: Calibration, input_megapixels: float, processed_megapixels: float) -> float:
+    """CPU time of the API server on a request's images before the engine sees it (decode, resize, normalise
+    and patchify): part of TTFT and e2e, not of any engine step. Modelled as a delay per request, not a queue:
+    at high image rates one API-server process can saturate first (vLLM's --api-server-count)."""
+    return (cal.value("frontend_ms_per_input_megapixel") * input_megapixels
+            + cal.value("frontend_ms_per_processed_megapixel") * processed_megapixels)
+
+
 def engine_overhead_ms(cal: Calibration, running_seqs: int) -> float:
     """CPU time per engine step (scheduling, input prep, sampling, detokenising)."""
     return cal.value("engine_step_overhead_ms") + cal.value("engine_per_seq_overhead_ms") * running_seqs

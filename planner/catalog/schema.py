@@ -355,6 +355,8 @@ CALIBRATION_CONSTANTS = (
     "allreduce_bus_efficiency",
     "p2p_latency_us",
     "engine_step_overhead_ms",
+    "frontend_ms_per_input_megapixel",
+    "frontend_ms_per_processed_megapixel",
     "engine_per_seq_overhead_ms",
 )
 

@@ -53,7 +53,7 @@ e2e combines TTFT and ``L`` TPOT with the normal rule for independent parts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.linalg import solve_banded
@@ -62,7 +62,7 @@ from scipy.special import bdtr, gammaln, pdtr
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.catalog.schema import Calibration
 from planner.deployment import ServingConfig
-from planner.estimate import Percentiles, RequestShape
+from planner.estimate import Percentiles, RequestShape, shape_frontend_ms
 from planner.load.stepcost import StepCost, prefill_pairs
 
 _LEVELS = (0.5, 0.9, 0.95, 0.99)
@@ -183,16 +183,31 @@ def predict(cost: StepCost, cfg: ServingConfig, shape: RequestShape, arrival: st
     """
     cur = _curves(cost, cfg, shape, kv_capacity_tokens)
     if arrival == "single" or (arrival == "closed" and concurrency == 1):
-        return _single(cost, cfg, shape, cur)
-    if arrival in ("poisson", "trace"):
+        pred = _single(cost, cfg, shape, cur)
+    elif arrival in ("poisson", "trace"):
         if rate_per_s is None or rate_per_s <= 0:
             raise ValueError("poisson arrival needs a positive rate_per_s")
-        return _poisson(cost, cfg, shape, cur, float(rate_per_s))
-    if arrival == "closed":
+        pred = _poisson(cost, cfg, shape, cur, float(rate_per_s))
+    elif arrival == "closed":
         if concurrency is None or concurrency < 1:
             raise ValueError("closed-loop arrival needs concurrency >= 1")
-        return _closed(cost, cfg, shape, cur, int(concurrency))
-    raise ValueError(f"arrival '{arrival}' is not single, poisson or closed")
+        pred = _closed(cost, cfg, shape, cur, int(concurrency))
+    else:
+        raise ValueError(f"arrival '{arrival}' is not single, poisson or closed")
+    return _with_frontend(pred, shape_frontend_ms(cost.cal, shape))
+
+
+def _with_frontend(pred: LoadPrediction, fe_ms: float) -> LoadPrediction:
+    """The API server's image work delays every request by ``fe_ms`` before the engine sees it: TTFT and e2e
+    shift by it (an independent delay per request leaves Poisson arrivals Poisson), throughput does not."""
+    if fe_ms <= 0:
+        return pred
+
+    def shift(p: Percentiles) -> Percentiles:
+        return Percentiles(mean=p.mean + fe_ms, p50=p.p50 + fe_ms, p90=p.p90 + fe_ms, p95=p.p95 + fe_ms,
+                           p99=p.p99 + fe_ms)
+
+    return replace(pred, ttft=shift(pred.ttft), e2e=shift(pred.e2e))
 
 
 def _single(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curves) -> LoadPrediction:

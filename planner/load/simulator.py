@@ -42,7 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.deployment import ServingConfig
+from planner.estimate import processed_megapixels
 from planner.load.stepcost import StepCost, prefill_pairs
+from planner.speed import frontend_ms
 from planner.vision_tokens import image_tokens
 from planner.workload import Workload
 
@@ -62,6 +64,9 @@ class SimRequests:
     """Visual tokens (the encoder budget/cache unit)."""
     vision_ms: np.ndarray
     """ViT + projector time of the request's images."""
+    frontend_ms: np.ndarray | None = None
+    """API-server CPU time on the request's images before the engine sees it (``speed.frontend_ms``): added to
+    its TTFT and e2e; an independent delay per request, so the engine still sees Poisson arrivals."""
 
     def __len__(self) -> int:
         return len(self.prompt)
@@ -81,7 +86,8 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
         per_size.append((t.llm_tokens, t.encoder_patches))
     visual = np.zeros(n, dtype=np.int64)
     vision = np.zeros(n)
-    memo: dict[tuple[int, ...], tuple[int, float]] = {}
+    frontend = np.zeros(n)
+    memo: dict[tuple[int, ...], tuple[int, float, float]] = {}
     for i, imgs in enumerate(sample.images):
         if not imgs:
             continue
@@ -89,13 +95,15 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
         if hit is None:
             tok = sum(per_size[k][0] for k in imgs)
             patches = sum(per_size[k][1] for k in imgs)
-            hit = (tok, cost.vision_ms(len(imgs), patches))
+            sent = sum(sample.sizes[k].width * sample.sizes[k].height for k in imgs) / 1e6
+            fe = frontend_ms(cost.cal, sent, processed_megapixels(cfg, patches))
+            hit = (tok, cost.vision_ms(len(imgs), patches), fe)
             memo[imgs] = hit
-        visual[i], vision[i] = hit
+        visual[i], vision[i], frontend[i] = hit
     prompt = sample.prompt_tokens + visual
     cached = np.floor(workload.prefix_cache_hit * prompt).astype(np.int64)
     return SimRequests(prompt=prompt, cached=cached, output=sample.output_tokens.astype(np.int64),
-                       enc_tokens=visual, vision_ms=vision)
+                       enc_tokens=visual, vision_ms=vision, frontend_ms=frontend)
 
 
 def fixed_requests(n: int, prompt: int, output: int, cached: int = 0, enc_tokens: int = 0,
@@ -123,16 +131,21 @@ class SimResult:
     preemptions: int
     steps: int
     saturated: bool
+    frontend_ms: np.ndarray | None = None
+    """Per request: API-server time before the engine saw it (arrival_s is when the engine did)."""
+
+    def _front(self, m: np.ndarray) -> np.ndarray | float:
+        return self.frontend_ms[m] if self.frontend_ms is not None else 0.0
 
     @property
     def ttft_ms(self) -> np.ndarray:
         m = self.measured
-        return (self.first_token_s[m] - self.arrival_s[m]) * 1e3
+        return (self.first_token_s[m] - self.arrival_s[m]) * 1e3 + self._front(m)
 
     @property
     def e2e_ms(self) -> np.ndarray:
         m = self.measured
-        return (self.finish_s[m] - self.arrival_s[m]) * 1e3
+        return (self.finish_s[m] - self.arrival_s[m]) * 1e3 + self._front(m)
 
     @property
     def tpot_ms(self) -> np.ndarray:
@@ -256,7 +269,8 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
     saturated = _saturated(out_arr, out_first, order[lo:hi], arrival)
     return SimResult(arrival_s=out_arr, first_token_s=out_first, finish_s=out_fin,
                      output_tokens=reqs.output.copy(), measured=measured, window_s=(t0, t1),
-                     busy_seq_s=busy, sim_end_s=end, preemptions=preempt, steps=steps, saturated=saturated)
+                     busy_seq_s=busy, sim_end_s=end, preemptions=preempt, steps=steps, saturated=saturated,
+                     frontend_ms=reqs.frontend_ms)
 
 
 def _steps_until(first_ms: float, slope_ms: float, target_ms: float) -> int:

@@ -79,7 +79,7 @@ def test_fitted_calibration_loads_with_provenance(gpu: str) -> None:
     for name, c in fitted.items():
         assert c.fit is not None
         assert (root / c.fit.dataset).is_file(), (name, c.fit.dataset)
-        assert c.fit.n_points >= 1 and c.fit.fitted_on == "2026-11-26"
+        assert c.fit.n_points >= 1 and c.fit.fitted_on in ("2026-11-26", "2026-11-27")  # the measurement days
     # int4 is not measured (no Marlin kernel on the device): kept from the default, unfitted.
     assert cal.constants["int4_gemm_compute_efficiency"].fit is None
     assert cal.value("int4_gemm_compute_efficiency") == load_calibration("default").value(
