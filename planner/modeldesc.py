@@ -95,8 +95,22 @@ def num_moe_layers(d: DecoderSpec) -> int:
     return d.num_layers if d.moe.num_moe_layers is None else d.moe.num_moe_layers
 
 
-def decoder_layers(d: DecoderSpec) -> list[LayerParams]:
-    """Per-layer parameters in order (index = layer id)."""
+def decoder_layers(d: DecoderSpec) -> tuple[LayerParams, ...]:
+    """Per-layer parameters in order (index = layer id). Cached: the speed model asks for them on every step
+    it times, and a DecoderSpec is immutable."""
+    hit = _LAYERS.get(id(d))
+    if hit is None or hit[0] is not d:
+        if len(_LAYERS) > 512:
+            _LAYERS.clear()
+        hit = _LAYERS[id(d)] = (d, _decoder_layers(d))
+    return hit[1]
+
+
+_LAYERS: dict[int, tuple[DecoderSpec, tuple[LayerParams, ...]]] = {}
+"""By object identity (a DecoderSpec holds lists, so it is not hashable); the spec is kept alive with its entry."""
+
+
+def _decoder_layers(d: DecoderSpec) -> tuple[LayerParams, ...]:
     cross = set(d.cross_attention_layers)
     n_moe = num_moe_layers(d)
     layers: list[LayerParams] = []
@@ -107,7 +121,7 @@ def decoder_layers(d: DecoderSpec) -> list[LayerParams]:
             layers.append(moe_layer(d))
         else:
             layers.append(dense_layer(d))
-    return layers
+    return tuple(layers)
 
 
 def _is_moe_layer(i: int, num_layers: int, n_moe: int) -> bool:

@@ -103,6 +103,12 @@ class Roofline:
         # consecutive kernels of a CUDA graph.
         self.latency = (cal.value("kernel_latency_us") + cal.value("graph_launch_gap_us")) * 1e-6
         self.eager_launch = cal.value("eager_launch_us") * 1e-6
+        # Read once: the GEMM formula runs tens of thousands of times per solve.
+        self._tile_m = cal.value("gemm_tile_m")
+        self._tile_n = cal.value("gemm_tile_n")
+        self._gemm_mem_eff = cal.value("gemm_memory_efficiency")
+        self._unaligned_eff = cal.value("gemm_unaligned_efficiency")
+        self._peaks = {prec: self._peak(prec) for prec in ("bf16", "fp16", "fp8", "int8", "int4")}
 
     def _op(self, name: str, flops: float, nbytes: float, peak: float, compute_eff: float,
             mem_eff: float, count: int = 1, kernels: int = 1) -> Op:
@@ -115,7 +121,7 @@ class Roofline:
         return Op(name, flops, nbytes, self.latency * kernels + body, bound, count, kernels)
 
     def wave_efficiency(self, m: int, n: int) -> float:
-        tiles = math.ceil(m / self.cal.value("gemm_tile_m")) * math.ceil(n / self.cal.value("gemm_tile_n"))
+        tiles = math.ceil(m / self._tile_m) * math.ceil(n / self._tile_n)
         waves = math.ceil(tiles / self.sms)
         return tiles / (waves * self.sms)
 
@@ -126,11 +132,11 @@ class Roofline:
         w_bytes = k * n * (p.bytes_per_weight + p.scale_bytes_per_weight)
         nbytes = m * k * p.activation_bytes + w_bytes + m * n * ACT
         flops = 2.0 * m * n * k
-        peak, eff = self._peak(precision)
+        peak, eff = self._peaks.get(precision) or self._peak(precision)
         eff *= self.wave_efficiency(m, n)
         if not gemm_aligned(n, k, p.activation_bytes):
-            eff *= self.cal.value("gemm_unaligned_efficiency")
-        return self._op(name, flops, nbytes, peak, eff, self.cal.value("gemm_memory_efficiency"), count)
+            eff *= self._unaligned_eff
+        return self._op(name, flops, nbytes, peak, eff, self._gemm_mem_eff, count)
 
     def _peak(self, precision: str) -> tuple[float, float]:
         g, c = self.gpu, self.cal
