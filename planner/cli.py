@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from planner.cli_common import one_line
 from planner.cli_common import print_json as _print_json
 from planner.cli_common import run_or_exit as _run
 from planner.errors import PlannerError
@@ -182,7 +183,7 @@ def main() -> None:
     try:
         app()
     except PlannerError as exc:  # raised outside a command's own guard
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(2)
 
 

@@ -18,12 +18,17 @@ def run_or_exit(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except PlannerError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
         raise typer.Exit(code=2) from None
 
 
+def one_line(text: str) -> str:
+    """Messages that quote a parser (YAML, JSON) may hold newlines: the CLI's errors are one line."""
+    return " ".join(text.split())
+
+
 def fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code=2)
 
 

@@ -74,3 +74,15 @@ def test_catalog_listings():
     assert {"H100-SXM-80GB", "A100-SXM-40GB", "L4-24GB", "MI300X-192GB"} <= {g["name"] for g in gpus}
     models = json.loads(run("catalog", "models", "--json").output)
     assert len([m for m in models if m["kind"] == "vlm"]) >= 25
+
+
+@pytest.mark.parametrize("command", ["emit", "solve --scenario", "estimate --workload"])
+def test_a_broken_yaml_file_is_still_one_line(command, tmp_path):
+    """The YAML parser's message spans lines; the CLI folds it into one."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("foo: [\n")
+    args = command.split() + [str(bad)] + (["--target", "vllm"] if command == "emit" else [])
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "YAML" in lines[0]
