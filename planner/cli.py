@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from planner.cli_common import fail as _fail
 from planner.cli_common import one_line
 from planner.cli_common import print_json as _print_json
 from planner.cli_common import run_or_exit as _run
@@ -110,6 +111,8 @@ def solve(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """The cheapest deployment that meets the SLOs (exit 3 when none does)."""
+    if target and out is None:
+        _fail("--target writes launch configs into a folder: give --out DIR too")
     from planner import report
     from planner.solve_request import SolveInput, build_request_models, to_plan
     from planner.solver import solve as run_solve

@@ -26,6 +26,7 @@ def run(*args):
         (["estimate", "--model", "/nonexistent/config.json"], "unknown model"),
         (["solve", "--slo", "ttft_p42=3ms"], "is not METRIC_STAT=VALUE"),
         (["solve", "--budget", "4xH100X"], "unknown gpu"),
+        (["solve", "--target", "vllm"], "give --out DIR too"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle):
