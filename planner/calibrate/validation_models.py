@@ -55,7 +55,7 @@ except ImportError:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import microbench as mb  # type: ignore
 
-SCRIPT_VERSION = "1.1.1"
+SCRIPT_VERSION = "1.2.0"
 GiB = 1024 ** 3
 
 # public config.json dimensions
@@ -105,6 +105,15 @@ VISION_RUNS = [
     ("internvit-300m", "1 tile (1025 tokens)", dict(img=448, images=1)),
     ("internvit-300m", "7 tiles", dict(img=448, images=7)),
     ("internvit-300m", "13 tiles", dict(img=448, images=13)),
+]
+
+VISION_RUNS_EXTRA = [  # --vision-set extra (1.2.0): more sizes, measured after the speed model was fitted
+    ("qwen2.5-vl-vit", "256 patches", dict(patches=256)),
+    ("qwen2.5-vl-vit", "2048 patches", dict(patches=2048)),
+    ("qwen2.5-vl-vit", "8192 patches", dict(patches=8192)),
+    ("siglip-so400m-14", "384px x 4 images", dict(img=384, images=4)),
+    ("clip-vit-l-14-336", "2 images (577 tokens each)", dict(img=336, images=2)),
+    ("internvit-300m", "3 tiles", dict(img=448, images=3)),
 ]
 
 DECODE_BATCHES = [1, 8, 32, 128]
@@ -725,6 +734,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dtypes", default="bf16,fp8")
     ap.add_argument("--skip-vision", action="store_true")
     ap.add_argument("--skip-decoders", action="store_true")
+    ap.add_argument("--vision-set", choices=("base", "extra"), default="base",
+                    help="base: the runs of 1.1.x; extra: the further sizes added in 1.2.0")
     ap.add_argument("--decode-batches", default=None)
     ap.add_argument("--decode-ctxs", default=None)
     ap.add_argument("--prefill-lens", default=None)
@@ -775,7 +786,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- vision encoders (cheap; first) ----
     if not args.skip_vision:
-        for arch, label, run in VISION_RUNS:
+        for arch, label, run in (VISION_RUNS if args.vision_set == "base" else VISION_RUNS_EXTRA):
             if archs and arch not in archs:
                 continue
             cfg = VISION[arch]

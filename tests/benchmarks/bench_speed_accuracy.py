@@ -63,11 +63,14 @@ MEAS = ROOT / "catalogs" / "calibration" / "measurements"
 VALIDATION = {
     "H100-SXM-80GB": [MEAS / "h100-sxm-80gb" / "run2_validation.json",
                       MEAS / "h100-sxm-80gb" / "run5_tp2_validation.json",
-                      MEAS / "h100-sxm-80gb" / "run5_tp4_validation.json"],
-    "H200-141GB": [MEAS / "h200-141gb" / "run3_validation.json"],
+                      MEAS / "h100-sxm-80gb" / "run5_tp4_validation.json",
+                      MEAS / "h100-sxm-80gb" / "run8_validation_vision_extra.json"],
+    "H200-141GB": [MEAS / "h200-141gb" / "run3_validation.json",
+                   MEAS / "h200-141gb" / "run8_validation_vision_extra.json"],
 }
-"""Single-GPU forward passes (validation_models.py) and tensor-parallel ones on 2 and 4 NVLink H100s
-(tp_validation.py: Llama-3.1-8B and 40 of Llama-3.1-70B's layers; all-reduces inside the CUDA graph)."""
+"""Single-GPU forward passes (validation_models.py), tensor-parallel ones on 2 and 4 NVLink H100s
+(tp_validation.py: Llama-3.1-8B and 40 of Llama-3.1-70B's layers; all-reduces inside the CUDA graph), and six
+further vision-encoder sizes per GPU measured after the model was fitted (run8, --vision-set extra)."""
 HELD_OUT_FAMILY = {"phi-3.5-text", "siglip-so400m-14", "internvit-300m"}
 """Reported separately: architectures whose shapes nothing else resembles."""
 SRC = [Source(kind="measured", title="validation point (planner/calibrate/validation_models.py)")]
