@@ -36,10 +36,16 @@ while they fit.
 the ``K`` requests served while it decodes: the backlog it leaves in the queue
 and the arrivals during its life. Each of them lengthens its life and lets
 more arrive, so ``K`` is the total progeny of a branching process with
-``Poisson(lambda e)`` offspring (Borel-Tanner from the backlog, generalised
-Poisson from the ``Poisson(lambda L a)`` direct arrivals). The batch it sees
-varies as in M/G/infinity (variance ``2/3 n`` over one lifetime, covariance
-``n/2`` with ``K``), adding a small normal term.
+``Poisson(lambda (e + s L / 2))`` offspring (generalised Poisson, founded by
+the backlog and the ``Poisson(lambda L a)`` direct arrivals; ``s`` the slope
+of ``a(n)``). The batch it joins is a count of the same kind: over-dispersed,
+variance ``n / (1 - mu)^2`` rather than M/G/infinity's ``n``, integrated over
+Gauss-Hermite nodes. No step carries more prefill than the budget, so TPOT
+stays below a full step.
+
+**Slots.** With ``max_num_seqs`` (or the KV cache) binding, a request waits for
+a slot: a birth-death chain whose death rate with ``N`` slots held is
+``lambda(N)`` above (one GPU shared, not ``N`` independent servers).
 
 **Closed loop** (``C`` clients, zero think time, identical requests): clients
 fall into lock-step waves, as in the simulator and in fixed-length benchmarks:
@@ -57,7 +63,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.linalg import solve_banded
-from scipy.special import bdtr, gammaln, pdtr
+from scipy.special import bdtr, gammaln
 
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.catalog.schema import Calibration
@@ -70,6 +76,7 @@ _NAMES = ("p50", "p90", "p95", "p99")
 _INF = Percentiles(mean=math.inf, p50=math.inf, p90=math.inf, p95=math.inf, p99=math.inf)
 _QMAX = 400
 _LGAMMA = gammaln(np.arange(20001) + 1.0)
+_HERMITE = (np.polynomial.hermite_e.hermegauss(7)[0], np.polynomial.hermite_e.hermegauss(7)[1] / math.sqrt(2 * math.pi))
 
 
 @dataclass(frozen=True)
@@ -284,19 +291,22 @@ def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curv
             return _saturated(cur, shape)
     assert chain is not None and tpot is not None
     w, lo, width = chain.ttft_atoms()
-    # Slots (max_num_seqs, or the KV cache at the mean context): a request holds one from admission to
-    # its last token; with c slots that is an M/G/c queue, waiting time after Erlang's C formula.
+    # Slots (max_num_seqs, or the KV cache at the mean context): a request holds one from admission to its
+    # last token. The slots are not c independent servers: they share one GPU, so with N held the engine
+    # completes lambda(N) requests/s (``_Curves.rate``, concave in N), a birth-death chain whose waits are
+    # longer than M/M/c's (Erlang C gave a TTFT p95 at 80% load 60% short of the simulator's, this 32%).
     c = cur.n_cap
     hold = chain.ch * float(chain.d[min(1, chain.cap)]) + L * tpot.mean
     load = lam_ms * hold
     if load >= c * 0.999:
         return _saturated(cur, shape)
-    p_wait = _erlang_c(c, load)
+    p_wait, mean_w = _slot_wait(cur, lam)
+    if not math.isfinite(mean_w):
+        # Past the peak of lambda(N) (a full batch completes fewer requests/s than a smaller one) the slot
+        # queue, once full, only grows.
+        return _saturated(cur, shape)
     if p_wait > 1e-4:
-        # Waiting times given a wait: exponential of mean hold / (c - load), as 16 quantile bins. Holds are
-        # nearly constant (M/D/c would halve this), but they stretch exactly when the queue is long (a full
-        # batch decodes slower and more prefills interrupt it): the simulator's waits match M/M/c.
-        mean_w = hold / (c - load)
+        # Waiting times given a wait: exponential (the chain's queue beyond c is geometric), 16 quantile bins.
         edges = np.array([0, .1, .2, .3, .4, .5, .6, .7, .8, .9, .95, .98, .99, .995, .999, .9999])
         q = -mean_w * np.log1p(-edges)
         ew = np.concatenate([[1 - p_wait], p_wait * np.diff(edges)])
@@ -312,16 +322,24 @@ def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curv
                           max_requests_per_s=cur.max_rate, mean_batch=min(float(c), load))
 
 
-def _erlang_c(c: int, load: float) -> float:
-    """Probability that an arrival waits in an M/M/c queue offered ``load`` Erlangs."""
-    if load <= 0:
-        return 0.0
-    log_pmf = c * math.log(load) - load - float(_LGAMMA[c]) if c < len(_LGAMMA) else -math.inf
-    cdf = float(pdtr(c, load))
-    if cdf <= 0:
-        return 1.0
-    b = math.exp(log_pmf) / cdf  # Erlang B
-    return min(1.0, c * b / (c - load * (1 - b)))
+def _slot_wait(cur: _Curves, lam: float) -> tuple[float, float]:
+    """P(an arrival waits for a slot) and the mean wait (ms) given that it does.
+
+    Birth rate lambda, death rate ``cur.rate[min(N, c)]`` with N requests admitted or waiting; beyond c the
+    queue is M/M/1 at the full-batch rate, so P(N = c + j) falls geometrically and the wait given a wait is
+    exponential of mean 1 / (rate_c - lambda)."""
+    c = cur.n_cap
+    mu = np.maximum(cur.rate[1 : c + 1], 1e-12)  # departure rate with n = 1..c holding slots (1/s)
+    r_top = lam / mu[-1]
+    if r_top >= 0.999:
+        return 1.0, math.inf
+    logp = np.concatenate([[0.0], np.cumsum(np.log(lam / mu))])  # p(N) / p(0), N = 0..c
+    logp -= logp.max()
+    p = np.exp(logp)
+    beyond = p[-1] * r_top / (1 - r_top)  # N = c + 1, c + 2, ...: geometric
+    total = p.sum() + beyond
+    p_wait = float((p[-1] + beyond) / total)
+    return p_wait, 1e3 / (mu[-1] - lam)
 
 
 class _Chain:
@@ -496,31 +514,13 @@ def _gp_pmf(theta: float, mu: float, kmax: int) -> np.ndarray:
     return p / p.sum()
 
 
-def _borel_tanner_mix(start: np.ndarray, mu: float, kmax: int) -> np.ndarray:
-    """Total progeny of j founders (j ~ ``start``) with Poisson(mu) offspring (Borel-Tanner):
-    P(k | j) = (j / k) exp(-mu k) (mu k)^(k - j) / (k - j)!."""
-    out = np.zeros(kmax + 1)
-    m = min(len(start), kmax + 1)
-    if m <= 1 or mu <= 0:
-        out[:m] = start[:m]
-        return out
-    out[0] = start[0]
-    j = np.arange(1, m)[:, None]
-    k = np.arange(1, kmax + 1)[None, :]
-    diff = k - j
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logp = np.log(j / k) - mu * k + diff * np.log(mu * k) - _LGAMMA[np.clip(diff, 0, None)]
-    out[1:] = start[1:m] @ np.where(diff >= 0, np.exp(logp), 0.0)
-    return out
-
-
 def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: float) -> Percentiles:
     """TPOT of a request: its L steps cost a(batch) plus the prefill work e of the K prefills served while it
     decodes (see the module docstring).
 
     With a(n) ~ a(n_bar + 1) + s (n - n_bar), a request's batch is the requests that arrived up to one
-    lifetime T before it (each counted for the part of its life they overlap: n_bar / 2 on average, variance
-    n_bar / 3) plus those that arrive during its life (each adding s (1 - u) per step, u its place in the life).
+    lifetime T before it (each counted for the part of its life they overlap, uniform: n_bar / 2 on average;
+    their count over-dispersed like K) plus those that arrive during its life (each adding s (1 - u) per step, u its place in the life).
     So each arrival during the life lengthens it by e + s L / 2 on average, during which more arrive: K is the
     total progeny of a branching process with Poisson(lambda (e + s L / 2)) offspring (generalised Poisson),
     founded by the backlog it leaves in the queue and the arrivals during its base life L (a - s n_bar / 2)."""
@@ -539,19 +539,34 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
     base = max(1e-6, a_seen - s * n_bar / 2)
     mu = min(0.95, lam_ms * (e_bar + s * L / 2))
     backlog = chain.backlog()
-    founders = lam_ms * L * base + float(np.arange(len(backlog)) @ backlog)
-    mean_k = founders / (1 - mu)
-    sd_k = math.sqrt((founders + 1) / (1 - mu) ** 3)
-    kmax = min(len(_LGAMMA) - 1, int(mean_k + 8 * sd_k + 10))
-    pk = _gp_pmf(founders, mu, kmax)
-    K = np.arange(kmax + 1)
-    centre = base + (e_bar / L + s / 2) * K
-    # Spread around each K: the marks of the arrivals before (s^2 n_bar / 3) and during (s^2 K / 12) its life,
-    # and, for a prompt prefilled in ch chunks, prefills that straddle the ends of its life (part of e).
-    var = s * s * (n_bar / 3 + K / 12)
-    chunk = (e_bar / L) * (1 - 1 / chain.ch)
-    width = np.sqrt(12 * var + chunk * chunk)
-    return _mixture_uniform(pk, centre - width / 2, width)
+    b_mean = float(np.arange(len(backlog)) @ backlog)
+    # The batch it joins: its count is over-dispersed like K (variance n_bar / (1 - mu)^2, the generalised
+    # Poisson's, where M/G/inf would give n_bar), each member overlapping a uniform share of its life. A
+    # larger batch slows its steps (s / 2 per member) and so lets more arrive: Gauss-Hermite nodes over the
+    # count, the generalised Poisson K within each.
+    sd_before = math.sqrt(n_bar) / (1 - mu)
+    z, wz = _HERMITE
+    ws, los, wids = [], [], []
+    top = float(chain.d[chain.cap])
+    for zj, wj in zip(z, wz):
+        shift = s / 2 * sd_before * zj
+        bj = max(1e-6, base + shift)
+        founders = lam_ms * L * bj + b_mean
+        mean_k = founders / (1 - mu)
+        sd_k = math.sqrt((founders + 1) / (1 - mu) ** 3)
+        kmax = min(len(_LGAMMA) - 1, int(mean_k + 8 * sd_k + 10))
+        pk = _gp_pmf(founders, mu, kmax)
+        K = np.arange(kmax + 1)
+        centre = bj + (e_bar / L + s / 2) * K
+        var = s * s * (n_bar / 12 + K / 12)
+        chunk = (max(0.0, e_bar - cur.vision_ms) / L) * (1 - 1 / chain.ch)
+        width = np.sqrt(12 * var + chunk * chunk)
+        # No step carries more prefill than the budget: TPOT stays below a full step's time.
+        lo = np.minimum(centre - width / 2, top)
+        ws.append(wj * pk)
+        los.append(lo)
+        wids.append(np.minimum(centre + width / 2, top) - lo)
+    return _mixture_uniform(np.concatenate(ws), np.concatenate(los), np.concatenate(wids))
 
 
 def _mixture_uniform(w: np.ndarray, lo: np.ndarray, width: np.ndarray) -> Percentiles:

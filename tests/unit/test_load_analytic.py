@@ -31,41 +31,29 @@ CASES = {
                          Workload(name="t", prompt_tokens=1024, output_tokens=256), {"tp": 4, "precision": "fp8"}),
     "qwen25vl7b-seqs32": ("Qwen/Qwen2.5-VL-7B-Instruct", "H100", PRESETS["visual-reasoning"], {"max_num_seqs": 32}),
 }
+N_REQ = 24000  # simulated requests per point: at 4,000 the 80%-load p95s wander by +-5% between seeds
 LOADS = (0.2, 0.4, 0.6, 0.8)  # fractions of the analytic saturation rate
 METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95")
 
 # Where the analytic model misses the simulator by more than 10% (measured, deterministic with seed 0; listed
 # in docs/validation/load.md), with the bound each is held to:
-# - prefill-dominated loads near saturation: a 4,800-token document prompt (+ its ViT) is a 180 ms step that
-#   every decode waits behind; TPOT tails and the queue's TTFT tail are heavier than the branching-process and
-#   gated-queue approximations give;
-# - chunked prompts (A100's 2048-token budget splits a document prompt over 3 steps): prefills straddling a
-#   request's life make its TPOT a continuum the model only smears;
-# - the MoE decoder, whose step time is far from linear in the tokens (experts touched);
-# - the p95 falling right at the edge of waiting for a max_num_seqs slot (about 5% of requests wait).
+# - TPOT p95 at 80% load, 11-14% short in six cases: the number of prefills that interrupt a request's life
+#   (K) is more dispersed in the simulator (variance / mean 4.5 for Llama-8B text, 7.6 for captioning,
+#   measured on the simulator's per-request counts) than the branching process gives (3.3 and 5.1), though
+#   its mean agrees within 2%; the cause of the extra dispersion is not modelled;
+# - chunked document prompts on A100 (2,048-token budget: a 4,866-token prompt and its 272 ms ViT over three
+#   steps): TPOT p50 at 60% load -13% and TTFT p95 at 80% load -17%;
+# - the TTFT p95 at 80% load with max_num_seqs=32, where 17% of arrivals find every slot taken (the
+#   birth-death slot model gives 9%): -32%.
 KNOWN_GAPS = {
-    ("qwen25vl7b-visual-reasoning", 0.8, "ttft_p95"): 0.15,
-    # With the engine's per-step overhead at its fitted ~0 (2026-11-27), a ViT encode is a larger share of the
-    # step it lands in: the analytic decode-step distribution has too light a tail (TPOT p95 -12% at 80%,
-    # document VQA TPOT p50 -11% at 40%, p95 -16% at 80%).
-    ("qwen25vl7b-visual-reasoning", 0.8, "tpot_p95"): 0.15,
-    ("qwen25vl7b-document-vqa", 0.4, "tpot_p50"): 0.15,
-    ("qwen25vl7b-document-vqa", 0.6, "tpot_p95"): 0.2,
-    ("qwen25vl7b-document-vqa", 0.8, "ttft_p95"): 0.25,
-    ("qwen25vl7b-document-vqa", 0.8, "tpot_p95"): 0.2,
-    ("qwen3vl-30b-moe", 0.2, "tpot_p95"): 0.15,
-    ("qwen25vl7b-doc-a100-chunked", 0.2, "tpot_p50"): 0.25,
-    ("qwen25vl7b-doc-a100-chunked", 0.6, "tpot_p95"): 0.25,
-    # Since the ViT's unaligned MLP (3420 wide) is timed at its measured cuBLAS speed, a document image costs
-    # ~3x more encoder time; the analytic chain spreads it evenly over the prompt's chunks while the engine
-    # runs it in one step, and the mean decode step it sees is 11-17% short at 40-60% load.
-    ("qwen25vl7b-doc-a100-chunked", 0.4, "tpot_p50"): 0.2,
+    ("qwen25vl7b-visual-reasoning", 0.8, "tpot_p95"): 0.13,
+    ("qwen25vl7b-document-vqa", 0.8, "tpot_p95"): 0.13,
+    ("qwen25vl7b-captioning", 0.8, "tpot_p95"): 0.16,
+    ("gemma3-27b-fp8-tp2", 0.8, "tpot_p95"): 0.13,
+    ("llama8b-prefix-half", 0.8, "tpot_p95"): 0.13,
     ("qwen25vl7b-doc-a100-chunked", 0.6, "tpot_p50"): 0.15,
-    # With the fitted H100 step costs (2026-11-26) the analytic TPOT p95 at 80% load is 10.3% short; cause not found.
-    ("llama8b-prefix-half", 0.8, "tpot_p95"): 0.15,
-    ("qwen25vl7b-doc-a100-chunked", 0.8, "ttft_p95"): 0.3,
-    ("qwen25vl7b-doc-a100-chunked", 0.8, "tpot_p95"): 0.2,
-    ("qwen25vl7b-seqs32", 0.8, "ttft_p95"): 0.8,
+    ("qwen25vl7b-doc-a100-chunked", 0.8, "ttft_p95"): 0.2,
+    ("qwen25vl7b-seqs32", 0.8, "ttft_p95"): 0.35,
 }
 
 
@@ -79,7 +67,7 @@ def agreement(name):
     model, gpu, wl, kw = CASES[name]
     cfg, cost, kv = _setup(model, gpu, kw)
     shape = request_shape(cfg, wl)
-    reqs = build_requests(cfg, wl, cost, 4000)
+    reqs = build_requests(cfg, wl, cost, N_REQ)
     top = predict(cost, cfg, shape, "single", None, None, kv).max_requests_per_s
     out = {}
     for f in LOADS:
