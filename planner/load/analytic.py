@@ -500,18 +500,15 @@ def _poisson_pmf(mu: np.ndarray, kmax: int) -> np.ndarray:
     return out
 
 
-def _gp_pmf(theta: float, mu: float, kmax: int) -> np.ndarray:
+def _gp_pmf(theta: np.ndarray, mu: float, kmax: int) -> np.ndarray:
     """Generalised Poisson (Consul): total progeny of Poisson(theta) founders with Poisson(mu) offspring,
-    P(k) = theta (theta + k mu)^(k-1) exp(-theta - k mu) / k!."""
-    if theta <= 0:
-        out = np.zeros(kmax + 1)
-        out[0] = 1.0
-        return out
-    k = np.arange(kmax + 1)
+    P(k) = theta (theta + k mu)^(k-1) exp(-theta - k mu) / k!; one row per theta."""
+    theta = np.maximum(np.atleast_1d(np.asarray(theta, dtype=float)), 1e-300)[:, None]
+    k = np.arange(kmax + 1)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        logp = math.log(theta) + (k - 1) * np.log(theta + k * mu) - theta - k * mu - _LGAMMA[: kmax + 1]
+        logp = np.log(theta) + (k - 1) * np.log(theta + k * mu) - theta - k * mu - _LGAMMA[: kmax + 1][None, :]
     p = np.exp(logp)
-    return p / p.sum()
+    return p / p.sum(axis=1, keepdims=True)
 
 
 def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: float) -> Percentiles:
@@ -520,7 +517,8 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
 
     With a(n) ~ a(n_bar + 1) + s (n - n_bar), a request's batch is the requests that arrived up to one
     lifetime T before it (each counted for the part of its life they overlap, uniform: n_bar / 2 on average;
-    their count over-dispersed like K) plus those that arrive during its life (each adding s (1 - u) per step, u its place in the life).
+    their count over-dispersed like K) plus those that arrive during its life (each adding s (1 - u) per step,
+    u its place in the life).
     So each arrival during the life lengthens it by e + s L / 2 on average, during which more arrive: K is the
     total progeny of a branching process with Poisson(lambda (e + s L / 2)) offspring (generalised Poisson),
     founded by the backlog it leaves in the queue and the arrivals during its base life L (a - s n_bar / 2)."""
@@ -546,27 +544,21 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
     # count, the generalised Poisson K within each.
     sd_before = math.sqrt(n_bar) / (1 - mu)
     z, wz = _HERMITE
-    ws, los, wids = [], [], []
     top = float(chain.d[chain.cap])
-    for zj, wj in zip(z, wz):
-        shift = s / 2 * sd_before * zj
-        bj = max(1e-6, base + shift)
-        founders = lam_ms * L * bj + b_mean
-        mean_k = founders / (1 - mu)
-        sd_k = math.sqrt((founders + 1) / (1 - mu) ** 3)
-        kmax = min(len(_LGAMMA) - 1, int(mean_k + 8 * sd_k + 10))
-        pk = _gp_pmf(founders, mu, kmax)
-        K = np.arange(kmax + 1)
-        centre = bj + (e_bar / L + s / 2) * K
-        var = s * s * (n_bar / 12 + K / 12)
-        chunk = (max(0.0, e_bar - cur.vision_ms) / L) * (1 - 1 / chain.ch)
-        width = np.sqrt(12 * var + chunk * chunk)
-        # No step carries more prefill than the budget: TPOT stays below a full step's time.
-        lo = np.minimum(centre - width / 2, top)
-        ws.append(wj * pk)
-        los.append(lo)
-        wids.append(np.minimum(centre + width / 2, top) - lo)
-    return _mixture_uniform(np.concatenate(ws), np.concatenate(los), np.concatenate(wids))
+    bj = np.maximum(1e-6, base + s / 2 * sd_before * z)[:, None]  # one row per node
+    founders = lam_ms * L * bj[:, 0] + b_mean
+    mean_k, sd_k = founders.max() / (1 - mu), math.sqrt((founders.max() + 1) / (1 - mu) ** 3)
+    kmax = min(len(_LGAMMA) - 1, int(mean_k + 8 * sd_k + 10))
+    pk = _gp_pmf(founders, mu, kmax) * wz[:, None]
+    K = np.arange(kmax + 1)[None, :]
+    centre = bj + (e_bar / L + s / 2) * K
+    var = s * s * (n_bar / 12 + K / 12)
+    chunk = (max(0.0, e_bar - cur.vision_ms) / L) * (1 - 1 / chain.ch)
+    width = np.sqrt(12 * var + chunk * chunk)
+    # No step carries more prefill than the budget: TPOT stays below a full step's time.
+    lo = np.minimum(centre - width / 2, top)
+    hi = np.minimum(centre + width / 2, top)
+    return _mixture_uniform(pk.ravel(), lo.ravel(), (hi - lo).ravel())
 
 
 def _mixture_uniform(w: np.ndarray, lo: np.ndarray, width: np.ndarray) -> Percentiles:
