@@ -2,7 +2,8 @@
 
 ``calibrate run`` (needs the optional extra ``calibrate``, which brings torch) runs
 ``planner/calibrate/microbench.py`` section by section on this machine's GPU (all-reduce too when it sees two or
-more GPUs), then ``planner/calibrate/fit.py`` on the result, and writes a calibration YAML the planner uses with
+more GPUs) and ``vit_shapes.py`` / ``quant_ops.py`` (about 30 s more), then ``planner/calibrate/fit.py`` on the
+results, and writes a calibration YAML the planner uses with
 ``--calibration FILE`` (or, copied to ``catalogs/calibration/vllm-0.33-<gpu>.yaml``, by GPU name).
 
 ``calibrate fit --bench FILE...`` fits the engine-level ``engine_step_overhead_ms`` from JSON files written by
@@ -63,15 +64,25 @@ def fit_bench(bench: list[Path], model: str, gpu: str, tp: int, pp: int, precisi
     return result, new, warnings
 
 
+EXTRA_SCRIPTS = ("vit_shapes", "quant_ops")
+"""Scripts run after microbench.py (vision-tower shapes, L2, kernel kinds; the reference's fp8 quantisation)."""
+
+
 def _progress_sections(sections: list[str], out_dir: Path, budget_s: float | None) -> dict[str, Any]:
-    """Run microbench.py one section at a time under a progress bar; merge the sections into one dict."""
+    """Run microbench.py one section at a time, then ``EXTRA_SCRIPTS``, under a progress bar; merge the
+    microbench sections into one dict (the extra scripts' files are left in ``out_dir`` as <name>.json)."""
     from rich.progress import Progress
 
     microbench: Any = importlib.import_module("planner.calibrate.microbench")  # torch-only, not type-checked
 
     merged: dict[str, Any] = {}
     with Progress(transient=False) as bar:
-        task = bar.add_task("microbenchmarks", total=len(sections))
+        task = bar.add_task("microbenchmarks", total=len(sections) + len(EXTRA_SCRIPTS))
+        for script in EXTRA_SCRIPTS:
+            bar.update(task, description=f"{script}")
+            mod: Any = importlib.import_module(f"planner.calibrate.{script}")
+            mod.main(["--out", str(out_dir / f"{script}.json")])
+            bar.advance(task)
         for name in sections:
             bar.update(task, description=f"microbench: {name}")
             path = out_dir / f"{name}.json"
@@ -145,7 +156,8 @@ def register(app: typer.Typer) -> None:
             help="Calibration YAML to write (default: vllm-0.33-<gpu>.yaml here).")] = None,
         gpu: Annotated[str | None, typer.Option(
             "--gpu", "-g", help="Catalog GPU name (default: from nvidia-smi).")] = None,
-        keep_json: Annotated[Path | None, typer.Option(help="Also keep the raw microbenchmark JSON here.")] = None,
+        keep_json: Annotated[Path | None, typer.Option(
+            help="Also keep the raw microbenchmark JSON here (vit_shapes.json and quant_ops.json beside it).")] = None,
         time_budget_s: Annotated[float | None, typer.Option(help="Rough time budget for all microbenchmarks.")] = None,
     ) -> None:
         """Run the microbenchmarks on this machine's GPU and fit a calibration file (needs torch)."""
@@ -161,11 +173,15 @@ def register(app: typer.Typer) -> None:
         sections = [s for s in microbench.SECTIONS if s != "allreduce"]
         if torch.cuda.device_count() >= 2:
             sections.append("allreduce")
+        raw = keep_json or Path(tempfile.mkdtemp()) / "microbench.json"
         with tempfile.TemporaryDirectory() as tmp:
             data = _progress_sections(sections, Path(tmp), time_budget_s)
-        raw = keep_json or Path(tempfile.mkdtemp()) / "microbench.json"
+            for script in EXTRA_SCRIPTS:
+                (raw.parent / f"{script}.json").write_bytes((Path(tmp) / f"{script}.json").read_bytes())
         raw.write_text(json.dumps(data))
-        cal = _run(lambda: F.fit_files(raw, raw if "allreduce" in data else None, gpu))
+        cal = _run(lambda: F.fit_files(raw, raw if "allreduce" in data else None, gpu,
+                                       vit_shapes=[raw.parent / "vit_shapes.json"],
+                                       quant_ops=raw.parent / "quant_ops.json"))
         path = out or Path(f"vllm-0.33-{cal.gpu.lower()}.yaml")
         path.write_text(F.calibration_yaml(cal, f"Fitted by: vlmplan calibrate run (microbench JSON: {raw})"))
         typer.echo(f"wrote {path} (use it with --calibration {path})")

@@ -14,11 +14,15 @@ and depend on the op's shape:
 * int4 W4A16 reads half-byte weights but computes on 16-bit tensor cores
   after dequantising (its own efficiency); fp8/int8 W8A8 use the 8-bit peak and
   add a per-token activation-quantisation pass.
+* Prefill attention runs query tiles of 128 rows, one per SM at a time: its
+  work is the (query, key) pairs at the padded head dim plus a softmax cost
+  and a fixed cost per query row, and a last, partial wave of tiles wastes SMs
+  as a GEMM's does.
 * Decode attention is a bandwidth-bound read of the KV cache whose
   efficiency rises with the bytes each layer reads (``half_bytes``).
 * Tensor parallelism adds two all-reduces per layer (ring: 2(n-1)/n of the
-  message over the link, plus 2(n-1) latency steps); pipeline parallelism a
-  hand-off per stage.
+  message over the link, plus a fixed latency per all-reduce); pipeline
+  parallelism a hand-off per stage.
 
 Times are GPU times of one step of one replica; the engine's CPU time per step
 is ``engine_overhead_ms``, kept apart.
@@ -28,6 +32,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from planner.catalog.schema import Calibration, GpuSpec, PrecisionTable, VisionSpec
 from planner.deployment import ServingConfig
@@ -49,6 +56,8 @@ class Op:
     """How many times the op runs per step (layers)."""
     kernels: int = 1
     """Kernel launches per run of the op (each pays the fixed per-kernel cost)."""
+    fixed_s: float = 0.0
+    """The fixed (per-kernel) part of ``time_s``."""
 
     @property
     def total_s(self) -> float:
@@ -101,7 +110,21 @@ class Roofline:
         self.sms = gpu.num_sms or 108
         # Fixed cost of one kernel on the GPU: its ramp-up/tail plus the gap between
         # consecutive kernels of a CUDA graph.
-        self.latency = (cal.value("kernel_latency_us") + cal.value("graph_launch_gap_us")) * 1e-6
+        gap = cal.value("graph_launch_gap_us")
+        self.latency = (cal.value("kernel_latency_us") + gap) * 1e-6
+        # Tensor-core kernels (GEMMs, attention) ramp up and drain longer than an elementwise kernel.
+        self.gemm_latency = (cal.value("gemm_latency_us") + gap) * 1e-6
+        self._ew_eff = cal.value("elementwise_memory_efficiency")
+        self._l2_eff = cal.value("elementwise_l2_efficiency")
+        self._l2_bytes = cal.value("l2_resident_bytes")
+        self._kinds = {
+            "norm": ((cal.value("norm_kernel_latency_us") + gap) * 1e-6, cal.value("norm_memory_efficiency")),
+            "broadcast": ((cal.value("broadcast_kernel_latency_us") + gap) * 1e-6,
+                          cal.value("broadcast_memory_efficiency")),
+            "transposed": ((cal.value("transposed_kernel_latency_us") + gap) * 1e-6,
+                           cal.value("transposed_memory_efficiency")),
+            "quant": (cal.value("quant_latency_us") * 1e-6, cal.value("quant_memory_efficiency")),
+        }
         self.eager_launch = cal.value("eager_launch_us") * 1e-6
         # Read once: the GEMM formula runs tens of thousands of times per solve.
         self._tile_m = cal.value("gemm_tile_m")
@@ -111,14 +134,15 @@ class Roofline:
         self._peaks = {prec: self._peak(prec) for prec in ("bf16", "fp16", "fp8", "int8", "int4")}
 
     def _op(self, name: str, flops: float, nbytes: float, peak: float, compute_eff: float,
-            mem_eff: float, count: int = 1, kernels: int = 1) -> Op:
+            mem_eff: float, count: int = 1, kernels: int = 1, latency: float | None = None) -> Op:
         t_c = flops / (peak * compute_eff) if flops else 0.0
         t_m = nbytes / (self.bw * mem_eff)
         body = max(t_c, t_m)
         bound = "compute" if t_c >= t_m else "memory"
-        if self.latency * kernels > body:
+        fixed = (self.gemm_latency if latency is None else latency) * kernels
+        if fixed > body:
             bound = "latency"
-        return Op(name, flops, nbytes, self.latency * kernels + body, bound, count, kernels)
+        return Op(name, flops, nbytes, fixed + body, bound, count, kernels, fixed)
 
     def wave_efficiency(self, m: int, n: int) -> float:
         tiles = math.ceil(m / self._tile_m) * math.ceil(n / self._tile_n)
@@ -148,9 +172,23 @@ class Roofline:
             return g.bf16_dense_tflops * 1e12, c.value("int4_gemm_compute_efficiency")
         return g.bf16_dense_tflops * 1e12, c.value("gemm_compute_efficiency")
 
-    def elementwise(self, name: str, nbytes: float, count: int = 1, kernels: int = 1) -> Op:
-        return self._op(name, 0.0, nbytes, 1.0, 1.0, self.cal.value("elementwise_memory_efficiency"), count,
-                        kernels)
+    def elementwise(self, name: str, nbytes: float, count: int = 1, kernels: int = 1,
+                    resident: bool | None = None) -> Op:
+        """``kernels`` memory-bound kernels moving ``nbytes`` together. A kernel whose traffic fits in L2
+        (``l2_resident_bytes``) finds its input there, written by the kernel before it in the forward pass,
+        and runs at L2 speed (measured: hot vs rotating buffers, vit_shapes.py); ``resident`` overrides."""
+        if resident is None:
+            resident = nbytes / max(kernels, 1) <= self._l2_bytes
+        return self._op(name, 0.0, nbytes, 1.0, 1.0, self._l2_eff if resident else self._ew_eff, count,
+                        kernels, self.latency)
+
+    def kernels(self, name: str, k: Kernels, unit_bytes: float, count: int = 1) -> Op:
+        """The non-GEMM work ``k`` (``k.bytes`` units of ``unit_bytes``), ``count`` times."""
+        nbytes = k.bytes * unit_bytes
+        if k.kind == "simple":
+            return self.elementwise(name, nbytes, count, k.kernels)
+        lat, eff = self._kinds[k.kind]
+        return self._op(name, 0.0, nbytes, 1.0, 1.0, eff, count, k.kernels, lat)
 
     def attention_prefill(self, name: str, q_tokens: int, kv_tokens: int, heads: int, kv_heads: int,
                           head_dim: int, causal: bool, kv_bytes: int, count: int = 1, batch: int = 1) -> Op:
@@ -162,17 +200,11 @@ class Roofline:
         if causal:
             pairs = q_tokens * kv_tokens - q_tokens * (q_tokens - 1) / 2
         flops = 4.0 * pairs * heads * head_dim * batch
-        # The kernel computes with the padded head dim, and each query tile pays a fixed cost worth
-        # ``attention_prefill_overhead_tokens`` keys (loading Q, the softmax epilogue, writing O): short
-        # sequences (a ViT's 64-token windows) run far below peak. Fewer query tiles than SMs (one short
-        # prompt) leave SMs idle; above that, the tail of the last wave is not modelled (the kernels
-        # schedule tiles dynamically and several fit an SM).
-        work = 4.0 * (pairs + self.cal.value("attention_prefill_overhead_tokens") * q_tokens) * heads \
-            * attention_head_dim(head_dim) * batch
-        tiles = batch * heads * math.ceil(q_tokens / self.cal.value("attention_tile_q"))
+        work, tiles = attention_prefill_tiles(self.cal, pairs, q_tokens, heads, head_dim, causal)
+        work, tiles = work * batch, tiles * batch
         nbytes = batch * ((q_tokens * heads * head_dim * 2 * ACT) + kv_tokens * kv_heads * head_dim * 2 * kv_bytes)
         eff = self.cal.value("attention_prefill_compute_efficiency") * (flops / work if work else 1.0) \
-            * min(1.0, tiles / self.sms)
+            * attention_wave_efficiency(tiles, self.sms)
         return self._op(name, flops, nbytes, self.gpu.bf16_dense_tflops * 1e12, eff,
                         self.cal.value("elementwise_memory_efficiency"), count)
 
@@ -188,9 +220,9 @@ class Roofline:
     def repeat(self, op: Op, times: int, count: int) -> Op:
         """``op`` done ``times`` times inside one kernel (experts of a fused MoE,
         windows of a varlen attention): the work scales, the launch does not."""
-        fixed = self.latency * op.kernels
-        body = op.time_s - fixed
-        return Op(op.name, op.flops * times, op.bytes * times, fixed + body * times, op.bound, count, op.kernels)
+        body = op.time_s - op.fixed_s
+        return Op(op.name, op.flops * times, op.bytes * times, op.fixed_s + body * times, op.bound, count,
+                  op.kernels, op.fixed_s)
 
     def allreduce(self, name: str, nbytes: float, n: int, count: int = 1) -> Op:
         """Ring all-reduce of ``nbytes`` over ``n`` GPUs: a fixed latency per all-reduce plus the ring's
@@ -214,11 +246,50 @@ def gemm_aligned(n: int, k: int, element_bytes: float) -> bool:
 def attention_head_dim(head_dim: int) -> int:
     """Head dimension the fused attention kernels compute with: padded up to a multiple of 64.
 
-    Measured (microbench ``attn_prefill``, non-causal, H100 and H200, default cuDNN backend): head
-    dims 72 and 80 run at 0.84x and 0.89x the TFLOP/s of head dim 64 (counting their true FLOPs),
-    i.e. as if computing with 128; FlashAttention likewise instantiates kernels for a few head dims
-    only and pads the rest. Prefill attention FLOPs are counted at the padded size."""
+    Measured (``attn_batched`` and ``attn``, non-causal SDPA, default cuDNN backend, H100 and H200): head dims
+    72, 80 and 96 take as long as 128; FlashAttention likewise instantiates kernels for a few head dims only
+    and pads the rest."""
     return 64 * math.ceil(head_dim / 64)
+
+
+def attention_prefill_work(cal: Calibration, pairs: Any, q_tokens: Any, heads: int, head_dim: int) -> Any:
+    """Prefill attention's work in FLOP-equivalents at the kernel's efficiency (scalars or numpy arrays).
+
+    Per (query, key) pair and head: QK^T and PV at the padded head dim, plus the softmax (exp, max, rescale),
+    whose cost does not shrink with the head dim: ``attention_softmax_head_dims`` head dims' worth (measured:
+    head dim 64 takes 0.70x the time of 128, not 0.5x). Per query row: a fixed cost worth
+    ``attention_prefill_overhead_tokens`` keys (loading Q, the epilogue, writing O), which makes short
+    sequences (a ViT's 64-token windows) run far below peak."""
+    per_pair, per_query = attention_work_coefficients(cal, heads, head_dim)
+    return per_pair * pairs + per_query * q_tokens
+
+
+def attention_work_coefficients(cal: Calibration, heads: int, head_dim: int) -> tuple[float, float]:
+    """FLOP-equivalents of prefill attention per (query, key) pair and per query row (``attention_prefill_work``
+    is ``pairs x the first + queries x the second``)."""
+    per_pair = 4.0 * heads * (attention_head_dim(head_dim) + cal.value("attention_softmax_head_dims"))
+    return per_pair, per_pair * cal.value("attention_prefill_overhead_tokens")
+
+
+def attention_prefill_tiles(cal: Calibration, pairs: Any, q_tokens: Any, heads: int, head_dim: int,
+                            causal: bool = True) -> tuple[Any, Any]:
+    """(work, query tiles) of one sequence's prefill attention (scalars or numpy arrays, q_tokens > 0).
+
+    The kernel computes whole 128-row query tiles (a 1,025-token image is 9 tiles, the last of one row), and
+    with a causal mask computes the diagonal blocks whole before masking them."""
+    tile_q = cal.value("attention_tile_q")
+    q_pad = np.ceil(np.asarray(q_tokens, dtype=float) / tile_q) * tile_q
+    computed = pairs + q_tokens * tile_q / 2 if causal else pairs
+    work = attention_prefill_work(cal, computed * q_pad / q_tokens, q_pad, heads, head_dim)
+    return work, heads * q_pad / tile_q
+
+
+def attention_wave_efficiency(tiles: Any, sms: int) -> Any:
+    """Share of the GPU busy over a kernel of ``tiles`` equal query tiles, one per SM at a time (scalar or
+    numpy array): the last wave runs partly empty. Measured: 16 heads x 1,024 tokens (128 tiles of 128 rows,
+    one wave on 132 SMs) take 15 us, 1,025 tokens (144 tiles, two waves) 30 us (run10, H100)."""
+    waves = np.ceil(np.maximum(tiles, 1) / sms)
+    return np.maximum(tiles, 1) / (waves * sms)
 
 
 @dataclass(frozen=True)
@@ -230,6 +301,12 @@ class Kernels:
 
     kernels: int
     bytes: float
+    kind: str = "simple"
+    """``simple`` (vectorised unary/binary ops, copies: L2-resident when small), ``norm`` (normalisations and
+    reductions), ``broadcast`` (PyTorch's generic kernel for strided or broadcast operands), ``transposed``
+    (the generic kernel reading a transposed operand: uncoalesced) or ``quant`` (one
+    tensor's whole dynamic fp8 quantisation: abs-max, scale, divide-and-cast, counted as one "kernel"); each
+    kind has its own measured per-kernel latency and bandwidth efficiency."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +322,9 @@ class KernelProfile:
 
     name: str
     norms: Kernels
-    """Both RMSNorms and residual adds of a layer; bytes in units of m x hidden x 2."""
+    """Both RMSNorms of a layer (with the residual adds where fused); bytes in units of m x hidden x 2."""
+    residual: Kernels
+    """Residual adds not fused into the norms; units of m x hidden x 2."""
     rotary: Kernels
     """Rotary embedding of q and k; bytes in units of the q+k activations."""
     qk_norm: Kernels
@@ -259,10 +338,18 @@ class KernelProfile:
     act_quant_per_layer: Kernels
     """W8A8 dynamic activation quantisation per layer; units of m x hidden x 2 (or, with
     ``act_quant_every_input``, of one GEMM input m x K x 2, summed over the layer's GEMM inputs)."""
-    vit_block: Kernels
-    """A ViT block's norms, residual adds and layout copies; units of n x width x 2."""
-    vit_act: Kernels
-    """A ViT block's activation; units of n x intermediate x 2."""
+    vit_norms: Kernels
+    """A ViT block's two norms; units of n x width x 2."""
+    vit_residual: Kernels
+    """A ViT block's residual adds; units of n x width x 2."""
+    vit_strided_residual: Kernels
+    """A block's residual adds and copies when the residual stream keeps the patch convolution's transposed
+    layout (no class token is concatenated, which would make it contiguous): units of n x width x 2."""
+    vit_act: dict[str, Kernels]
+    """A ViT block's activation by kind (``VisionSpec.activation``; key ``default`` for unknown);
+    units of n x intermediate x 2."""
+    vit_layer_scale: Kernels
+    """Layer-scale multiplies (InternViT's ls1/ls2) of a block; units of n x width x 2."""
     act_quant_every_input: bool = False
     """True: every GEMM input (qkv, o, gate_up, down) is quantised by kernels of its own, so the traffic scales
     with each input's width K (the down projection's input is the intermediate size, not the hidden size)."""
@@ -271,10 +358,11 @@ class KernelProfile:
 VLLM = KernelProfile(
     name="vllm",
     # fused_add_rms_norm twice: reads x and residual, writes both.
-    norms=Kernels(2, 8.0),
+    norms=Kernels(2, 8.0, "norm"),
+    residual=Kernels(0, 0.0),
     # rotary_embedding: in place on q and k.
     rotary=Kernels(1, 2.0),
-    qk_norm=Kernels(2, 2.0),
+    qk_norm=Kernels(2, 2.0, "norm"),
     # silu_and_mul: reads gate and up, writes the product.
     act=Kernels(1, 3.0),
     # reshape_and_cache_flash: reads K, V, writes the cache.
@@ -282,34 +370,51 @@ VLLM = KernelProfile(
     attn_layout=Kernels(0, 0.0),
     # torch.compile fuses the quantisation into the norm (qkv, gate_up inputs) and
     # into silu_and_mul (down input); the attention output is quantised on its own.
-    act_quant_per_layer=Kernels(1, 1.5),
-    # two LayerNorm/RMSNorm + two residual adds.
-    vit_block=Kernels(4, 10.0),
-    vit_act=Kernels(1, 3.0),
+    act_quant_per_layer=Kernels(1, 1.5, "norm"),
+    # two LayerNorm/RMSNorm (read, write) + two residual adds (read two, write one).
+    vit_norms=Kernels(2, 4.0, "norm"),
+    vit_residual=Kernels(2, 6.0),
+    vit_strided_residual=Kernels(2, 6.0),
+    # one fused kernel (GELU, QuickGELU or SiluAndMul): reads its input, writes the output.
+    vit_act={"default": Kernels(1, 2.0), "silu_gated": Kernels(1, 3.0)},
+    vit_layer_scale=Kernels(2, 4.0, "broadcast"),
 )
 
 TORCH_REFERENCE = KernelProfile(
     name="torch-reference",
-    # F.rms_norm twice (read+write) and two residual adds (read two, write one).
-    norms=Kernels(4, 10.0),
-    # rotate-half: x*cos, neg, cat, addcmul.
-    rotary=Kernels(4, 8.0),
+    # Kinds as the torch profiler shows them (run11, H100, torch 2.11): ops on strided views or broadcast
+    # operands take PyTorch's generic (non-vectorised) kernel, here the "broadcast" kind.
+    # F.rms_norm twice (one layer-norm kernel each: read + write) and two residual adds (read two, write one).
+    norms=Kernels(2, 4.0, "norm"),
+    residual=Kernels(2, 6.0),
+    # rotate-half on a q/k view: x*cos (broadcast cos), neg of a half, cat, addcmul.
+    rotary=Kernels(4, 8.0, "broadcast"),
     # F.rms_norm then a multiply by the weight.
-    qk_norm=Kernels(2, 4.0),
-    # F.silu on the gate half, then a multiply by the up half.
-    act=Kernels(2, 5.0),
-    # two copy_ into the cache (K and V).
-    kv_write=Kernels(2, 2.0),
-    # output transpose + reshape copy.
-    attn_layout=Kernels(1, 2.0),
-    # per GEMM input, 4 kernels (measurements README): amax = vector_norm(ord=inf, dtype=float32), which
-    # casts X to fp32 first (reads 2, writes 4 bytes an element) and reduces it (reads 4); clamp (a scalar);
-    # divide-and-cast (reads 2, writes 1). In units of the 2-byte input: 3 + 2 + 1.5 = 6.5; four GEMM
-    # inputs a layer.
-    act_quant_per_layer=Kernels(16, 26.0),
-    # two norms, two residual adds, q/k/v/o layout copies.
-    vit_block=Kernels(8, 18.0),
-    vit_act=Kernels(2, 5.0),
+    qk_norm=Kernels(2, 4.0, "norm"),
+    # F.silu on the gate half (a strided view), then a multiply by the up half.
+    act=Kernels(2, 5.0, "broadcast"),
+    # two copy_ into the head-major cache (strided).
+    kv_write=Kernels(2, 2.0, "broadcast"),
+    # none: the cuDNN kernel writes its output in the layout the transpose + reshape asks for (run10, run11).
+    attn_layout=Kernels(0, 0.0),
+    # per GEMM input, four kernels (run11): abs-max reduction, two on the fp32 scale, divide-and-cast through
+    # PyTorch's casting kernel; timed together per input by quant_ops.py (run12), in units of the 2-byte input.
+    # Four GEMM inputs a layer (the "kernels" count inputs: eager launches are 4x more).
+    act_quant_per_layer=Kernels(4, 4.0, "quant"),
+    # F.layer_norm twice (read + write), two residual adds.
+    vit_norms=Kernels(2, 4.0, "norm"),
+    vit_residual=Kernels(2, 6.0),
+    # conv patches without a class token (SigLIP): flatten(2).transpose(1, 2) leaves the residual stream
+    # transposed, so both adds take the generic kernel and each norm first copies it contiguous (the torch
+    # profiler's op list of the reference tower, H100): 2 adds (3 units) + 2 copies (2 units), reading the
+    # transposed stream.
+    vit_strided_residual=Kernels(4, 10.0, "transposed"),
+    # F.gelu (exact or tanh): one vectorised kernel; quick-GELU x * sigmoid(1.702 x): scalar multiply, sigmoid,
+    # multiply (2 + 2 + 3 units); SiLU(gate) * up on strided halves, as the decoder's.
+    vit_act={"default": Kernels(1, 2.0), "quick_gelu": Kernels(3, 7.0),
+             "silu_gated": Kernels(2, 5.0, "broadcast")},
+    # x * ls (a [width] vector) after attention and after the MLP.
+    vit_layer_scale=Kernels(2, 4.0, "broadcast"),
     act_quant_every_input=True,
 )
 
@@ -362,7 +467,7 @@ def _linear_ops(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, m:
             down_k = d.intermediate_size // tp if n_dense == n_layers or moe is None else (
                 moe.top_k * moe.moe_intermediate_size // tp)
             width = (2 * d.hidden_size + q_cols + down_k) / 4
-        ops.append(rf.elementwise(f"{prefix}act_quant", q.bytes * m * width * ACT, n_layers, q.kernels))
+        ops.append(rf.kernels(f"{prefix}act_quant", q, m * width * ACT, n_layers))
     return ops
 
 
@@ -375,12 +480,14 @@ def _elementwise_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str,
     qk = m * (d.num_attention_heads + d.num_kv_heads) * d.head_dim // cfg.tp * ACT
     p = profile
     ops = [
-        rf.elementwise(f"{prefix}norms_residual", p.norms.bytes * m * h * ACT, n, p.norms.kernels),
-        rf.elementwise(f"{prefix}rotary", p.rotary.bytes * qk, n, p.rotary.kernels),
-        rf.elementwise(f"{prefix}activation", p.act.bytes * m * inter * ACT, n, p.act.kernels),
+        rf.kernels(f"{prefix}norms", p.norms, m * h * ACT, n),
+        rf.kernels(f"{prefix}rotary", p.rotary, qk, n),
+        rf.kernels(f"{prefix}activation", p.act, m * inter * ACT, n),
     ]
+    if p.residual.kernels:
+        ops.append(rf.kernels(f"{prefix}residual_add", p.residual, m * h * ACT, n))
     if d.qk_norm:
-        ops.append(rf.elementwise(f"{prefix}qk_norm", p.qk_norm.bytes * qk, n, p.qk_norm.kernels))
+        ops.append(rf.kernels(f"{prefix}qk_norm", p.qk_norm, qk, n))
     return ops
 
 
@@ -424,8 +531,7 @@ def prefill_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, p
     sliding = d.num_sliding_window_layers
     lay = profile.attn_layout
     if lay.kernels:
-        ops.append(rf.elementwise("attention_layout", lay.bytes * m * heads * d.head_dim * ACT, full + sliding,
-                                  lay.kernels))
+        ops.append(rf.kernels("attention_layout", lay, m * heads * d.head_dim * ACT, full + sliding))
     if full:
         ops.append(rf.attention_prefill("attention", m, prompt_tokens, heads, kv_heads, d.head_dim, True,
                                         kv_b, full))
@@ -444,7 +550,7 @@ def _kv_write(rf: Roofline, cfg: ServingConfig, m: int, layers: int, profile: Ke
     d = cfg.model.decoder
     kv_b = 1 if cfg.kv_cache_dtype == "fp8" else 2
     kv = m * kv_heads_per_gpu(d.num_kv_heads, cfg.tp) * d.head_dim * 2 * kv_b
-    return rf.elementwise("kv_cache_write", profile.kv_write.bytes * kv, layers, profile.kv_write.kernels)
+    return rf.kernels("kv_cache_write", profile.kv_write, kv, layers)
 
 
 def decode_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, batch: int,
@@ -487,6 +593,12 @@ def vit_has_rotary(v: VisionSpec) -> bool:
     return v.temporal_patch_size > 1
 
 
+def vit_activation(profile: KernelProfile, v: VisionSpec) -> Kernels:
+    """The kernels of ``v``'s MLP activation under ``profile``."""
+    key = "silu_gated" if v.gated_mlp else (v.activation or "default")
+    return profile.vit_act.get(key, profile.vit_act["default"])
+
+
 def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, patches: int,
                   images: int, profile: KernelProfile = VLLM, eager: bool = True) -> StepTime:
     """Encode ``images`` images totalling ``patches`` ViT tokens (bf16 ViT).
@@ -509,20 +621,24 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
     inter = v.intermediate_size // split
     per_image = max(1, patches // max(images, 1))
     patch_k = v.num_channels * v.temporal_patch_size * v.patch_size**2
+    # Conv patches without a class token leave the residual stream in the convolution's transposed layout.
+    strided = v.temporal_patch_size == 1 and not v.class_token
+    residual = profile.vit_strided_residual if strided else profile.vit_residual
     ops = [
         rf.gemm("vit_patch_embed", patches, d, patch_k, "bf16", precisions),
         rf.gemm("vit_qkv", patches, 3 * d // split, d, "bf16", precisions, n),
         rf.gemm("vit_o", patches, d, d // split, "bf16", precisions, n),
         rf.gemm("vit_mlp_up", patches, (2 if v.gated_mlp else 1) * inter, d, "bf16", precisions, n),
         rf.gemm("vit_mlp_down", patches, d, inter, "bf16", precisions, n),
-        rf.elementwise("vit_norms_residual", profile.vit_block.bytes * patches * d * ACT, n,
-                       profile.vit_block.kernels),
-        rf.elementwise("vit_activation", profile.vit_act.bytes * patches * inter * ACT, n,
-                       profile.vit_act.kernels if v.gated_mlp else 1),
+        rf.kernels("vit_norms", profile.vit_norms, patches * d * ACT, n),
+        rf.kernels("vit_residual_add", residual, patches * d * ACT, n),
+        rf.kernels("vit_activation", vit_activation(profile, v), patches * inter * ACT, n),
     ]
+    if v.layer_scale:
+        ops.append(rf.kernels("vit_layer_scale", profile.vit_layer_scale, patches * d * ACT, n))
     if vit_has_rotary(v):
         qk = 2 * patches * (heads * hd) * ACT
-        ops.append(rf.elementwise("vit_rotary", profile.rotary.bytes * qk, n, profile.rotary.kernels))
+        ops.append(rf.kernels("vit_rotary", profile.rotary, qk, n))
     if v.window_attention is not None:
         full = len(v.window_attention.full_attention_layers)
         win = min(v.window_attention.window_patches, per_image)

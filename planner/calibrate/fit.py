@@ -30,15 +30,17 @@ each physical; least squares on log(time) (relative errors):
 * ``int4_gemm_compute_efficiency``: NOT fitted. The device had no Marlin/
   Machete kernel; torch's tinygemm int4 kernel is a different (much slower at
   M > 8) implementation, so the default is kept.
-* ``attention_prefill_compute_efficiency``: SDPA with the default backend
-  (cuDNN on H100/H200), causal GQA and non-causal ViT shapes.
+* ``attention_prefill_compute_efficiency``, ``attention_prefill_overhead_tokens``,
+  ``attention_softmax_head_dims``: jointly, over SDPA with the default backend
+  (cuDNN on H100/H200): causal GQA and non-causal ViT shapes, batched short
+  sequences and the vision towers' own shapes when those files are given.
 * ``attention_decode_memory_efficiency``, ``attention_decode_half_bytes``:
   the fastest form/backend per decode shape (what the validation script and
   vLLM's FlashAttention decode pick); the model
   ``latency + (bytes + half) / (bandwidth x eff)`` is linear in bytes.
 * ``allreduce_latency_us``, ``allreduce_bus_efficiency``: NCCL all-reduce
   inside a CUDA graph (``graph_time_us``, how vLLM replays decode), ring model
-  ``2(n-1) x latency + 2(n-1)/n x bytes / (link x eff)``.
+  ``latency + 2(n-1)/n x bytes / (link x eff)``.
 
 Everything else (``p2p_latency_us``, engine overheads, int4) is copied from
 the base (default) calibration with its note.
@@ -67,7 +69,7 @@ from scipy.optimize import least_squares
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_precisions
 from planner.catalog.schema import Calibration, Constant, FitInfo, GpuSpec, Source
 from planner.errors import RequestError
-from planner.speed import Roofline
+from planner.speed import Kernels, Roofline
 
 COPY_MAX_BUFFER_BYTES = 256 * 1024**2
 """Largest copy buffer used for the bandwidth fit (see module docstring)."""
@@ -133,31 +135,133 @@ traffic). F.rms_norm is one fused kernel; add + rms_norm reads x, r, writes s (a
 6 hidden-size units against the fused 5; SiLU(a) * b writes SiLU(a) then reads it again: 5 units against 3."""
 
 
-def fit_copy(mb: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[str, Fitted]:
-    """``kernel_latency_us`` and ``elementwise_memory_efficiency`` fitted together over every elementwise kernel
-    kind the microbench timed (copies, fp32 sum reductions, eager RMSNorm / add+RMSNorm / SiLU*mul), small to
-    large: one fixed cost per kernel and one bandwidth efficiency, averaged over the kinds a step launches (a copy
-    alone is cheaper and faster, a reduction or a strided SiLU slower)."""
-    small: list[tuple[float, int, float]] = [
-        (float(p["bytes_moved"]), 1, p["time_us"] * 1e-6) for p in mb["hbm"]["points"]
-        if _ok(p) and p["bytes_buffer"] <= COPY_MAX_BUFFER_BYTES]
-    for p in mb.get("elementwise", {}).get("points", []):
-        if _ok(p) and p.get("variant") == "eager" and p.get("op") in EAGER_ELEMENTWISE:
-            kernels, traffic = EAGER_ELEMENTWISE[p["op"]]
-            small.append((p["bytes"] * traffic, kernels, p["time_us"] * 1e-6))
+SIMPLE_ELEMENTWISE = ("add", "mul", "gelu", "gelu_tanh", "sigmoid", "mul_scalar")
+"""vit_shapes.py's one-kernel, vectorised elementwise ops (LayerNorm and the broadcast multiply are slower
+kernels; the reference ViT profile counts them on their own)."""
 
-    def predict(v: dict[str, float], pts: list[tuple[float, int, float]]) -> np.ndarray:
+L2_THRESHOLDS = tuple(float(mb) * 2**20 for mb in (8, 12, 16, 24, 32, 40, 48, 64))
+"""Candidate per-kernel traffic below which an elementwise kernel runs L2-resident."""
+
+
+def _kind_fit(gpu: GpuSpec, base: Calibration, pts: list[tuple[float, int, float]], kind: str,
+              names: list[str], x0: list[float]) -> tuple[dict[str, float], float]:
+    """Latency and efficiency of one kind of non-GEMM kernel: (bytes, kernels, seconds) points timed cold."""
+    meas = np.array([t for _, _, t in pts])
+
+    def predict(v: dict[str, float]) -> np.ndarray:
         rf = Roofline(gpu, calibration_with(base, v))
-        return np.array([rf.elementwise("e", b, 1, k).time_s for b, k, _ in pts])
+        if kind == "simple":
+            return np.array([rf.elementwise("e", b, 1, k, resident=False).time_s for b, k, _ in pts])
+        return np.array([rf.kernels("e", Kernels(k, 1.0, kind), b).time_s for b, k, _ in pts])
 
+    v = _log_fit(names, x0, ([0.0, 0.1], [20.0, 1.0]), predict, meas)
+    return v, mape_pct(predict(v), meas)
+
+
+def fit_elementwise(mb: dict[str, Any], gpu: GpuSpec, base: Calibration,
+                    vs: dict[str, Any] | None = None) -> dict[str, Fitted]:
+    """Per-kernel latency and bandwidth efficiency of each kind of non-GEMM kernel (``speed.Kernels.kind``), by
+    log least squares over kernels timed with rotating buffers (inputs from HBM):
+
+    * ``simple``: device copies and, with ``vs``, vit_shapes.py's add, mul, GELU (exact, tanh), sigmoid and
+      scalar multiply on [M, d];
+    * ``norm``: fp32 sum reductions, eager F.rms_norm and, with ``vs``, F.layer_norm;
+    * ``broadcast``: eager SiLU*mul on the strided halves of [T, 2I] (two kernels and their traffic) and, with
+      ``vs``, a [M, d] tensor times a [d] vector;
+    * ``transposed`` (``vs`` only): a copy of, and an add to, a transposed [M, d] view.
+
+    Then, with ``vs``, ``elementwise_l2_efficiency`` and ``l2_resident_bytes`` over the simple ops timed 'hot'
+    (one buffer set, as a forward pass leaves a kernel's input in L2): the threshold chosen among
+    ``L2_THRESHOLDS`` by MAPE over all hot points, the efficiency by log least squares on those under it."""
+    vs_ew = [p for p in (vs or {}).get("elementwise", {}).get("points", []) if _ok(p)]
+    ew = [p for p in vs_ew if p["op"] in SIMPLE_ELEMENTWISE]
+    simple: list[tuple[float, int, float]] = [
+        (float(p["bytes_moved"]), 1, p["time_us"] * 1e-6) for p in mb["hbm"]["points"]
+        if _ok(p) and p["op"] == "copy" and p["bytes_buffer"] <= COPY_MAX_BUFFER_BYTES]
+    norm: list[tuple[float, int, float]] = [
+        (float(p["bytes_moved"]), 1, p["time_us"] * 1e-6) for p in mb["hbm"]["points"]
+        if _ok(p) and p["op"] == "sum_fp32" and p["bytes_buffer"] <= COPY_MAX_BUFFER_BYTES]
+    broadcast: list[tuple[float, int, float]] = []
+    for p in mb.get("elementwise", {}).get("points", []):
+        if _ok(p) and p.get("variant") == "eager" and p.get("op") in ("rmsnorm", "silu_mul"):
+            kernels, traffic = EAGER_ELEMENTWISE[p["op"]]
+            # SiLU and the multiply run on the strided halves of [T, 2I]: PyTorch's generic kernel (run11).
+            (norm if p["op"] == "rmsnorm" else broadcast).append((p["bytes"] * traffic, kernels,
+                                                                  p["time_us"] * 1e-6))
+    simple += [(float(p["bytes"]), 1, p["time_us"] * 1e-6) for p in ew if p["mode"] == "cold"]
+    norm += [(float(p["bytes"]), 1, p["time_us"] * 1e-6) for p in vs_ew
+             if p["op"] == "layer_norm" and p["mode"] == "cold"]
+    broadcast += [(float(p["bytes"]), 1, p["time_us"] * 1e-6) for p in vs_ew
+                  if p["op"] == "mul_vector" and p["mode"] == "cold"]
+    transposed = [(float(p["bytes"]), 1, p["time_us"] * 1e-6)
+                  for p in (vs or {}).get("transposed", {}).get("points", []) if _ok(p) and p["mode"] == "cold"]
+    out: dict[str, Fitted] = {}
     names = ["kernel_latency_us", "elementwise_memory_efficiency"]
-    small_meas = np.array([t for _, _, t in small])
-    v = _log_fit(names, [1.0, 0.8], ([0.0, 0.2], [20.0, 1.0]), lambda x: predict(x, small), small_meas)
-    how = (f"joint log least squares of kernels x latency + bytes/(HBM x eff) over every elementwise kind timed "
-           f"(device copy, fp32 sum, eager rmsnorm / add+rmsnorm / silu*mul with the kernel counts and traffic of "
-           f"their eager implementation), buffers <= {COPY_MAX_BUFFER_BYTES >> 20} MiB")
-    err = mape_pct(predict(v, small), small_meas)
-    return {n: Fitted(v[n], how, len(small), err) for n in names}
+    v, err = _kind_fit(gpu, base, simple, "simple", names, [1.0, 0.8])
+    how = ("joint log least squares of kernels x latency + bytes/(HBM x eff) over simple elementwise kernels "
+           f"timed with rotating buffers: device copies <= {COPY_MAX_BUFFER_BYTES >> 20} MiB"
+           + ("; vit_shapes.py's add, mul, GELU (exact, tanh), sigmoid, scalar multiply on [M, d]" if ew else ""))
+    out.update({n: Fitted(v[n], how, len(simple), err) for n in names})
+    base = calibration_with(base, v)
+    for kind, pts, desc in (("norm", norm, "fp32 sum reductions, eager F.rms_norm"
+                             + (", F.layer_norm (vit_shapes.py)" if vs_ew else "")),
+                            ("broadcast", broadcast, "eager SiLU*mul on strided halves (2 kernels)"
+                             + (", vit_shapes.py's [M, d] x [d] multiply" if vs_ew else "")),
+                            ("transposed", transposed, "vit_shapes.py's .contiguous() of and add to a transposed "
+                             "[M, d] view")):
+        if len(pts) < 3:
+            continue
+        names_k = [f"{kind}_kernel_latency_us", f"{kind}_memory_efficiency"]
+        vk, errk = _kind_fit(gpu, base, pts, kind, names_k, [2.0, 0.6])
+        how_k = f"joint log least squares of latency + bytes/(HBM x eff) over {desc}, rotating buffers"
+        out.update({n: Fitted(vk[n], how_k, len(pts), errk) for n in names_k})
+    v = {k: f.value for k, f in out.items()}
+    hot = [(float(p["bytes"]), 1, p["time_us"] * 1e-6) for p in ew if p["mode"] == "hot"]
+    if hot:
+        cal = calibration_with(base, v)
+        hot_meas = np.array([t for _, _, t in hot])
+        best: tuple[float, float, float] | None = None
+        for thr in L2_THRESHOLDS:
+            under = [h for h in hot if h[0] <= thr]
+            if len(under) < 3:
+                continue
+            cal_t = calibration_with(cal, {"l2_resident_bytes": thr})
+
+            def pred_hot(y: dict[str, float], u: list[tuple[float, int, float]] = under,
+                         c: Calibration = cal_t) -> np.ndarray:
+                rf_y = Roofline(gpu, calibration_with(c, y))
+                return np.array([rf_y.elementwise("e", b, 1, k).time_s for b, k, _ in u])
+
+            x = _log_fit(["elementwise_l2_efficiency"], [1.5], ([0.5], [10.0]), pred_hot,
+                         np.array([t for _, _, t in under]))
+            full = calibration_with(cal_t, x)
+            rf = Roofline(gpu, full)
+            err = mape_pct([rf.elementwise("e", b, 1, k).time_s for b, k, _ in hot], hot_meas)
+            if best is None or err < best[0]:
+                best = (err, thr, x["elementwise_l2_efficiency"])
+        if best is not None:
+            err, thr, eff = best
+            how_l2 = ("vit_shapes.py's simple elementwise ops on [M, d] timed hot (one buffer set): threshold chosen "
+                      f"among {', '.join(str(int(t) >> 20) for t in L2_THRESHOLDS)} MiB by MAPE over all "
+                      f"{len(hot)} hot points, efficiency by log least squares on those under it (latency and HBM "
+                      "efficiency held)")
+            out["elementwise_l2_efficiency"] = Fitted(eff, how_l2, len(hot), err)
+            out["l2_resident_bytes"] = Fitted(thr, how_l2, len(hot), err)
+    return out
+
+
+def fit_quant(qo: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[str, Fitted]:
+    """``quant_latency_us`` and ``quant_memory_efficiency``: quant_ops.py's whole dynamic fp8 quantisation of
+    one [M, K] bf16 tensor (abs-max, scale, divide-and-cast), latency + input bytes / (HBM x eff)."""
+    pts = [(float(p["input_bytes"]), 1, p["time_us"] * 1e-6) for p in qo.get("points", [])
+           if _ok(p) and p["piece"] == "whole"]
+    if len(pts) < 3:
+        return {}
+    names = ["quant_latency_us", "quant_memory_efficiency"]
+    v, err = _kind_fit(gpu, base, pts, "quant", names, [8.0, 0.2])
+    how = ("log least squares of latency + input bytes/(HBM x eff) over quant_ops.py's eager dynamic fp8 "
+           "quantisation of [M, K] bf16 tensors, M = 1..8192, K = 2048..14336, rotating buffers")
+    return {n: Fitted(v[n], how, len(pts), err) for n in names}
 
 
 def _gemm_points(mb: dict[str, Any], dtype: str) -> list[dict[str, Any]]:
@@ -186,13 +290,14 @@ def _fit_compute_then_memory(gpu: GpuSpec, cal: Calibration, pts: list[dict[str,
                  np.array([p["time_us"] * 1e-6 for p in big]))
     if memory_name is not None:
         meas = np.array([p["time_us"] * 1e-6 for p in pts])
-        v.update(_log_fit([memory_name], [0.8], ([0.2], [1.0]),
+        v.update(_log_fit([memory_name, "gemm_latency_us"], [0.8, 3.0], ([0.2, 0.0], [1.0, 20.0]),
                           lambda x: _gemm_predict(gpu, cal, pts, precision, {**v, **x}), meas))
     return v
 
 
-def fit_gemm_bf16(mb: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[str, Fitted]:
-    pts = _gemm_points(mb, "bf16")
+def fit_gemm_bf16(mb: dict[str, Any], gpu: GpuSpec, base: Calibration,
+                  vs: dict[str, Any] | None = None) -> dict[str, Fitted]:
+    pts = _gemm_points(mb, "bf16") + [p for p in (vs or {}).get("gemm", {}).get("points", []) if _ok(p)]
     meas = np.array([p["time_us"] * 1e-6 for p in pts])
     names = ["gemm_compute_efficiency", "gemm_memory_efficiency"]
     best: tuple[float, dict[str, float]] | None = None
@@ -204,10 +309,11 @@ def fit_gemm_bf16(mb: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[s
             best = (err, {**v, "gemm_tile_m": tm, "gemm_tile_n": tn})
     assert best is not None
     err, v = best
-    how = ("wave-quantised roofline over bf16 GEMMs (torch.mm, cuBLAS), M = 1..16384: compute efficiency by log "
-           f"least squares on M >= {COMPUTE_BOUND_MIN_M}, then memory efficiency on all M; tile chosen among "
+    how = ("wave-quantised roofline over bf16 GEMMs (torch.mm, cuBLAS; with vit_shapes.py also F.linear with bias "
+           "at the vision towers' shapes), M = 1..16384: compute efficiency by log least squares on M >= "
+           f"{COMPUTE_BOUND_MIN_M}, then memory efficiency and the per-kernel latency on all M; tile chosen among "
            f"{', '.join(f'{a}x{b}' for a, b in TILE_CANDIDATES)} by MAPE over all points (the MAPE given)")
-    return {n: Fitted(v[n], how, len(pts), err) for n in [*names, "gemm_tile_m", "gemm_tile_n"]}
+    return {n: Fitted(v[n], how, len(pts), err) for n in [*names, "gemm_latency_us", "gemm_tile_m", "gemm_tile_n"]}
 
 
 def fit_gemm_quant(mb: dict[str, Any], gpu: GpuSpec, base: Calibration, dtype: str, precision: str,
@@ -224,31 +330,55 @@ def fit_gemm_quant(mb: dict[str, Any], gpu: GpuSpec, base: Calibration, dtype: s
     return {name: Fitted(v[name], how, len(pts), err)}
 
 
-def fit_attn_prefill(mb: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[str, Fitted]:
-    pts = [p for p in mb["attn_prefill"]["points"] if _ok(p) and p["backend"] == p["default_backend"]]
-    meas = np.array([p["time_us"] * 1e-6 for p in pts])
+def _attention_points(mb: dict[str, Any], se: dict[str, Any] | None,
+                      vs: dict[str, Any] | None) -> list[tuple[int, int, int, int, bool, int, float]]:
+    """(seq, heads, kv_heads, head_dim, causal, batch, seconds) of every prefill-attention timing of one GPU:
+    the microbench's default-backend SDPA (causal GQA and ViT), ``shape_effects.py``'s batched short sequences
+    and ``vit_shapes.py``'s vision-tower shapes (harness layout)."""
+    pts = [(p["seq"], p["q_heads"], p["kv_heads"], p["head_dim"], bool(p["causal"]), p["batch"], p["time_us"] * 1e-6)
+           for p in mb.get("attn_prefill", {}).get("points", []) if _ok(p) and p["backend"] == p["default_backend"]]
+    for src, key in ((se, "attn_batched"), (vs, "attn")):
+        for p in (src or {}).get(key, {}).get("points", []):
+            if _ok(p):
+                pts.append((p["seq"], p["heads"], p["heads"], p["head_dim"], False, p["batch"], p["time_us"] * 1e-6))
+    return pts
+
+
+def fit_attention(mb: dict[str, Any], gpu: GpuSpec, base: Calibration, se: dict[str, Any] | None = None,
+                  vs: dict[str, Any] | None = None) -> dict[str, Fitted]:
+    """``attention_prefill_compute_efficiency``, ``attention_prefill_overhead_tokens`` and
+    ``attention_softmax_head_dims`` jointly, by log least squares over every prefill-attention timing of this
+    GPU (``speed.Roofline.attention_prefill``: padded query tiles, waves of tiles, softmax and per-row costs).
+    The efficiency is bounded by 1 (QK^T and PV cannot beat the tensor-core peak)."""
+    pts = _attention_points(mb, se, vs)
+    if not pts:
+        return {}
+    meas = np.array([p[-1] for p in pts])
 
     def predict(v: dict[str, float]) -> np.ndarray:
         rf = Roofline(gpu, calibration_with(base, v))
-        out = []
-        for p in pts:
-            op = rf.attention_prefill("a", p["seq"], p["seq"], p["q_heads"], p["kv_heads"], p["head_dim"],
-                                      bool(p["causal"]), 2, batch=p["batch"])
-            out.append(op.time_s)
-        return np.array(out)
+        return np.array([rf.attention_prefill("a", s, s, h, kh, hd, c, 2, batch=b).time_s
+                         for s, h, kh, hd, c, b, _ in pts])
 
-    name = "attention_prefill_compute_efficiency"
-    v = _log_fit([name], [0.5], ([0.05], [1.0]), predict, meas)
-    how = ("log least squares over SDPA prefill (default backend: causal GQA and non-causal ViT), seq 128..16384, "
-           "with the shape-effect constants held")
-    return {name: Fitted(v[name], how, len(pts), mape_pct(predict(v), meas))}
+    names = ["attention_prefill_compute_efficiency", "attention_prefill_overhead_tokens",
+             "attention_softmax_head_dims"]
+    v = _log_fit(names, [0.8, 100.0, 60.0], ([0.05, 0.0, 0.0], [1.0, 2000.0, 1000.0]), predict, meas)
+    kinds = ["default-backend SDPA prefill (causal GQA and ViT, seq 128..16384)"]
+    if se and se.get("attn_batched"):
+        kinds.append("batched short sequences (shape_effects.py)")
+    if vs and vs.get("attn"):
+        kinds.append("vision-tower shapes in the harness's layout (vit_shapes.py: 1-4 images of 256-4096 tokens, "
+                     "head dims 64/72/80, 64-token windows)")
+    how = ("joint log least squares over " + "; ".join(kinds) + " with query tiles padded to 128 rows and waves of "
+           "one tile per SM; efficiency bounded by 1")
+    err = mape_pct(predict(v), meas)
+    return {n: Fitted(v[n], how, len(pts), err) for n in names}
 
 
 def fit_shape_effects(se: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[str, Fitted]:
     """From ``shape_effects.py``'s file: the unaligned-GEMM penalty (direct: median ratio of the TFLOP/s of the
-    true shape to the same GEMM padded to multiples of 64, over shapes with N or K not a multiple of 8) and the
-    per-query-tile fixed cost of prefill attention, fitted jointly with the attention efficiency by log least
-    squares over batched non-causal SDPA (64..16384-token sequences, head dims 64..128, plenty of tiles)."""
+    true shape to the same GEMM padded to multiples of 64, over shapes with N or K not a multiple of 8). Its
+    batched-attention timings feed ``fit_attention`` when they come from the same GPU."""
     out: dict[str, Fitted] = {}
     on = f" (measured on {se.get('provenance', {}).get('gpu_name', 'an unnamed GPU')})"
     pts = [p for p in se.get("gemm_align", {}).get("points", []) if _ok(p)]
@@ -262,21 +392,6 @@ def fit_shape_effects(se: dict[str, Any], gpu: GpuSpec, base: Calibration) -> di
             float(np.median(ratios)), "direct: median TFLOP/s ratio of bf16 GEMMs with N or K not a multiple of 8 "
             "to the same GEMM padded to multiples of 64 (M = 1024..16384)" + on, len(ratios),
             float(np.std(ratios) / np.median(ratios) * 100))
-    att = [p for p in se.get("attn_batched", {}).get("points", []) if _ok(p)]
-    if att:
-        meas = np.array([p["time_us"] * 1e-6 for p in att])
-
-        def predict(v: dict[str, float]) -> np.ndarray:
-            rf = Roofline(gpu, calibration_with(base, v))
-            return np.array([rf.attention_prefill("a", p["seq"], p["seq"], p["heads"], p["heads"],
-                                                  p["head_dim"], False, 2, batch=p["batch"]).time_s for p in att])
-
-        names = ["attention_prefill_compute_efficiency", "attention_prefill_overhead_tokens"]
-        v = _log_fit(names, [0.6, 100.0], ([0.05, 0.0], [1.0, 2000.0]), predict, meas)
-        how = ("joint log least squares over batched non-causal SDPA (default backend; B x 16 heads x S tokens, "
-               "S = 64..16384, head dims 64..128 counted at their padded size)" + on)
-        err = mape_pct(predict(v), meas)
-        out["attention_prefill_overhead_tokens"] = Fitted(v[names[1]], how, len(att), err)
     return out
 
 
@@ -510,8 +625,23 @@ def gpu_for(mb: dict[str, Any], name: str | None = None) -> GpuSpec:
     raise RequestError(f"cannot tell which catalog GPU '{smi}' is; pass --gpu with a name from 'vlmplan catalog gpus'")
 
 
+def _merge_sections(files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several result files of one script as one: each section's points pooled, the first provenance kept."""
+    out: dict[str, Any] = {"provenance": files[0].get("provenance", {}) if files else {}}
+    for f in files:
+        for name, sec in f.items():
+            if isinstance(sec, dict) and "points" in sec:
+                out.setdefault(name, {"points": []})["points"] += sec["points"]
+    return out
+
+
+def _gpu_name(data: dict[str, Any]) -> str | None:
+    return data.get("provenance", {}).get("gpu_name")
+
+
 def fit_all(mb: dict[str, Any], gpu: GpuSpec, ar: dict[str, Any] | None = None,
-            base: Calibration | None = None, se: dict[str, Any] | None = None) -> dict[str, Fitted]:
+            base: Calibration | None = None, se: dict[str, Any] | None = None,
+            vs: dict[str, Any] | None = None, qo: dict[str, Any] | None = None) -> dict[str, Fitted]:
     """Every fittable constant, in dependency order (later fits use earlier values)."""
     cal = base or load_calibration("default")
     out: dict[str, Fitted] = {}
@@ -524,15 +654,17 @@ def fit_all(mb: dict[str, Any], gpu: GpuSpec, ar: dict[str, Any] | None = None,
     if "launch" in mb:
         step(fit_launch(mb))
     if "hbm" in mb:
-        step(fit_copy(mb, gpu, cal))
+        step(fit_elementwise(mb, gpu, cal, vs))
+    if qo is not None:
+        step(fit_quant(qo, gpu, cal))
     if "gemm" in mb:
-        step(fit_gemm_bf16(mb, gpu, cal))
+        step(fit_gemm_bf16(mb, gpu, cal, vs))
         step(fit_gemm_quant(mb, gpu, cal, "fp8_e4m3_fastacc", "fp8", "fp8_gemm_compute_efficiency"))
         step(fit_gemm_quant(mb, gpu, cal, "int8", "int8", "int8_gemm_compute_efficiency"))
     if se is not None:
         step(fit_shape_effects(se, gpu, cal))
-    if "attn_prefill" in mb:
-        step(fit_attn_prefill(mb, gpu, cal))
+    same_gpu = se is not None and _gpu_name(se) == _gpu_name(mb)
+    step(fit_attention(mb, gpu, cal, se if same_gpu else None, vs))
     if "attn_decode" in mb:
         step(fit_attn_decode(mb, gpu, cal))
     if ar is not None and "allreduce" in ar:
@@ -573,7 +705,48 @@ def build_calibration(gpu: GpuSpec, fitted: dict[str, Fitted], datasets: dict[st
     return Calibration(gpu=gpu.name, engine=base.engine, calibrated=True, constants=consts, sources=srcs)
 
 
+SIBLING_TRANSFER = {
+    "elementwise_l2_efficiency": "bandwidth",
+    "l2_resident_bytes": "as is",
+    "transposed_kernel_latency_us": "as is",
+    "transposed_memory_efficiency": "bandwidth",
+    "quant_latency_us": "as is",
+    "quant_memory_efficiency": "bandwidth",
+}
+"""Constants a GPU without its own vit_shapes.py / quant_ops.py run may take from a sibling of the same die
+(H200 from H100: GH100, same SMs, clocks and 50 MB L2, faster HBM): latencies and the L2 size as they are;
+efficiencies of kernels not bound by HBM (L2-resident, uncoalesced, casting) converted so that the absolute
+bandwidth stays the same (x sibling HBM / this GPU's HBM)."""
+
+
+def transfer_from_sibling(fitted: dict[str, Fitted], datasets: dict[str, str], gpu: GpuSpec,
+                          sibling: Calibration) -> None:
+    """Add the ``SIBLING_TRANSFER`` constants that ``fitted`` lacks, from ``sibling`` (a fitted calibration)."""
+    sib_gpu = load_gpus().get(sibling.gpu)
+    for name, how in SIBLING_TRANSFER.items():
+        c = sibling.constants.get(name)
+        if name in fitted or c is None or c.fit is None:
+            continue
+        value = c.value
+        if how == "bandwidth":
+            value *= sib_gpu.hbm_bandwidth_gb_per_s / gpu.hbm_bandwidth_gb_per_s
+        note = (f"transferred from {sibling.gpu} (same die; {c.value:g} there"
+                + (f", x {sib_gpu.hbm_bandwidth_gb_per_s:g}/{gpu.hbm_bandwidth_gb_per_s:g} GB/s to keep the absolute "
+                   "bandwidth" if how == "bandwidth" else "") + "), fitted there by: " + c.fit.method)
+        fitted[name] = Fitted(value, note, c.fit.n_points, c.fit.mape_pct)
+        datasets[name] = c.fit.dataset
+
+
+ATTENTION_CONSTANTS = ("attention_prefill_compute_efficiency", "attention_prefill_overhead_tokens",
+                       "attention_softmax_head_dims")
+
 NOT_FITTED = {
+    "transposed_kernel_latency_us": "no vit_shapes.py transposed run of this GPU",
+    "transposed_memory_efficiency": "no vit_shapes.py transposed run of this GPU",
+    "quant_latency_us": "no quant_ops.py run of this GPU",
+    "quant_memory_efficiency": "no quant_ops.py run of this GPU",
+    "elementwise_l2_efficiency": "no vit_shapes.py run of this GPU (hot vs rotating buffers)",
+    "l2_resident_bytes": "no vit_shapes.py run of this GPU (hot vs rotating buffers)",
     "int4_gemm_compute_efficiency": "the device had no Marlin/Machete W4A16 kernel; torch's tinygemm int4 kernel "
                                     "in the microbench is a different implementation (slow above M = 8)",
     "allreduce_latency_us": "no multi-GPU run of this GPU",
@@ -593,21 +766,47 @@ def calibration_yaml(cal: Calibration, header: str = "") -> str:
 
 def fit_files(microbench: Path, allreduce: Path | None = None, gpu_name: str | None = None,
               base: Calibration | None = None, fitted_on: str | None = None,
-              shape_effects: Path | None = None) -> Calibration:
+              shape_effects: Path | None = None, vit_shapes: Sequence[Path] = (),
+              quant_ops: Path | None = None, sibling: Calibration | None = None) -> Calibration:
     mb = json.loads(microbench.read_text())
     ar = json.loads(allreduce.read_text()) if allreduce else None
     se = json.loads(shape_effects.read_text()) if shape_effects else None
+    vs = _merge_sections([json.loads(p.read_text()) for p in vit_shapes]) if vit_shapes else None
+    qo = json.loads(quant_ops.read_text()) if quant_ops else None
     gpu = gpu_for(mb, gpu_name)
-    fitted = fit_all(mb, gpu, ar, base, se)
+    fitted = fit_all(mb, gpu, ar, base, se, vs, qo)
     datasets = {k: _rel(microbench) for k in fitted}
+    attention = [_rel(microbench)]
     if shape_effects:
-        for k in ("gemm_unaligned_efficiency", "attention_prefill_overhead_tokens"):
+        if "gemm_unaligned_efficiency" in datasets:
+            datasets["gemm_unaligned_efficiency"] = _rel(shape_effects)
+        if se is not None and _gpu_name(se) == _gpu_name(mb):
+            attention.append(_rel(shape_effects))
+    if vit_shapes:
+        vs_files = ", ".join(_rel(p) for p in vit_shapes)
+        attention.append(vs_files)
+        for k in ("elementwise_l2_efficiency", "l2_resident_bytes", "broadcast_kernel_latency_us",
+                  "broadcast_memory_efficiency", "transposed_kernel_latency_us", "transposed_memory_efficiency"):
             if k in datasets:
-                datasets[k] = _rel(shape_effects)
+                datasets[k] = vs_files
+        for k in ("kernel_latency_us", "elementwise_memory_efficiency", "norm_kernel_latency_us",
+                  "norm_memory_efficiency", "gemm_compute_efficiency", "gemm_memory_efficiency", "gemm_latency_us",
+                  "gemm_tile_m", "gemm_tile_n"):
+            if k in datasets:
+                datasets[k] = f"{_rel(microbench)}, {vs_files}"
+    if quant_ops:
+        for k in ("quant_latency_us", "quant_memory_efficiency"):
+            if k in datasets:
+                datasets[k] = _rel(quant_ops)
+    for k in ATTENTION_CONSTANTS:
+        if k in datasets:
+            datasets[k] = ", ".join(attention)
     if allreduce:
         for k in ("allreduce_latency_us", "allreduce_bus_efficiency"):
             if k in datasets:
                 datasets[k] = _rel(allreduce)
+    if sibling is not None:
+        transfer_from_sibling(fitted, datasets, gpu, sibling)
     day = fitted_on or str(mb.get("provenance", {}).get("utc_date", ""))[:10] or None
     return build_calibration(gpu, fitted, datasets, base, day)
 
@@ -619,12 +818,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", default=None, help="catalog GPU name (default: from the file's nvidia-smi name)")
     ap.add_argument("--shape-effects", type=Path, default=None,
                     help="shape_effects.py output (unaligned GEMMs, batched attention); may come from a sibling GPU")
+    ap.add_argument("--vit-shapes", type=Path, action="append", default=[],
+                    help="vit_shapes.py output of the same GPU (repeatable: the sections of all files are pooled)")
+    ap.add_argument("--quant-ops", type=Path, default=None,
+                    help="quant_ops.py output of the same GPU (the reference's dynamic fp8 quantisation)")
+    ap.add_argument("--sibling", default=None,
+                    help="fitted calibration of a GPU with the same die (catalog name, e.g. H100-SXM-80GB): the "
+                         "constants this GPU has no run for are transferred from it (SIBLING_TRANSFER)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    cal = fit_files(args.microbench, args.allreduce, args.gpu, shape_effects=args.shape_effects)
+    cal = fit_files(args.microbench, args.allreduce, args.gpu, shape_effects=args.shape_effects,
+                    vit_shapes=args.vit_shapes, quant_ops=args.quant_ops,
+                    sibling=load_calibration(args.sibling) if args.sibling else None)
     text = calibration_yaml(cal, f"Fitted by: python -m planner.calibrate.fit {args.microbench}"
                             + (f" --allreduce {args.allreduce}" if args.allreduce else "")
-                            + (f" --shape-effects {args.shape_effects}" if args.shape_effects else ""))
+                            + (f" --shape-effects {args.shape_effects}" if args.shape_effects else "")
+                            + "".join(f" --vit-shapes {p}" for p in args.vit_shapes)
+                            + (f" --quant-ops {args.quant_ops}" if args.quant_ops else "")
+                            + (f" --sibling {args.sibling}" if args.sibling else ""))
     if args.out:
         args.out.write_text(text)
     else:

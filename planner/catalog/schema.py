@@ -210,6 +210,12 @@ class VisionSpec(Strict):
     """Qwen2-VL family: 2 (an image is duplicated into two frames)."""
     num_channels: int = 3
     window_attention: WindowAttention | None = None
+    activation: Literal["gelu", "gelu_tanh", "quick_gelu", "silu"] | None = None
+    """The MLP's activation (HF ``hidden_act``); only the plain-PyTorch reference profile times them apart."""
+    layer_scale: bool = False
+    """Per-channel layer scale after attention and MLP (InternViT's ``ls1``/``ls2``)."""
+    class_token: bool = False
+    """A class token is prepended to the patch embeddings (CLIP, InternViT; not SigLIP)."""
     projector: ProjectorSpec
     params: int | None = None
     """Published vision-tower parameter count, when known (overrides the formula)."""
@@ -342,15 +348,27 @@ CALIBRATION_CONSTANTS = (
     "int8_gemm_compute_efficiency",
     "int4_gemm_compute_efficiency",
     "kernel_latency_us",
+    "gemm_latency_us",
+    "norm_kernel_latency_us",
+    "broadcast_kernel_latency_us",
+    "transposed_kernel_latency_us",
+    "quant_latency_us",
     "graph_launch_gap_us",
     "eager_launch_us",
     "attention_prefill_compute_efficiency",
     "attention_prefill_overhead_tokens",
+    "attention_softmax_head_dims",
     "attention_tile_q",
     "gemm_unaligned_efficiency",
     "attention_decode_memory_efficiency",
     "attention_decode_half_bytes",
     "elementwise_memory_efficiency",
+    "elementwise_l2_efficiency",
+    "l2_resident_bytes",
+    "norm_memory_efficiency",
+    "broadcast_memory_efficiency",
+    "transposed_memory_efficiency",
+    "quant_memory_efficiency",
     "allreduce_latency_us",
     "allreduce_bus_efficiency",
     "p2p_latency_us",

@@ -29,6 +29,7 @@ step of one replica; ``overhead_ms`` is the engine's CPU time per step.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -40,7 +41,9 @@ from planner.modeldesc import full_attention_layers
 from planner.speed import (
     ACT,
     Roofline,
-    attention_head_dim,
+    attention_prefill_tiles,
+    attention_wave_efficiency,
+    attention_work_coefficients,
     decode_step,
     engine_overhead_ms,
     prefill_step,
@@ -120,7 +123,7 @@ class StepCost:
 
             item = max_image_tokens(cfg.model.visual_tokens, cfg.mm_processor_options)
             self.cross_states = item.cross_attention_tokens
-        lat = rf.latency
+        lat = rf.gemm_latency  # attention kernels
         peak = cfg.gpu.bf16_dense_tflops * 1e12
         bw = rf.bw
         hd = self.head_dim
@@ -131,10 +134,11 @@ class StepCost:
         self._dec_kv_ms = self.kv_heads * hd * 2 * self.kv_elem / mem * 1e3  # per context token
         self._dec_q_ms = self.heads * hd * 2 * ACT / mem * 1e3  # per sequence
         self._dec_half_ms = cal.value("attention_decode_half_bytes") / mem * 1e3
-        # Prefill attention, per layer: lat + max(flops/(peak x eff), bytes/(bw x eff)).
-        pf_eff = cal.value("attention_prefill_compute_efficiency")
-        self._pf_flop_ms = 4.0 * self.heads * attention_head_dim(hd) / (peak * pf_eff) * 1e3
-        self._pf_k0 = cal.value("attention_prefill_overhead_tokens")  # keys' worth of fixed cost per query
+        # Prefill attention, per layer: lat + max(work/(peak x eff x waves), bytes/(bw x eff)), the work and the
+        # waves as speed.Roofline.attention_prefill counts them (one prompt's query tiles per chunk).
+        self._pf_ms_per_work = 1e3 / (peak * cal.value("attention_prefill_compute_efficiency"))
+        self._tile_q = cal.value("attention_tile_q")
+        self._pf_per_pair, self._pf_per_query = attention_work_coefficients(cal, self.heads, self.head_dim)
         emem = cal.value("elementwise_memory_efficiency") * bw
         self._pf_q_ms = self.heads * hd * 2 * ACT / emem * 1e3  # per query token
         self._pf_kv_ms = self.kv_heads * hd * 2 * self.kv_elem / emem * 1e3  # per key token
@@ -202,15 +206,23 @@ class StepCost:
         ``kv_tokens`` keys read; sliding-window layers use the ``window_*`` figures."""
         if tokens <= 0:
             return 0.0
-        t = 0.0
+        # The simulator's inner loop: speed.attention_prefill_tiles and attention_wave_efficiency in scalars.
+        tq = self._tile_q
+        q_pad = math.ceil(tokens / tq) * tq
+        tiles = self.heads * q_pad / tq
+        waves = tiles / (math.ceil(tiles / self.rf.sms) * self.rf.sms)
+        scale = q_pad / tokens * self._pf_ms_per_work / waves
+        diag = tokens * tq / 2
+        fixed = self._pf_per_query * q_pad * self._pf_ms_per_work / waves
         qb = self._pf_q_ms * tokens
+        t = 0.0
         if self.full_layers:
-            t += self.full_layers * (self._lat_ms + max(self._pf_flop_ms * (pairs + self._pf_k0 * tokens),
+            t += self.full_layers * (self._lat_ms + max(self._pf_per_pair * (pairs + diag) * scale + fixed,
                                                         qb + self._pf_kv_ms * kv_tokens))
         if self.sliding_layers:
             wp = pairs if window_pairs is None else window_pairs
             wk = kv_tokens if window_kv is None else window_kv
-            t += self.sliding_layers * (self._lat_ms + max(self._pf_flop_ms * (wp + self._pf_k0 * tokens),
+            t += self.sliding_layers * (self._lat_ms + max(self._pf_per_pair * (wp + diag) * scale + fixed,
                                                            qb + self._pf_kv_ms * wk))
         return t + self._pf_fixed_ms + self._pf_tok_ms * tokens
 
@@ -219,16 +231,22 @@ class StepCost:
                               window_kv: np.ndarray | None = None) -> np.ndarray:
         """``prefill_attention_ms`` over arrays (entries with tokens <= 0 give 0)."""
         tokens = np.asarray(tokens, dtype=float)
+        q = np.maximum(tokens, 1.0)
         t = np.zeros(tokens.shape)
         qb = self._pf_q_ms * tokens
+
+        def layer(p: np.ndarray, kv: np.ndarray) -> np.ndarray:
+            # The work and waves of speed.Roofline.attention_prefill, the chunk taken as one prompt's queries.
+            work, tiles = attention_prefill_tiles(self.cal, p, q, self.heads, self.head_dim)
+            waves = attention_wave_efficiency(tiles, self.rf.sms)
+            return self._lat_ms + np.maximum(work * self._pf_ms_per_work / waves, qb + self._pf_kv_ms * kv)
+
         if self.full_layers:
-            t += self.full_layers * (self._lat_ms + np.maximum(self._pf_flop_ms * (pairs + self._pf_k0 * tokens),
-                                                               qb + self._pf_kv_ms * kv_tokens))
+            t += self.full_layers * layer(np.asarray(pairs, dtype=float), np.asarray(kv_tokens, dtype=float))
         if self.sliding_layers:
             wp = pairs if window_pairs is None else window_pairs
             wk = kv_tokens if window_kv is None else window_kv
-            t += self.sliding_layers * (self._lat_ms + np.maximum(self._pf_flop_ms * (wp + self._pf_k0 * tokens),
-                                                                  qb + self._pf_kv_ms * wk))
+            t += self.sliding_layers * layer(np.asarray(wp, dtype=float), np.asarray(wk, dtype=float))
         t += self._pf_fixed_ms + self._pf_tok_ms * tokens
         return np.where(tokens > 0, t, 0.0)
 

@@ -92,8 +92,10 @@ def vision_model(arch: str, dims: dict[str, Any]) -> ModelSpec:
     if dims.get("window"):
         window = WindowAttention(window_patches=dims["window"], full_attention_layers=list(dims["full_blocks"]))
     temporal = 2 if dims.get("patch") == "linear" else 1
+    act = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu", "swiglu": "silu"}[dims["act"]]
     vis = VisionSpec(encoder=arch, num_layers=dims["blocks"], hidden_size=d, num_heads=dims["heads"],
-                     intermediate_size=dims["mlp"], gated_mlp=dims["act"] == "swiglu",
+                     intermediate_size=dims["mlp"], gated_mlp=dims["act"] == "swiglu", activation=act,
+                     layer_scale=bool(dims.get("layer_scale")), class_token=bool(dims.get("cls")),
                      patch_size=dims.get("patch_size", 14), temporal_patch_size=temporal,
                      window_attention=window, projector=ProjectorSpec(kind="linear", input_dim=d, output_dim=d))
     dec = DecoderSpec(family="none", num_layers=1, hidden_size=d, num_attention_heads=1, num_kv_heads=1,

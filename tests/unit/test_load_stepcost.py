@@ -80,3 +80,19 @@ def test_mixed_step_reads_the_weights_once():
     weights_read_ms = 8.03e9 * 2 / (3.35e12 * 0.8) * 1e3
     saved = apart - mixed
     assert weights_read_ms - 0.65 - 2.0 < saved < weights_read_ms
+
+
+def test_scalar_and_vector_prefill_attention_agree():
+    """The simulator's scalar prefill attention is the vectorised one (which uses speed's own functions)."""
+    import numpy as np
+
+    for model, gpu, kw in CONFIGS[:3]:
+        cfg, cal, rf, sc = _setup(model, gpu, kw)
+        for tokens, done in [(1, 0), (100, 0), (128, 0), (129, 500), (2048, 0), (777, 4000)]:
+            pairs = prefill_pairs(done, tokens)
+            w = min(done + tokens, sc.window) if sc.sliding_layers else None
+            wp = None if w is None else tokens * w
+            vec = sc.prefill_attention_vec(np.array([tokens]), np.array([pairs]), np.array([done + tokens]),
+                                           None if wp is None else np.array([wp]), None if w is None else np.array([w]))
+            assert sc.prefill_attention_ms(tokens, pairs, done + tokens, wp, w) == pytest.approx(float(vec[0]),
+                                                                                                 rel=1e-9)

@@ -1,5 +1,6 @@
-"""Shape effects of the speed model against the H200 measurements they were taken from (run4_shape_effects.json):
-unaligned GEMMs, padded attention head dims, short attention sequences."""
+"""Shape effects of the speed model against the measurements they were fitted on (H200 run4_shape_effects.json,
+H100 run10_vit_shapes.json): unaligned GEMMs, padded attention head dims, short attention sequences, waves of
+query tiles, L2-resident elementwise kernels."""
 
 import json
 
@@ -52,3 +53,40 @@ def test_short_windows_are_far_below_peak():
     long = RF.attention_prefill("a", 16384, 16384, 16, 16, 128, False, 2)
     rate = [o.flops / o.time_s for o in (short, long)]
     assert rate[0] < 0.5 * rate[1]
+
+
+RUN10 = json.loads((catalog_root() / "calibration/measurements/h100-sxm-80gb/run10_vit_shapes.json").read_text())
+H100 = load_gpus().get("H100")
+RF100 = Roofline(H100, load_calibration(H100.name))
+
+
+@pytest.mark.parametrize("hd", [64, 72, 80])
+@pytest.mark.parametrize("batch", [1, 2, 4])
+def test_one_token_past_a_wave_of_query_tiles(hd, batch):
+    """16 heads x 1,024 tokens are 128 query tiles; 1,025 tokens 144: a second wave on 132 SMs (H100)."""
+    pts = {p["seq"]: p for p in RUN10["attn"]["points"] if p["head_dim"] == hd and p["batch"] == batch}
+    measured = pts[1025]["time_us"] / pts[1024]["time_us"]
+    model = (RF100.attention_prefill("a", 1025, 1025, 16, 16, hd, False, 2, batch=batch).time_s
+             / RF100.attention_prefill("a", 1024, 1024, 16, 16, hd, False, 2, batch=batch).time_s)
+    assert measured > 1.3 and model == pytest.approx(measured, rel=0.2)
+
+
+@pytest.mark.parametrize("seq", [256, 1024, 16384])
+def test_head_dim_64_is_not_half_of_128(seq):
+    """Measured (H200, batched): head dim 64 takes about 0.7x the time of 128 (the softmax does not shrink)."""
+    pts = {p["head_dim"]: p for p in RUN4["attn_batched"]["points"] if p["seq"] == seq}
+    measured = pts[64]["time_us"] / pts[128]["time_us"]
+    b = pts[64]["batch"]
+    model = (RF.attention_prefill("a", seq, seq, 16, 16, 64, False, 2, batch=b).time_s
+             / RF.attention_prefill("a", seq, seq, 16, 16, 128, False, 2, batch=b).time_s)
+    assert 0.6 < measured < 0.8 and model == pytest.approx(measured, rel=0.1)
+
+
+def test_small_elementwise_kernels_run_at_l2_speed():
+    """vit_shapes.py: an add on 2 x [1154, 4096] bf16 (28 MB of traffic) takes about half its cold time when
+    its inputs are in L2 (as in a forward pass); the model's L2-resident rate sees most of that."""
+    pts = {(p["op"], p["M"], p["d"], p["mode"]): p for p in RUN10["elementwise"]["points"]}
+    hot, cold = pts[("add", 1154, 4096, "hot")], pts[("add", 1154, 4096, "cold")]
+    measured = hot["time_us"] / cold["time_us"]
+    model = (RF100.elementwise("e", hot["bytes"]).time_s / RF100.elementwise("e", cold["bytes"], resident=False).time_s)
+    assert measured < 0.7 and model == pytest.approx(measured, rel=0.2)
