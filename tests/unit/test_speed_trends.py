@@ -213,3 +213,23 @@ def test_gpu_for_tells_sxm_from_pcie() -> None:
     assert F.gpu_for(mb("NVIDIA H100 80GB HBM3", 81559)).name == "H100-SXM-80GB"
     assert F.gpu_for(mb("NVIDIA H200", 143771)).name == "H200-141GB"
     assert F.gpu_for(mb("NVIDIA H100 PCIe", 81559)).name == "H100-PCIE-80GB"
+
+
+def test_sibling_transfer_keeps_absolute_bandwidth() -> None:
+    """fit.py --sibling: latencies copied, efficiencies of non-HBM-bound kernels rescaled so that the absolute
+    bandwidth is the sibling's (H200 from H100: x 3350/4800)."""
+    h100 = load_calibration("H100-SXM-80GB")
+    h200 = load_gpus().get("H200-141GB")
+    fitted: dict = {}
+    datasets: dict = {}
+    F.transfer_from_sibling(fitted, datasets, h200, h100)
+    assert set(fitted) == set(F.SIBLING_TRANSFER)
+    ratio = load_gpus().get("H100-SXM-80GB").hbm_bandwidth_gb_per_s / h200.hbm_bandwidth_gb_per_s
+    assert fitted["quant_latency_us"].value == h100.value("quant_latency_us")
+    assert fitted["quant_memory_efficiency"].value == pytest.approx(h100.value("quant_memory_efficiency") * ratio)
+    assert fitted["l2_resident_bytes"].value == h100.value("l2_resident_bytes")
+    assert all(datasets[k].endswith(".json") for k in fitted)
+    # A constant the GPU has its own fit for is left alone.
+    own = {"quant_latency_us": F.Fitted(9.0, "own", 3, 1.0)}
+    F.transfer_from_sibling(own, {}, h200, h100)
+    assert own["quant_latency_us"].value == 9.0
