@@ -225,14 +225,14 @@ class Roofline:
                   op.kernels, op.fixed_s)
 
     def allreduce(self, name: str, nbytes: float, n: int, count: int = 1) -> Op:
-        """Ring all-reduce of ``nbytes`` over ``n`` GPUs: a fixed latency per all-reduce plus the ring's
-        2(n-1)/n x bytes over the link's bus bandwidth. The latency does not grow with n: NCCL's own tuning
-        model is base latency + steps x per-hop latency with a per-hop NVLink latency under 1 us, and the
-        measured small all-reduces inside CUDA graphs cost ~10 us on 2 and on 4 H100s alike (TP=2 and TP=4
-        decode steps, catalogs/calibration/measurements/h100-sxm-80gb/run5_*)."""
+        """Ring all-reduce of ``nbytes`` over ``n`` GPUs: a fixed latency plus the ring's 2(n-1)/n x bytes over
+        the link's bus bandwidth. The latency is ``allreduce_latency_us`` on 2 GPUs and grows by
+        ``allreduce_hop_latency_us`` per further GPU (NCCL inside a CUDA graph, 4 KiB: 9.0 us on 2 H200s, 16.1 us
+        on 4, run15-x4_allreduce.json)."""
         link = self.gpu.interconnect
         bw = link.bandwidth_gb_per_s * 1e9 * self.cal.value("allreduce_bus_efficiency")
-        t = self.cal.value("allreduce_latency_us") * 1e-6 + (2 * (n - 1) / n) * nbytes / bw
+        lat = self.cal.value("allreduce_latency_us") + self.cal.value("allreduce_hop_latency_us") * max(0, n - 2)
+        t = lat * 1e-6 + (2 * (n - 1) / n) * nbytes / bw
         return Op(name, 0.0, nbytes, t, "link", count)
 
 

@@ -466,9 +466,13 @@ def fit_allreduce(ar: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[s
         rf = Roofline(gpu, calibration_with(base, v))
         return np.array([rf.allreduce("ar", p["bytes"], p["world_size"]).time_s for p in pts])
 
-    names = ["allreduce_latency_us", "allreduce_bus_efficiency"]
-    v = _log_fit(names, [10.0, 0.7], ([0.1, 0.05], [200.0, 1.5]), predict, meas)
     ws = sorted({p["world_size"] for p in pts})
+    names = ["allreduce_latency_us", "allreduce_bus_efficiency"]
+    x0, lo, hi = [10.0, 0.7], [0.1, 0.05], [200.0, 1.5]
+    if len(ws) > 1:
+        # Several ring sizes: the growth of the latency with the GPU count is identifiable.
+        names, x0, lo, hi = names + ["allreduce_hop_latency_us"], x0 + [2.0], lo + [0.0], hi + [50.0]
+    v = _log_fit(names, x0, (lo, hi), predict, meas)
     how = (f"log least squares of latency + ring bytes over NCCL all-reduce inside a CUDA graph, {ws} GPUs, "
            f"{pts[0]['bytes']}..{pts[-1]['bytes']} bytes")
     return {n: Fitted(v[n], how, len(pts), mape_pct(predict(v), meas)) for n in names}
@@ -706,6 +710,7 @@ def build_calibration(gpu: GpuSpec, fitted: dict[str, Fitted], datasets: dict[st
 
 
 SIBLING_TRANSFER = {
+    "allreduce_hop_latency_us": "as is",
     "elementwise_l2_efficiency": "bandwidth",
     "l2_resident_bytes": "as is",
     "transposed_kernel_latency_us": "as is",
@@ -713,8 +718,9 @@ SIBLING_TRANSFER = {
     "quant_latency_us": "as is",
     "quant_memory_efficiency": "bandwidth",
 }
-"""Constants a GPU without its own vit_shapes.py / quant_ops.py run may take from a sibling of the same die
-(H200 from H100: GH100, same SMs, clocks and 50 MB L2, faster HBM): latencies and the L2 size as they are;
+"""Constants a GPU without its own run may take from a sibling of the same die (H100 and H200: GH100, same SMs,
+clocks, 50 MB L2 and NVLink 4, different HBM): latencies (also the all-reduce's growth per GPU) and the L2 size as
+they are;
 efficiencies of kernels not bound by HBM (L2-resident, uncoalesced, casting) converted so that the absolute
 bandwidth stays the same (x sibling HBM / this GPU's HBM)."""
 
@@ -750,6 +756,7 @@ NOT_FITTED = {
     "int4_gemm_compute_efficiency": "the device had no Marlin/Machete W4A16 kernel; torch's tinygemm int4 kernel "
                                     "in the microbench is a different implementation (slow above M = 8)",
     "allreduce_latency_us": "no multi-GPU run of this GPU",
+    "allreduce_hop_latency_us": "no all-reduce run of this GPU over more than one ring size",
     "allreduce_bus_efficiency": "no multi-GPU run of this GPU",
     "p2p_latency_us": "no pipeline-parallel measurement",
     "engine_step_overhead_ms": "engine-level: fit it with 'vlmplan calibrate fit --bench' on vllm bench serve results",
@@ -802,7 +809,7 @@ def fit_files(microbench: Path, allreduce: Path | None = None, gpu_name: str | N
         if k in datasets:
             datasets[k] = ", ".join(attention)
     if allreduce:
-        for k in ("allreduce_latency_us", "allreduce_bus_efficiency"):
+        for k in ("allreduce_latency_us", "allreduce_bus_efficiency", "allreduce_hop_latency_us"):
             if k in datasets:
                 datasets[k] = _rel(allreduce)
     if sibling is not None:

@@ -371,6 +371,7 @@ CALIBRATION_CONSTANTS = (
     "quant_memory_efficiency",
     "allreduce_latency_us",
     "allreduce_bus_efficiency",
+    "allreduce_hop_latency_us",
     "p2p_latency_us",
     "engine_step_overhead_ms",
     "frontend_ms_per_input_megapixel",

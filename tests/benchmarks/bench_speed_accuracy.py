@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     rest = [p for p in all_pts if p.arch not in HELD_OUT_FAMILY]
     print_table("the other architectures", rest, 0)
     tp = [p for p in all_pts if " TP=" in p.arch]
-    print_table("tensor parallel, 2 and 4 NVLink H100s (all-reduce constants fitted on 2 GPUs only)", tp, 4)
+    print_table("tensor parallel, 2 and 4 NVLink H100s (all-reduce: H100 on 2 GPUs, growth per GPU from 4 H200s)",
+                tp, 4)
     print_table("vision encoder launched eagerly (time_ms, host-CPU bound when small; informational)",
                 eager_pts, 3)
     if args.by_arch:
