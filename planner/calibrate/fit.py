@@ -56,6 +56,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ from scipy.optimize import least_squares
 
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_precisions
 from planner.catalog.schema import Calibration, Constant, FitInfo, GpuSpec, Source
-from planner.errors import RequestError
+from planner.errors import PlannerError, RequestError
 from planner.speed import Kernels, Roofline
 
 COPY_MAX_BUFFER_BYTES = 256 * 1024**2
@@ -725,6 +726,15 @@ efficiencies of kernels not bound by HBM (L2-resident, uncoalesced, casting) con
 bandwidth stays the same (x sibling HBM / this GPU's HBM)."""
 
 
+def sibling_calibration(name: str) -> Calibration:
+    """The fitted calibration of catalog GPU ``name`` (an error if it has none)."""
+    gpu = load_gpus().get(name)
+    cal = load_calibration(gpu.name)
+    if not cal.calibrated or cal.gpu != gpu.name:
+        raise RequestError(f"--sibling {name}: {gpu.name} has no fitted calibration to transfer from")
+    return cal
+
+
 def transfer_from_sibling(fitted: dict[str, Fitted], datasets: dict[str, str], gpu: GpuSpec,
                           sibling: Calibration) -> None:
     """Add the ``SIBLING_TRANSFER`` constants that ``fitted`` lacks, from ``sibling`` (a fitted calibration)."""
@@ -834,9 +844,13 @@ def main(argv: list[str] | None = None) -> int:
                          "constants this GPU has no run for are transferred from it (SIBLING_TRANSFER)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    cal = fit_files(args.microbench, args.allreduce, args.gpu, shape_effects=args.shape_effects,
-                    vit_shapes=args.vit_shapes, quant_ops=args.quant_ops,
-                    sibling=load_calibration(args.sibling) if args.sibling else None)
+    try:
+        cal = fit_files(args.microbench, args.allreduce, args.gpu, shape_effects=args.shape_effects,
+                        vit_shapes=args.vit_shapes, quant_ops=args.quant_ops,
+                        sibling=sibling_calibration(args.sibling) if args.sibling else None)
+    except (PlannerError, OSError, ValueError) as e:
+        print(f"error: {e}".replace("\n", " "), file=sys.stderr)
+        return 2
     text = calibration_yaml(cal, f"Fitted by: python -m planner.calibrate.fit {args.microbench}"
                             + (f" --allreduce {args.allreduce}" if args.allreduce else "")
                             + (f" --shape-effects {args.shape_effects}" if args.shape_effects else "")
@@ -851,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
         if c.fit is not None:
             mape = f"{c.fit.mape_pct:.1f}%" if c.fit.mape_pct is not None else "-"
             print(f"{name:40s} {c.value:>12g} {c.unit:40s} MAPE {mape:>6s} n={c.fit.n_points}",
-                  file=__import__("sys").stderr)
+                  file=sys.stderr)
     return 0
 
 
