@@ -18,11 +18,16 @@ and depend on the op's shape:
   work is the (query, key) pairs at the padded head dim plus a softmax cost
   and a fixed cost per query row, and a last, partial wave of tiles wastes SMs
   as a GEMM's does.
+* Non-GEMM kernels (norms, adds, activations, copies) are costed by kind
+  (``Kernels.kind``): vectorised, norm/reduction, PyTorch's generic strided
+  kernel, transposed reads, fp8 quantisation, each with its own measured
+  latency and bandwidth; a vectorised kernel whose traffic fits in L2 runs at
+  L2 speed.
 * Decode attention is a bandwidth-bound read of the KV cache whose
   efficiency rises with the bytes each layer reads (``half_bytes``).
 * Tensor parallelism adds two all-reduces per layer (ring: 2(n-1)/n of the
-  message over the link, plus a fixed latency per all-reduce); pipeline
-  parallelism a hand-off per stage.
+  message over the link, plus a latency that grows with the GPU count);
+  pipeline parallelism a hand-off per stage.
 
 Times are GPU times of one step of one replica; the engine's CPU time per step
 is ``engine_overhead_ms``, kept apart.
