@@ -42,9 +42,7 @@ METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95")
 #   measured on the simulator's per-request counts) than the branching process gives (3.3 and 5.1), though
 #   its mean agrees within 2%; the cause of the extra dispersion is not modelled;
 # - chunked document prompts on A100 (2,048-token budget: a 4,866-token prompt and its 272 ms ViT over three
-#   steps): TPOT p95 at 40-60% load -10% and TTFT p95 at 80% load -17%;
-# - the TTFT p95 at 80% load with max_num_seqs=32, where 17% of arrivals find every slot taken (the
-#   birth-death slot model gives 9%): -30%.
+#   steps): TPOT p95 at 40-60% load -10% and TTFT p95 at 80% load -17%.
 KNOWN_GAPS = {
     ("qwen25vl7b-visual-reasoning", 0.8, "tpot_p95"): 0.13,
     ("qwen25vl7b-document-vqa", 0.8, "tpot_p95"): 0.13,
@@ -54,7 +52,6 @@ KNOWN_GAPS = {
     ("qwen25vl7b-doc-a100-chunked", 0.4, "tpot_p95"): 0.13,
     ("qwen25vl7b-doc-a100-chunked", 0.6, "tpot_p95"): 0.15,
     ("qwen25vl7b-doc-a100-chunked", 0.8, "ttft_p95"): 0.2,
-    ("qwen25vl7b-seqs32", 0.8, "ttft_p95"): 0.35,
 }
 
 
