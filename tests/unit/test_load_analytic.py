@@ -37,20 +37,20 @@ METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95")
 
 # Where the analytic model misses the simulator by more than 10% (measured, deterministic with seed 0; listed
 # in docs/validation/load.md), with the bound each is held to:
-# - TPOT p95 at 80% load, 10-12% short in five cases: the number of prefills that interrupt a request's life
-#   (K) is more dispersed in the simulator (variance / mean 4.5 for Llama-8B text, 7.6 for captioning,
-#   measured on the simulator's per-request counts) than the branching process gives (3.3 and 5.1), though
-#   its mean agrees within 2%; the cause of the extra dispersion is not modelled;
+# - TPOT p95 at 80% load, 10-11% short for document VQA, captioning and Llama-8B with half its prompt cached:
+#   the number of prefills that interrupt a request's life (K) is more dispersed in the simulator (variance
+#   828 against the model's 579 for captioning) than the branching process gives, even with the batch's
+#   over-dispersion and e(n) in it;
+# - the MoE decoder's TPOT p95 at 60% load, 11% long: its prefill cost grows steeply with the batch (experts
+#   touched), so the e(n) slope over-disperses K;
 # - chunked document prompts on A100 (2,048-token budget: a 4,866-token prompt and its 272 ms ViT over three
-#   steps): TPOT p95 at 40-60% load -10% and TTFT p95 at 80% load -17%.
+#   steps): TPOT p95 at 40% load -10% and TTFT p95 at 80% load -17%.
 KNOWN_GAPS = {
-    ("qwen25vl7b-visual-reasoning", 0.8, "tpot_p95"): 0.13,
     ("qwen25vl7b-document-vqa", 0.8, "tpot_p95"): 0.13,
-    ("qwen25vl7b-captioning", 0.8, "tpot_p95"): 0.16,
-    ("gemma3-27b-fp8-tp2", 0.8, "tpot_p95"): 0.13,
+    ("qwen25vl7b-captioning", 0.8, "tpot_p95"): 0.13,
     ("llama8b-prefix-half", 0.8, "tpot_p95"): 0.13,
+    ("qwen3vl-30b-moe", 0.6, "tpot_p95"): 0.13,
     ("qwen25vl7b-doc-a100-chunked", 0.4, "tpot_p95"): 0.13,
-    ("qwen25vl7b-doc-a100-chunked", 0.6, "tpot_p95"): 0.15,
     ("qwen25vl7b-doc-a100-chunked", 0.8, "ttft_p95"): 0.2,
 }
 
