@@ -41,15 +41,12 @@ METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95")
 #   the number of prefills that interrupt a request's life (K) is more dispersed in the simulator (variance
 #   828 against the model's 579 for captioning) than the branching process gives, even with the batch's
 #   over-dispersion and e(n) in it;
-# - the MoE decoder's TPOT p95 at 60% load, 11% long: its prefill cost grows steeply with the batch (experts
-#   touched), so the e(n) slope over-disperses K;
 # - chunked document prompts on A100 (2,048-token budget: a 4,866-token prompt and its 272 ms ViT over three
 #   steps): TPOT p95 at 40% load -10% and TTFT p95 at 80% load -17%.
 KNOWN_GAPS = {
     ("qwen25vl7b-document-vqa", 0.8, "tpot_p95"): 0.13,
     ("qwen25vl7b-captioning", 0.8, "tpot_p95"): 0.13,
     ("llama8b-prefix-half", 0.8, "tpot_p95"): 0.13,
-    ("qwen3vl-30b-moe", 0.6, "tpot_p95"): 0.13,
     ("qwen25vl7b-doc-a100-chunked", 0.4, "tpot_p95"): 0.13,
     ("qwen25vl7b-doc-a100-chunked", 0.8, "ttft_p95"): 0.2,
 }

@@ -90,3 +90,27 @@ def test_small_elementwise_kernels_run_at_l2_speed():
     measured = hot["time_us"] / cold["time_us"]
     model = (RF100.elementwise("e", hot["bytes"]).time_s / RF100.elementwise("e", cold["bytes"], resident=False).time_s)
     assert measured < 0.7 and model == pytest.approx(measured, rel=0.2)
+
+
+def test_fused_moe_experts_share_waves():
+    """A fused MoE kernel runs every touched expert's tiles in one launch: its time never falls as tokens grow
+    (timing each expert as its own wave-quantised GEMM made 1,025 tokens cost half of 1,024), and once every
+    expert is touched a step reads all expert weights once (memory-bound)."""
+    from planner.catalog.loader import load_models
+    from planner.deployment import ServingConfig
+    from planner.speed import decode_step
+
+    cfg = ServingConfig(model=load_models().get("Qwen/Qwen3-VL-30B-A3B-Instruct"), gpu=H100)
+    moe = cfg.model.decoder.moe
+    assert moe is not None
+
+    def experts_ms(m):
+        return sum(op.total_s for op in decode_step(RF100, cfg, PREC, m, 1).ops if "expert" in op.name) * 1e3
+
+    times = [experts_ms(m) for m in (1, 8, 32, 128, 512, 1000, 1024, 1025, 1100, 2048, 4096)]
+    assert all(b >= a * 0.999 for a, b in zip(times, times[1:])), times
+    d = cfg.model.decoder
+    layers = d.num_layers
+    weights = layers * moe.num_experts * 3 * d.hidden_size * moe.moe_intermediate_size * 2
+    floor_ms = weights / (H100.hbm_bandwidth_gb_per_s * 1e9 * RF100._gemm_mem_eff) * 1e3
+    assert experts_ms(128) == pytest.approx(floor_ms, rel=0.1)
