@@ -376,6 +376,10 @@ class _Chain:
                                           None if wp is None else j * wp / self.ch,
                                           None if wk is None else j * wk))
         self.d = d
+        # A chunked prompt's ViT runs in its first chunk's step only: that step is longer by V (1 - 1/ch), the
+        # others shorter by V / ch. The chain's arrivals per step follow that mixture (same mean).
+        self.v_first = V - unit_v if self.ch > 1 else 0.0
+        self.v_rest = -unit_v if self.ch > 1 else 0.0
         self.lam = lam_ms
         # The queue drains only if a full step serves more than arrives during it.
         self.stable = lam_ms * d[self.cap] * self.ch < self.cap * 0.999
@@ -390,6 +394,10 @@ class _Chain:
         qmax = max(8, min(_QMAX, qmax))
         amax = max(1, min(qmax // ch + 1, int(mean_full + 8 * math.sqrt(mean_full + 1) + 8)))
         pmf = _poisson_pmf(lam * d, amax)  # (cap + 1, amax + 1)
+        if ch > 1:
+            # Arrivals during a chunk's step: a mixture over the first chunk's (with the ViT) and the others'.
+            pmf[1] = (_poisson_pmf(np.array([lam * (d[1] + self.v_first)]), amax)[0] / ch
+                      + _poisson_pmf(np.array([lam * (d[1] + self.v_rest)]), amax)[0] * (1 - 1 / ch))
         Q = np.arange(qmax + 1)
         served = np.minimum(Q, cap)
         cols = (Q - served)[:, None] + ch * np.arange(amax + 1)[None, :]
