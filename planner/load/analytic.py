@@ -80,7 +80,9 @@ _NAMES = ("p50", "p90", "p95", "p99")
 _INF = Percentiles(mean=math.inf, p50=math.inf, p90=math.inf, p95=math.inf, p99=math.inf)
 _QMAX = 400
 _LGAMMA = gammaln(np.arange(20001) + 1.0)
-_HERMITE = (np.polynomial.hermite_e.hermegauss(7)[0], np.polynomial.hermite_e.hermegauss(7)[1] / math.sqrt(2 * math.pi))
+_HERMITE_Z, _HERMITE_W = np.polynomial.hermite_e.hermegauss(7)
+_HERMITE = (_HERMITE_Z, _HERMITE_W / math.sqrt(2 * math.pi))
+"""Nodes and weights of a standard normal (7-point Gauss-Hermite)."""
 
 
 @dataclass(frozen=True)
