@@ -41,8 +41,9 @@ the backlog and the ``Poisson(lambda L a)`` direct arrivals; ``s`` the slope
 of ``a(n)``). The batch it joins is a count of the same kind: over-dispersed,
 variance ``n / (1 - mu)^2`` rather than M/G/infinity's ``n``, integrated over
 Gauss-Hermite nodes; a larger batch also makes each interrupting prefill dearer
-(``e(n)``), so ``mu`` varies over the nodes. No step carries more prefill than the budget, so TPOT
-stays below a full step.
+(``e(n)``), so ``mu`` varies over the nodes. That batch is larger than the time average by the requests
+whose prefills completed while it waited, less those that finished meanwhile (few, when the wait is a few long
+prefill steps). No step carries more prefill than the budget, so TPOT stays below a full step.
 
 **Slots.** With ``max_num_seqs`` (or the KV cache) binding, a request waits for
 a slot when the ``N`` requests admitted or waiting reach ``c``: ``N`` is
@@ -383,6 +384,7 @@ class _Chain:
         self.v_first = V - unit_v if self.ch > 1 else 0.0
         self.v_rest = -unit_v if self.ch > 1 else 0.0
         self.lam = lam_ms
+        self._atoms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # The queue drains only if a full step serves more than arrives during it.
         self.stable = lam_ms * d[self.cap] * self.ch < self.cap * 0.999
         if self.stable:
@@ -440,6 +442,16 @@ class _Chain:
         self.mean_step = float(pi @ dq)
         self.extra_per_step = float(pi @ (dq - self.a))
 
+    def join_excess(self, n_bar: float, L: int) -> float:
+        """How many more sequences a request finds decoding when its prefill completes than the time average:
+        the ``lambda W`` whose prefills completed during its wait ``W`` joined, but only the ``W / d_busy``
+        steps of that wait (each carrying prefills) let the others' decoding progress."""
+        w, lo, width = self.ttft_atoms()
+        wait = float(w @ (lo + width / 2)) / float(w.sum())
+        busy = self.served > 0
+        d_busy = float(self.pi[busy] @ self.dq[busy]) / max(1e-12, float(self.pi[busy].sum())) if busy.any() else self.a
+        return max(0.0, wait * (self.lam - n_bar / (L * d_busy)))
+
     def backlog(self) -> np.ndarray:
         """P(j requests wait) at the start of the step after one that served prefills: what a request
         leaves behind when it starts decoding."""
@@ -459,6 +471,11 @@ class _Chain:
     def ttft_atoms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """TTFT as a mixture of uniforms (weights, low ends, widths): the residual of the step it arrives
         in, then the steps clearing the units ahead and its own."""
+        if self._atoms is None:
+            self._atoms = self._ttft_atoms()
+        return self._atoms
+
+    def _ttft_atoms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pi, dq, served, cap, ch, lam, d = self.pi, self.dq, self.served, self.cap, self.ch, self.lam, self.d
         keep = pi > 1e-9
         wq = (pi * dq)[keep]
@@ -551,6 +568,8 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
     per_step = lam_ms * chain.mean_step
     e_bar = chain.extra_per_step / per_step if per_step > 0 else 0.0
     base = max(1e-6, a_seen - s * n_bar / 2)
+    # It joins more sequences than the time average (those whose prefills completed while it waited).
+    base += s / 2 * chain.join_excess(n_bar, L)
     mu = min(0.95, lam_ms * (e_bar + s * L / 2))
     backlog = chain.backlog()
     b_mean = float(np.arange(len(backlog)) @ backlog)

@@ -3,6 +3,7 @@
 import math
 import time
 
+import numpy as np
 import pytest
 
 from planner.catalog.loader import load_engine, load_gpus, load_models, load_precisions
@@ -31,25 +32,14 @@ CASES = {
                          Workload(name="t", prompt_tokens=1024, output_tokens=256), {"tp": 4, "precision": "fp8"}),
     "qwen25vl7b-seqs32": ("Qwen/Qwen2.5-VL-7B-Instruct", "H100", PRESETS["visual-reasoning"], {"max_num_seqs": 32}),
 }
-N_REQ = 24000  # simulated requests per point: at 4,000 the 80%-load p95s wander by +-5% between seeds
+N_REQ = 24000  # simulated requests per seed
 LOADS = (0.2, 0.4, 0.6, 0.8)  # fractions of the analytic saturation rate
+# Seeds pooled per load level. The simulator's percentiles are themselves noisy near saturation, where busy
+# spells last seconds: between seeds, a 24,000-request run's TPOT p95 at 80% load varies by up to 5.7% (1 sd,
+# document VQA) and its p50 at 60% by up to 4.8% (chunked documents, whose TPOT steps by a whole interrupting
+# prefill). Pooling 8 runs at 80% load, 4 at 60% and 2 at 40% keeps the reference's own error near 2%.
+SEEDS = {0.2: 1, 0.4: 2, 0.6: 4, 0.8: 8}
 METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95")
-
-# Where the analytic model misses the simulator by more than 10% (measured, deterministic with seed 0; listed
-# in docs/validation/load.md), with the bound each is held to; all five are 10.0-11.0% short:
-# - TPOT p95 at 80% load for document VQA, captioning and Llama-8B with half its prompt cached: the number of
-#   prefills that interrupt a request's life (K) is more dispersed in the simulator (variance 828 against the
-#   model's 579 for captioning) than the branching process gives, even with the batch's over-dispersion and
-#   e(n) in it;
-# - chunked document prompts on A100 (2,048-token budget: a 4,866-token prompt and its 272 ms ViT over three
-#   steps): TPOT p95 at 40% load and TTFT p95 at 80% load.
-KNOWN_GAPS = {
-    ("qwen25vl7b-document-vqa", 0.8, "tpot_p95"): 0.13,
-    ("qwen25vl7b-captioning", 0.8, "tpot_p95"): 0.13,
-    ("llama8b-prefix-half", 0.8, "tpot_p95"): 0.13,
-    ("qwen25vl7b-doc-a100-chunked", 0.4, "tpot_p95"): 0.13,
-    ("qwen25vl7b-doc-a100-chunked", 0.8, "ttft_p95"): 0.13,
-}
 
 
 def _setup(model, gpu, kw):
@@ -62,14 +52,19 @@ def agreement(name):
     model, gpu, wl, kw = CASES[name]
     cfg, cost, kv = _setup(model, gpu, kw)
     shape = request_shape(cfg, wl)
-    reqs = build_requests(cfg, wl, cost, N_REQ)
     top = predict(cost, cfg, shape, "single", None, None, kv).max_requests_per_s
     out = {}
     for f in LOADS:
         pred = predict(cost, cfg, shape, "poisson", f * top, None, kv)
-        sim = simulate(cost, reqs, kv, "poisson", rate_per_s=f * top)
-        assert not pred.saturated and not sim.saturated
-        got = {"ttft": percentiles(sim.ttft_ms), "tpot": percentiles(sim.tpot_ms)}
+        assert not pred.saturated
+        ttft, tpot = [], []
+        for seed in range(SEEDS[f]):
+            sim = simulate(cost, build_requests(cfg, wl, cost, N_REQ, seed=seed), kv, "poisson", rate_per_s=f * top,
+                           seed=seed)
+            assert not sim.saturated
+            ttft.append(sim.ttft_ms)
+            tpot.append(sim.tpot_ms)
+        got = {"ttft": percentiles(np.concatenate(ttft)), "tpot": percentiles(np.concatenate(tpot))}
         for m in METRICS:
             metric, stat = m.split("_")
             out[(f, m)] = getattr(getattr(pred, metric), stat) / got[metric][stat] - 1
@@ -81,9 +76,8 @@ def test_analytic_agrees_with_simulator_within_10_percent(name):
     errs = agreement(name)
     bad = []
     for (f, m), e in errs.items():
-        bound = KNOWN_GAPS.get((name, f, m), 0.10)
-        if abs(e) > bound:
-            bad.append(f"{m} at {f:.0%} load: {e:+.1%} (bound {bound:.0%})")
+        if abs(e) > 0.10:
+            bad.append(f"{m} at {f:.0%} load: {e:+.1%}")
     assert not bad, "; ".join(bad)
 
 
