@@ -67,8 +67,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.linalg import solve_banded
-from scipy.special import bdtr, gammaln, pdtr
-from scipy.stats import nbinom
+from scipy.special import bdtr, betainc, gammaln, pdtr
 
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.catalog.schema import Calibration
@@ -343,7 +342,8 @@ def _slot_wait(cur: _Curves, lam: float, held: float, dispersion: float) -> tupl
         return 1.0, math.inf
     n = min(held, c - 1e-6)
     if dispersion > 1.0 + 1e-6:
-        p_wait = float(nbinom.sf(c - 1, n / (dispersion - 1.0), 1.0 / dispersion))
+        # Negative binomial (r = n / (dispersion - 1), p = 1 / dispersion): P(N >= c) = I_{1-p}(c, r).
+        p_wait = float(betainc(c, n / (dispersion - 1.0), 1.0 - 1.0 / dispersion))
     else:
         p_wait = float(1.0 - pdtr(c - 1, n))
     return p_wait, 1e3 / (rate_c - lam)
