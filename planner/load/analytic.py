@@ -83,6 +83,8 @@ _LGAMMA = gammaln(np.arange(20001) + 1.0)
 _HERMITE_Z, _HERMITE_W = np.polynomial.hermite_e.hermegauss(7)
 _HERMITE = (_HERMITE_Z, _HERMITE_W / math.sqrt(2 * math.pi))
 """Nodes and weights of a standard normal (7-point Gauss-Hermite)."""
+Atoms = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A mixture of uniforms: weights, low ends, widths."""
 
 
 @dataclass(frozen=True)
@@ -280,8 +282,8 @@ def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curv
         k = min(k, len(rising) - 1)
         r0, r1 = rising[k - 1], rising[k]
         n_bar = float(k - 1 + (lam - r0) / (r1 - r0)) if r1 > r0 else float(k)
-    chain = tpot = None
-    mu = 0.0
+    chain = atoms = None
+    mu = tpot_mean = 0.0
     n_used = -1
     for _ in range(3):
         n_i = int(round(n_bar))
@@ -291,12 +293,14 @@ def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curv
         if not chain.stable:
             return _saturated(cur, shape)
         n_used = n_i
-        tpot, mu = _tpot_poisson(cur, chain, n_bar, L, lam_ms)
+        atoms, mu = _tpot_poisson(cur, chain, n_bar, L, lam_ms)
+        tpot_mean = _mixture_mean(*atoms) if atoms is not None else 0.0
         # Little: sequences decoding = lambda x L x mean TPOT (request-averaged).
-        n_bar = lam_ms * L * tpot.mean if L else 0.0
+        n_bar = lam_ms * L * tpot_mean if L else 0.0
         if n_bar > cur.n_cap:
             return _saturated(cur, shape)
-    assert chain is not None and tpot is not None
+    assert chain is not None
+    tpot = _mixture_uniform(*atoms) if atoms is not None else Percentiles.constant(0.0)
     w, lo, width = chain.ttft_atoms()
     # Slots (max_num_seqs, or the KV cache at the mean context): a request holds one from admission to its
     # last token (Erlang C gave a TTFT p95 at 80% load 69% short of the simulator's; see _slot_wait).
@@ -384,7 +388,7 @@ class _Chain:
         self.v_first = V - unit_v if self.ch > 1 else 0.0
         self.v_rest = -unit_v if self.ch > 1 else 0.0
         self.lam = lam_ms
-        self._atoms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._atoms: Atoms | None = None
         # The queue drains only if a full step serves more than arrives during it.
         self.stable = lam_ms * d[self.cap] * self.ch < self.cap * 0.999
         if self.stable:
@@ -446,8 +450,7 @@ class _Chain:
         """How many more sequences a request finds decoding when its prefill completes than the time average:
         the ``lambda W`` whose prefills completed during its wait ``W`` joined, but only the ``W / d_busy``
         steps of that wait (each carrying prefills) let the others' decoding progress."""
-        w, lo, width = self.ttft_atoms()
-        wait = float(w @ (lo + width / 2)) / float(w.sum())
+        wait = _mixture_mean(*self.ttft_atoms())
         busy = self.served > 0
         d_busy = float(self.pi[busy] @ self.dq[busy]) / max(1e-12, float(self.pi[busy].sum())) if busy.any() else self.a
         return max(0.0, wait * (self.lam - n_bar / (L * d_busy)))
@@ -468,14 +471,14 @@ class _Chain:
         end = int(keep[-1]) + 2 if len(keep) else 1
         return nxt[:end]
 
-    def ttft_atoms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def ttft_atoms(self) -> Atoms:
         """TTFT as a mixture of uniforms (weights, low ends, widths): the residual of the step it arrives
         in, then the steps clearing the units ahead and its own."""
         if self._atoms is None:
             self._atoms = self._ttft_atoms()
         return self._atoms
 
-    def _ttft_atoms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _ttft_atoms(self) -> Atoms:
         pi, dq, served, cap, ch, lam, d = self.pi, self.dq, self.served, self.cap, self.ch, self.lam, self.d
         keep = pi > 1e-9
         wq = (pi * dq)[keep]
@@ -544,9 +547,9 @@ def _gp_pmf(theta: np.ndarray, mu: float | np.ndarray, kmax: int) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: float) -> tuple[Percentiles, float]:
-    """TPOT of a request: its L steps cost a(batch) plus the prefill work e of the K prefills served while it
-    decodes (see the module docstring).
+def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: float) -> tuple[Atoms | None, float]:
+    """TPOT of a request as mixture atoms (None without decode steps): its L steps cost a(batch) plus the
+    prefill work e of the K prefills served while it decodes (see the module docstring).
 
     With a(n) ~ a(n_bar + 1) + s (n - n_bar), a request's batch is the requests that arrived up to one
     lifetime T before it (each counted for the part of its life they overlap, uniform: n_bar / 2 on average;
@@ -556,7 +559,7 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
     total progeny of a branching process with Poisson(lambda (e + s L / 2)) offspring (generalised Poisson),
     founded by the backlog it leaves in the queue and the arrivals during its base life L (a - s n_bar / 2)."""
     if L <= 0:
-        return Percentiles.constant(0.0), 0.0
+        return None, 0.0
     n_top = len(cur.a) - 1
     n_seen = min(n_bar + 1.0, float(n_top))
     i = min(int(n_seen), max(0, n_top - 1))
@@ -591,7 +594,11 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
     hi_e = min(len(cur.e) - 1, int(n_bar + 2 * sd_before) + 1)
     if hi_e - lo_e >= 4:
         nn = np.arange(lo_e, hi_e + 1)
-        slope_e, icpt = np.polyfit(nn, cur.e[nn], 1)
+        # Least-squares line through e(n) over the spread.
+        en = cur.e[nn]
+        dx = nn - nn.mean()
+        slope_e = float(dx @ (en - en.mean())) / float(dx @ dx)
+        icpt = float(en.mean()) - slope_e * float(nn.mean())
         e_at = slope_e * n_bar + icpt
         if e_at > 0:
             ej = e_bar * np.maximum(0.2, 1 + max(0.0, slope_e) * sd_before * z / e_at)
@@ -607,7 +614,11 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
     # No step carries more prefill than the budget: TPOT stays below a full step's time.
     lo = np.minimum(centre - width / 2, top)
     hi = np.minimum(centre + width / 2, top)
-    return _mixture_uniform(pk.ravel(), lo.ravel(), (hi - lo).ravel()), mu
+    return (pk.ravel(), lo.ravel(), (hi - lo).ravel()), mu
+
+
+def _mixture_mean(w: np.ndarray, lo: np.ndarray, width: np.ndarray) -> float:
+    return float(w @ (lo + width / 2)) / float(w.sum())
 
 
 def _mixture_uniform(w: np.ndarray, lo: np.ndarray, width: np.ndarray) -> Percentiles:
