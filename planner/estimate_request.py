@@ -48,7 +48,7 @@ class EstimateRequest(BaseModel):
     slo: list[str] | None = None
     """SLOs as planner.request.parse_slos reads them, e.g. ``ttft_p95=200ms``, ``tpot_p99=40ms``."""
     requests: int | None = None
-    """Requests to simulate under load (default: 4000; closed loop 8 per client, at least 2000)."""
+    """Requests to simulate under load (default: 12000; closed loop 8 per client, at least 2000)."""
     seed: int = 0
 
 

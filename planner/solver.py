@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_precisions
 from planner.catalog.schema import GpuSpec, KvCacheDtype, ModelSpec, Precision
@@ -74,11 +74,21 @@ from planner.request import Budget, Slo
 from planner.vision_tokens import image_tokens
 from planner.workload import Workload
 
+if TYPE_CHECKING:
+    from planner.load.simulator import SimResult
+
 Objective = Literal["cost", "gpus", "latency"]
 TP_CHOICES = (1, 2, 4, 8)
 SEQ_CHOICES = (8, 16, 32, 64, 128, 256)
 MAX_REPLICAS = 256
-SIM_REQUESTS = 2000
+SIM_REQUESTS = 12000
+"""Requests the final simulator check runs per replica: at 80% load 2,000 read the TTFT p95 9% low with an 8%
+spread between seeds (Qwen2.5-VL-7B, H100); 12,000 are unbiased within 1% and spread 1.7%."""
+SIM_QUICK_REQUESTS = 3000
+SIM_QUICK_MARGIN = 0.75
+"""The check first runs ``SIM_QUICK_REQUESTS``; when every SLO then sits below ``SIM_QUICK_MARGIN`` of its limit
+that settles it, else the full run decides. At 80% load 3,000 requests read the TTFT p95 7.7% low with a 5.7%
+spread (8 seeds; lowest -15%), so a reading under 0.75 x the limit is under it in truth by two spreads."""
 VERIFY_ROUNDS = 5
 
 
@@ -741,8 +751,18 @@ def _simulate(space: _Space, c: Candidate) -> SimCheck:
         arrival, rate, n = "closed", None, int(min(20000, max(n, 8 * conc)))
     else:
         arrival, rate, conc = "poisson", total / c.replicas, None
-    reqs = build_requests(c.cfg, w, cost, n, seed)
-    res = simulate(cost, reqs, c.memory.kv_capacity_tokens, arrival, rate, conc, seed=seed, cfg=c.cfg)
+
+    def run(k: int) -> SimResult:
+        reqs = build_requests(c.cfg, w, cost, k, seed)
+        return simulate(cost, reqs, c.memory.kv_capacity_tokens, arrival, rate, conc, seed=seed, cfg=c.cfg)
+
+    res = None
+    if arrival == "poisson" and n > SIM_QUICK_REQUESTS:
+        quick = run(SIM_QUICK_REQUESTS)
+        if _clear_margin(quick, slos, SIM_QUICK_MARGIN):
+            res, n = quick, SIM_QUICK_REQUESTS
+    if res is None:
+        res = run(n)
     ok = sim_meets(res, slos)
     failed = ""
     if not ok:
@@ -758,6 +778,16 @@ def _simulate(space: _Space, c: Candidate) -> SimCheck:
     return SimCheck(ttft=to_percentiles(res.ttft_ms), tpot=to_percentiles(res.tpot_ms),
                     e2e=to_percentiles(res.e2e_ms), requests=n, seed=seed, saturated=res.saturated,
                     requests_per_s=res.requests_per_s, meets=ok, failed=failed)
+
+
+def _clear_margin(res: SimResult, slos: list[Slo], margin: float) -> bool:
+    """Not saturated, and every SLO's simulated value below ``margin`` x its limit."""
+    from planner.load.simulator import percentiles
+
+    if res.saturated:
+        return False
+    data = {"ttft": res.ttft_ms, "tpot": res.tpot_ms, "e2e": res.e2e_ms}
+    return all(percentiles(data[s.metric])[s.stat] <= margin * s.limit_ms for s in slos)
 
 
 def solve(req: SolveRequest) -> Solution:

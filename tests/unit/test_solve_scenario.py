@@ -100,9 +100,28 @@ def test_real_simulator_check_is_attached() -> None:
     sol = S.solve(_two_models("2xH100", verify=True))
     assert sol.status == "optimal"
     for c in sol.chosen:
-        assert c.simulated is not None and c.simulated.requests == S.SIM_REQUESTS
+        assert c.simulated is not None
+        # The quick run settles only a clear margin; anything closer gets the full run.
+        if c.simulated.ttft.p95 > S.SIM_QUICK_MARGIN * 2000:
+            assert c.simulated.requests == S.SIM_REQUESTS
+        else:
+            assert c.simulated.requests in (S.SIM_QUICK_REQUESTS, S.SIM_REQUESTS)
         # The check is the SLO on the simulated percentiles.
         assert c.simulated.meets == (not c.simulated.saturated and c.simulated.ttft.p95 <= 2000)
+
+
+def test_simulator_check_runs_long_when_the_slo_is_close() -> None:
+    # Under a loose SLO the quick run settles the check; with the limit a few percent above the simulated TTFT
+    # p95 of that plan, the chosen deployments sit close to it and get the full run.
+    loose = S.solve(_two_models("2xH100", verify=True))
+    assert all(c.simulated is not None and c.simulated.requests == S.SIM_QUICK_REQUESTS for c in loose.chosen)
+    limit = 1.05 * max(c.simulated.ttft.p95 for c in loose.chosen if c.simulated is not None)
+    q = _two_models("2xH100", verify=True)
+    tight = S.solve(S.SolveRequest(**{**q.__dict__, "slos": parse_slos([f"ttft_p95={limit:.1f}ms"])}))
+    assert tight.status == "optimal"
+    close = [c for c in tight.chosen if c.simulated is not None and c.simulated.ttft.p95 > S.SIM_QUICK_MARGIN * limit]
+    assert close
+    assert all(c.simulated is not None and c.simulated.requests == S.SIM_REQUESTS for c in close)
 
 
 def test_lazy_search_equals_full_enumeration() -> None:
