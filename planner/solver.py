@@ -82,13 +82,14 @@ TP_CHOICES = (1, 2, 4, 8)
 SEQ_CHOICES = (8, 16, 32, 64, 128, 256)
 MAX_REPLICAS = 256
 SIM_REQUESTS = 12000
-"""Requests the final simulator check runs per replica: at 80% load 2,000 read the TTFT p95 9% low with an 8%
+"""Requests the final simulator check runs per replica: at 80% load 2,000 read the TTFT p95 9% low with a 7.4%
 spread between seeds (Qwen2.5-VL-7B, H100); 12,000 are unbiased within 1% and spread 1.7%."""
 SIM_QUICK_REQUESTS = 3000
 SIM_QUICK_MARGIN = 0.75
 """The check first runs ``SIM_QUICK_REQUESTS``; when every SLO then sits below ``SIM_QUICK_MARGIN`` of its limit
-that settles it, else the full run decides. At 80% load 3,000 requests read the TTFT p95 7.7% low with a 5.7%
-spread (8 seeds; lowest -15%), so a reading under 0.75 x the limit is under it in truth by two spreads."""
+that settles it, else the full run decides. At 80% load 3,000 requests read the TTFT p95 7.7% low with a 5.3%
+spread (8 seeds; lowest -15%; TPOT p95 -3.2%, spread 8.1%), so a reading under 0.75 x the limit is under it
+in truth by more than two spreads (``bench_load.py``, run length)."""
 VERIFY_ROUNDS = 5
 
 

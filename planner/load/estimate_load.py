@@ -18,8 +18,8 @@ from planner.workload import Workload
 
 POISSON_REQUESTS = 12000
 """Requests simulated for an open-loop estimate. Near saturation a short run is both noisy and optimistic: for
-Qwen2.5-VL-7B on an H100 at 80% load (8 seeds each), 2,000 requests put the TTFT p95 at 132 ms +- 8% against
-the 145 ms of long runs; 12,000 at 145 ms +- 1.7% (tests/benchmarks/bench_load.py, "run length")."""
+Qwen2.5-VL-7B on an H100 at 80% load (8 seeds each), 2,000 requests read the TTFT p95 9% below the 145.6 ms of
+long runs with a 7.4% spread; 12,000 within 0.5%, spread 1.7% (tests/benchmarks/bench_load.py, run length)."""
 SLO_SEARCH_REQUESTS = 8000
 SLO_SEARCH_TOL = 0.015
 """The SLO rate search stops when its bracket is narrower than this fraction of the rate."""

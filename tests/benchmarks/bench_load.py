@@ -1,6 +1,6 @@
 """Load model benchmark: simulator speed, analytic-vs-simulator agreement, and published measurements.
 
-Run: python tests/benchmarks/bench_load.py   (prints three tables; about a minute)
+Run: python tests/benchmarks/bench_load.py   (prints its tables in a few minutes)
 """
 
 from __future__ import annotations
@@ -130,8 +130,34 @@ def bench_published_vllm() -> None:
         print(f"  {conc:5d} {pp:10.1f} {tps:9.1f} {pp / tps - 1:+7.0%}")
 
 
+def bench_run_length() -> None:
+    """How many simulated requests a percentile needs near saturation (the basis of POISSON_REQUESTS,
+    SIM_REQUESTS and SIM_QUICK_*): Qwen2.5-VL-7B visual reasoning on an H100 at 80% of saturation, 8 seeds per
+    run length, against the pool of 8 x 24,000 requests."""
+    print("== run length: p95 of 8 seeds per length at 80% load (Qwen2.5-VL-7B visual-reasoning, H100)")
+    cfg, cost, kv = setup("Qwen/Qwen2.5-VL-7B-Instruct", "H100")
+    wl = PRESETS["visual-reasoning"]
+    shape = request_shape(cfg, wl)
+    rate = 0.8 * predict(cost, cfg, shape, "single", None, None, kv).max_requests_per_s
+    runs: dict[int, list] = {}
+    for n in (2000, 3000, 12000, 24000):
+        runs[n] = [simulate(cost, build_requests(cfg, wl, cost, n, seed=k), kv, "poisson", rate_per_s=rate, seed=k)
+                   for k in range(8)]
+    pool = {m: np.concatenate([getattr(r, m) for r in runs[24000]]) for m in ("ttft_ms", "tpot_ms")}
+    ref = {m: float(np.percentile(v, 95)) for m, v in pool.items()}
+    print(f"  pooled 8 x 24,000: TTFT p95 {ref['ttft_ms']:.1f} ms, TPOT p95 {ref['tpot_ms']:.2f} ms")
+    for n, rs in runs.items():
+        cells = []
+        for m in ("ttft_ms", "tpot_ms"):
+            v = np.array([np.percentile(getattr(r, m), 95) for r in rs]) / ref[m] - 1
+            cells.append(f"{m[:4].upper()} p95 mean {v.mean() * 100:+5.1f}% sd {v.std() * 100:4.1f}% "
+                         f"lowest {v.min() * 100:+5.1f}%")
+        print(f"  {n:6,d} requests: " + "; ".join(cells))
+
+
 if __name__ == "__main__":
     bench_speed()
+    bench_run_length()
     bench_agreement()
     bench_published()
     bench_published_vllm()
