@@ -927,7 +927,8 @@ def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[C
             head = sorted(((s.limit_ms - c.metric(s.key)) / s.limit_ms, s.key, s) for s in slos)[0]
             room, _, s = head
             out.append(f"{c.workload}: {s.key} {c.metric(s.key):.1f} ms of {s.limit_ms:g} ms "
-                       f"({room * 100:.0f}% headroom) is the tightest SLO; {c.replicas} replica(s) needed")
+                       f"({room * 100:.0f}% headroom) is the tightest SLO; {c.replicas} replica(s) needed"
+                       + _why_replicas(req, c, slos))
         options = [k for k in kept if k.workload == c.workload]
         if not options:
             continue
@@ -936,6 +937,28 @@ def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[C
             out.append(f"{c.workload}: budget/inventory: the cheapest option ({cheapest.gpus} x "
                        f"{cheapest.cfg.gpu.name}, ${cheapest.cost_per_hour:.2f}/h) does not fit the budget")
     return out
+
+
+def _why_replicas(req: SolveRequest, c: Candidate, slos: list[Slo]) -> str:
+    """Why one replica fewer would not do (Poisson workloads): it saturates, or an SLO breaks, or (the analytic
+    model content with it) the simulator's check rejected it."""
+    w = next((x for x in req.workloads if x.name == c.workload), None)
+    if c.replicas <= 1 or w is None or w.arrival == "single":
+        return ""
+    kind, total = _offered(w)
+    if kind != "poisson":
+        return ""
+    fewer = c.replicas - 1
+    cap = c.prediction.max_requests_per_s
+    if total / fewer >= cap:
+        return f" (capacity: one replica saturates at {cap:.3g} req/s)"
+    cost = build_step_cost(c.cfg, load_calibration(c.cfg.gpu.name))
+    pred = predict(cost, c.cfg, c.shape, "poisson", total / fewer, None, c.memory.kv_capacity_tokens)
+    for s in slos:
+        value = float(getattr(getattr(pred, s.metric), s.stat))
+        if value > s.limit_ms:
+            return f" (with {fewer}, {s.key} would be {value:.1f} ms)"
+    return f" (with {fewer}, the simulator's check failed)"
 
 
 def explain_infeasible(req: SolveRequest, screens: dict[str, Screening], kept: list[Candidate]) -> tuple[str, str]:

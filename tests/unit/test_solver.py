@@ -140,3 +140,20 @@ def test_budget_infeasibility_says_how_many_gpus():
     sol = solve(request([40.0], budget=parse_budget("1xL4")))
     assert sol.status == "infeasible"
     assert sol.explanation.startswith("budget: the cheapest feasible plan needs")
+
+
+def test_binding_says_why_one_replica_fewer_would_not_do():
+    # A loose SLO: the replica count is set by capacity (one replica fewer would be past its saturation rate).
+    loose = solve(request([40.0], slo="ttft_p95=20000ms"))
+    c = loose.chosen[0]
+    assert c.replicas > 1 and 40.0 / (c.replicas - 1) >= c.prediction.max_requests_per_s
+    assert "capacity: one replica saturates" in loose.binding[0]
+    # A tight TPOT SLO: one replica fewer would break it, by the value the analytic model gives at that load.
+    tight = solve(request([40.0], slo="tpot_p95=12ms"))
+    c = tight.chosen[0]
+    assert c.replicas > 1
+    mem = memory_breakdown(c.cfg, load_engine(), load_precisions())
+    pred = predict(build_step_cost(c.cfg, load_calibration(c.cfg.gpu.name)), c.cfg, c.shape, "poisson",
+                   40.0 / (c.replicas - 1), None, mem.kv_capacity_tokens)
+    assert pred.tpot.p95 > 12
+    assert f"with {c.replicas - 1}, tpot_p95 would be {pred.tpot.p95:.1f} ms" in tight.binding[0]
