@@ -106,6 +106,7 @@ def solve(
     images_per_request: Annotated[int | None, typer.Option(help="Images per request.")] = None,
     no_image: Annotated[bool, typer.Option("--no-image", help="Text-only requests.")] = False,
     simulate: Annotated[bool, typer.Option("--simulate/--no-simulate", help="Re-check the chosen deployments with the simulator (default on).")] = True,
+    max_load: Annotated[float | None, typer.Option(help="Highest offered load per replica as a fraction of its saturation throughput (default 0.85).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write DIR/plan.yaml (and launch configs with --target).")] = None,
     target: Annotated[list[str] | None, typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable (needs --out).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
@@ -121,7 +122,7 @@ def solve(
                      gpus=gpus, precisions=precisions, kv_cache_dtypes=kv_cache_dtypes, price=price,
                      prices_file=prices_file, objective=objective, rate=rate, concurrency=concurrency,
                      prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image,
-                     images_per_request=images_per_request, no_image=no_image)
+                     images_per_request=images_per_request, no_image=no_image, max_load=max_load)
     req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
     plan = to_plan(sol, req, model_args, notes)

@@ -117,6 +117,8 @@ class Plan(_Frozen):
     schema_version: Literal[1] = 1
     status: Literal["optimal", "feasible", "infeasible"]
     objective: Literal["cost", "gpus", "latency"] = "cost"
+    max_load: float | None = None
+    """Ceiling on each replica's offered load (fraction of its saturation throughput) the replicas were sized with."""
     cost_per_hour: float
     deployments: list[DeploymentPlan]
     binding: list[str] = []

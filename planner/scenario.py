@@ -115,6 +115,8 @@ class SearchSpace(_Strict):
     objective: Literal["cost", "gpus", "latency"] = "cost"
     prices: dict[str, float] = {}
     """GPU name -> USD per GPU-hour, overriding the catalog."""
+    max_load: float | None = Field(default=None, gt=0, le=1)
+    """Ceiling on a replica's offered load, as a fraction of its saturation throughput (default 0.85)."""
 
 
 def _resolve_workload(ref: str | dict[str, Any], base_dir: Path | None) -> Workload:

@@ -49,6 +49,19 @@ class SolveInput(BaseModel):
     images: list[str] | None = None
     images_per_request: int | None = None
     no_image: bool = False
+    max_load: float | None = None
+    """Ceiling on a replica's offered load as a fraction of its saturation throughput (None: the scenario's, else
+    the solver's default)."""
+
+
+def _max_load(value: float | None) -> float:
+    from planner.solver import MAX_LOAD
+
+    if value is None:
+        return MAX_LOAD
+    if not 0 < value <= 1:
+        raise RequestError(f"--max-load {value:g}: give a fraction of the saturation throughput in (0, 1], e.g. 0.85")
+    return float(value)
 
 
 def _split(text: str | None) -> list[str]:
@@ -170,7 +183,7 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
                          f"{imgs} in, {workload.output_tokens} out, Poisson {workload.rate_per_s:g} requests/s)")
     req = SolveRequest(model=model, workloads=[workload], slos=slos, budget=budget, gpus=gpus,
                        precisions=precisions, kv_cache_dtypes=kvs, objective=inp.objective,  # type: ignore[arg-type]
-                       verify=inp.verify)
+                       verify=inp.verify, max_load=_max_load(inp.max_load))
     return req, notes, {workload.name: model_arg}
 
 
@@ -198,6 +211,7 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
         (",".join(search.kv_cache_dtypes) if search.kv_cache_dtypes else None),
         "price": [f"{k}={v}" for k, v in search.prices.items()] + list(inp.price or []),
         "objective": inp.objective if inp.objective != "cost" else search.objective,
+        "max_load": inp.max_load if inp.max_load is not None else search.max_load,
     })
     budget = parse_budget(merged.budget)
     gpus, precisions, kvs = _search_space(merged)
@@ -229,7 +243,7 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
     req = SolveRequest(model=models[first], workloads=workloads, slos=slos_of[first], budget=budget,  # type: ignore
                        gpus=gpus, precisions=precisions, kv_cache_dtypes=kvs,  # type: ignore[arg-type]
                        objective=merged.objective, models=models, workload_slos=slos_of,  # type: ignore
-                       verify=inp.verify)
+                       verify=inp.verify, max_load=_max_load(merged.max_load))
     return req, notes, model_args
 
 
@@ -319,6 +333,7 @@ def to_plan(sol: Solution, req: SolveRequest, model_arg: str | dict[str, str], n
     return Plan(
         status=sol.status,
         objective=req.objective,
+        max_load=req.max_load,
         cost_per_hour=round(sum(d.cost_per_hour for d in deployments), 4),
         deployments=deployments,
         binding=sol.binding if sol.status != "infeasible" else [sol.explanation],

@@ -714,7 +714,7 @@ class SolverEvaluator:
 
     def _request(self, point: dict[str, Any], wl: Workload) -> Any:
         from planner.catalog.loader import load_gpus
-        from planner.solver import SolveRequest, default_gpus
+        from planner.solver import MAX_LOAD, SolveRequest, default_gpus
 
         sc = self.base.scenario
         gpus = default_gpus(self.base.prices)
@@ -730,7 +730,8 @@ class SolverEvaluator:
             wl = wl.model_copy(update={"arrival": arrival, "rate_per_s": rate, "trace_s": None})
         return SolveRequest(model=self.base.model, workloads=[wl], slos=_point_slos(self.base, point),
                             budget=self.base.budget, gpus=gpus, precisions=precisions,  # type: ignore[arg-type]
-                            kv_cache_dtypes=kvs, objective=sc.search.objective)  # type: ignore[arg-type]
+                            kv_cache_dtypes=kvs, objective=sc.search.objective,  # type: ignore[arg-type]
+                            max_load=sc.search.max_load or MAX_LOAD)
 
     def evaluate(self, point: dict[str, Any]) -> dict[str, Any]:
         label = point_label(point)

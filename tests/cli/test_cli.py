@@ -27,6 +27,7 @@ def run(*args):
         (["solve", "--slo", "ttft_p42=3ms"], "is not METRIC_STAT=VALUE"),
         (["solve", "--budget", "4xH100X"], "unknown gpu"),
         (["solve", "--target", "vllm"], "give --out DIR too"),
+        (["solve", "--max-load", "1.5"], "give a fraction of the saturation throughput"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle):

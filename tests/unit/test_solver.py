@@ -157,3 +157,20 @@ def test_binding_says_why_one_replica_fewer_would_not_do():
                    40.0 / (c.replicas - 1), None, mem.kv_capacity_tokens)
     assert pred.tpot.p95 > 12
     assert f"with {c.replicas - 1}, tpot_p95 would be {pred.tpot.p95:.1f} ms" in tight.binding[0]
+
+
+def test_replicas_stay_under_the_load_ceiling_unless_it_is_lifted():
+    # 19 req/s with a loose SLO: one L40S (bf16) replica would run at 97% of its saturation rate. The default
+    # ceiling (MAX_LOAD) refuses that and pays for a second replica; max_load=1 takes the single replica.
+    from dataclasses import replace as dc_replace
+
+    from planner.solver import MAX_LOAD
+
+    req = request([19.0], slo="ttft_p95=20000ms")
+    capped = solve(req)
+    lifted = solve(dc_replace(req, max_load=1.0))
+    for c in capped.chosen:
+        assert 19.0 / c.replicas <= MAX_LOAD * c.prediction.max_requests_per_s
+    (c1,) = lifted.chosen
+    assert 19.0 / c1.replicas > MAX_LOAD * c1.prediction.max_requests_per_s
+    assert lifted.chosen[0].cost_per_hour < sum(c.cost_per_hour for c in capped.chosen)
