@@ -88,3 +88,14 @@ def test_a_broken_yaml_file_is_still_one_line(command, tmp_path):
     assert r.exit_code == 2, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "YAML" in lines[0]
+
+
+@pytest.mark.parametrize("rate", [10.0, 30.0])
+def test_estimate_says_the_offered_load_and_flags_it_above_the_solver_ceiling(rate):
+    from planner.solver import MAX_LOAD
+
+    args = ["estimate", "--model", "Qwen/Qwen2.5-VL-7B-Instruct", "--gpu", "H100", "--rate", str(rate)]
+    sat = json.loads(run(*args, "--json").output)["load"]["saturation_requests_per_s"]
+    text = " ".join(run(*args).output.split())
+    assert f"offered load {rate / sat:.0%} of it" in text
+    assert ("ceiling" in text) == (rate / sat > MAX_LOAD)
