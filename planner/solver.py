@@ -467,26 +467,65 @@ class _Space:
             screen.unsupported.append(f"{_desc(c.base)}: {exc}")
             return []
 
-    def reject(self, cand: Candidate) -> None:
-        """Leave ``cand`` out from now on; the same configuration may come back with one replica more."""
+    def reject(self, cand: Candidate, check: Any = None) -> None:
+        """Leave ``cand`` out from now on, and with it the same configuration and replica count at fewer slots
+        (``max_num_seqs``: fewer can only queue more). The configuration comes back with more replicas: with
+        ``check`` (candidate -> SimCheck), the fewest the simulator accepts (galloping up from one more, then
+        bisecting), already checked; without, one more, to be checked when chosen."""
         self.rejected.add(cand.ident)
         cfgx = next(c for c in self.configs[cand.workload]
                     if c.gpu == cand.cfg.gpu.name and c.base.precision == cand.cfg.precision
                     and c.base.kv_cache_dtype == cand.cfg.kv_cache_dtype and c.base.tp == cand.cfg.tp
                     and c.base.pp == cand.cfg.pp)
-        r = cand.replicas + 1
-        if r > self.req.max_replicas:
-            return
+        seqs = cand.cfg.max_num_seqs or 0
+        for k in self._cands.get(cfgx.index, []) + self._extra.get(cfgx.index, []):
+            if k.replicas == cand.replicas and (k.cfg.max_num_seqs or 0) <= seqs:
+                self.rejected.add(k.ident)
         w = self.workloads[cand.workload]
         kind, total = _offered(w)
-        if w.arrival == "single" or (kind == "closed" and r > total):
+        limit = min(self.req.max_replicas, int(total)) if kind == "closed" else self.req.max_replicas
+        if w.arrival == "single" or cand.replicas + 1 > limit:
             return
         cost = self.step_cost(cand.cfg)
-        pred = predict(cost, cand.cfg, cand.shape, kind, total / r if kind == "poisson" else None,
-                       math.ceil(total / r) if kind == "closed" else None, cand.memory.kv_capacity_tokens)
-        more = replace(cand, replicas=r, prediction=pred, simulated=None)
+
+        def at(r: int) -> Candidate:
+            pred = predict(cost, cand.cfg, cand.shape, kind, total / r if kind == "poisson" else None,
+                           math.ceil(total / r) if kind == "closed" else None, cand.memory.kv_capacity_tokens)
+            return replace(cand, replicas=r, prediction=pred, simulated=None)
+
+        more = at(cand.replicas + 1)
+        if check is not None:
+            found = self._fewest_accepted(cand.replicas, limit, at, check)
+            if found is None:
+                return
+            more = found
         if more.ident not in self.rejected:
             self._extra.setdefault(cfgx.index, []).append(more)
+
+    @staticmethod
+    def _fewest_accepted(bad: int, limit: int, at: Any, check: Any) -> Candidate | None:
+        """The fewest replicas above ``bad`` (at most ``limit``) the simulator accepts, with its check attached."""
+        hi = bad + 1
+        step = 1
+        while True:
+            k = at(hi)
+            sim = check(k)
+            if sim.meets:
+                best = replace(k, simulated=sim)
+                break
+            if hi >= limit:
+                return None
+            bad, step = hi, step * 2
+            hi = min(limit, hi + step)
+        while hi - bad > 1:
+            mid = (bad + hi) // 2
+            k = at(mid)
+            sim = check(k)
+            if sim.meets:
+                hi, best = mid, replace(k, simulated=sim)
+            else:
+                bad = mid
+        return best
 
     # -- best-first queries over lower bounds
 
@@ -755,18 +794,25 @@ def _simulate(space: _Space, c: Candidate) -> SimCheck:
     seed = 0
     kind, total = _offered(w)
     n = req.sim_requests
+    trace: tuple[float, ...] = ()
     if w.arrival == "single":
         arrival, rate, conc = "single", None, None
         n = min(n, 200)
     elif kind == "closed":
         conc = math.ceil(total / c.replicas)
         arrival, rate, n = "closed", None, int(min(20000, max(n, 8 * conc)))
+    elif w.arrival == "trace" and w.trace_s and not w.rate_per_s:
+        # This replica's share of the trace itself (round-robin over the replicas), bursts and lulls included:
+        # the analytic screen took it as Poisson at its mean rate.
+        arrival, rate, conc = "trace", None, None
+        trace = tuple(w.trace_s[:: c.replicas])
     else:
         arrival, rate, conc = "poisson", total / c.replicas, None
 
     def run(k: int) -> SimResult:
         reqs = build_requests(c.cfg, w, cost, k, seed)
-        return simulate(cost, reqs, c.memory.kv_capacity_tokens, arrival, rate, conc, seed=seed, cfg=c.cfg)
+        return simulate(cost, reqs, c.memory.kv_capacity_tokens, arrival, rate, conc,
+                        trace if arrival == "trace" else None, seed=seed, cfg=c.cfg)
 
     res = None
     if arrival == "poisson" and n > SIM_QUICK_REQUESTS:
@@ -816,6 +862,12 @@ def solve(req: SolveRequest) -> Solution:
     space = _Space(req, screens, minimal=req.objective != "latency")
     notes: list[str] = []
     sims: dict[tuple[Any, ...], SimCheck] = {}
+
+    def check(c: Candidate) -> SimCheck:
+        if c.ident not in sims:
+            sims[c.ident] = c.simulated if c.simulated is not None else _simulate(space, c)
+        return sims[c.ident]
+
     status = "infeasible"
     chosen: list[Candidate] = []
     kept: list[Candidate] = []
@@ -826,9 +878,7 @@ def solve(req: SolveRequest) -> Solution:
             break
         checked, bad = [], []
         for c in chosen:
-            if c.ident not in sims:
-                sims[c.ident] = _simulate(space, c)
-            sim = sims[c.ident]
+            sim = check(c)
             checked.append(replace(c, simulated=sim))
             if not sim.meets:
                 bad.append(c)
@@ -838,7 +888,7 @@ def solve(req: SolveRequest) -> Solution:
         for c in bad:
             notes.append(f"{c.workload}: {c.replicas} x {_desc(c.cfg)} (max_num_seqs {c.cfg.max_num_seqs}) passed the "
                          f"analytic screen but the simulator gives {sims[c.ident].failed}: rejected, re-solved")
-            space.reject(c)
+            space.reject(c, check)
         if round_ == req.verify_rounds:
             status, chosen, exhausted = "infeasible", [], True
     for n in names:
@@ -848,6 +898,11 @@ def solve(req: SolveRequest) -> Solution:
             explanation = (f"simulation: the simulator rejected each of the {len(notes)} deployments the analytic "
                            f"model chose in {req.verify_rounds + 1} rounds")
             relaxation = "relax the SLOs or raise the budget (the analytic screen is optimistic here)"
+            bursty = [w.name for w in req.workloads if w.arrival == "trace" and w.trace_s and not w.rate_per_s]
+            if bursty:
+                relaxation = (f"the analytic screen takes the trace of {', '.join(bursty)} as Poisson at its mean "
+                              f"rate, the simulator replays its bursts: give --rate at the burst rate to size for "
+                              f"them, or relax the SLOs")
         else:
             kept = [k for n in names if (k := space.cheapest(n)) is not None]
             explanation, relaxation = explain_infeasible(req, screens, kept)

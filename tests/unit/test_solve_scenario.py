@@ -232,3 +232,37 @@ def test_build_request_reads_fleet_models_and_slos() -> None:
     assert req.budget.inventory == {load_gpus().get(g).name: n for g, n in
                                     (("H100", 8), ("L40S", 16), ("A100-80GB", 8), ("L4", 16))}
     assert req.verify
+
+
+def test_a_rejected_configuration_returns_with_the_fewest_replicas_the_simulator_accepts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The simulator accepts the first choice's configuration only from 3 replicas more, and nothing else of that
+    # workload: the answer must be that configuration at exactly that count (found by galloping and bisecting,
+    # each count simulated once).
+    req = _two_models("8xH100", verify=True)
+    first = S.solve(S.SolveRequest(**{**req.__dict__, "verify": False}))
+    victim = first.chosen[0]
+
+    def same_config(c: S.Candidate) -> bool:
+        return (c.workload == victim.workload and c.cfg.gpu.name == victim.cfg.gpu.name
+                and c.cfg.precision == victim.cfg.precision and c.cfg.kv_cache_dtype == victim.cfg.kv_cache_dtype
+                and c.cfg.tp == victim.cfg.tp and c.cfg.pp == victim.cfg.pp)
+
+    calls: list[S.Candidate] = []
+
+    def fake(space: S._Space, c: S.Candidate) -> S.SimCheck:
+        calls.append(c)
+        ok = c.workload != victim.workload or (same_config(c) and c.replicas >= victim.replicas + 3)
+        return S.SimCheck(ttft=c.prediction.ttft, tpot=c.prediction.tpot, e2e=c.prediction.e2e, requests=10, seed=0,
+                          saturated=False, requests_per_s=1.0, meets=ok,
+                          failed="" if ok else "ttft_p95 9999.0 ms > 2000 ms")
+
+    monkeypatch.setattr(S, "_simulate", fake)
+    sol = S.solve(S.SolveRequest(**{**req.__dict__, "verify_rounds": 50}))
+    assert sol.status == "optimal"
+    (mine,) = [c for c in sol.chosen if c.workload == victim.workload]
+    assert same_config(mine) and mine.replicas == victim.replicas + 3
+    assert mine.simulated is not None and mine.simulated.meets
+    counts = [c.replicas for c in calls if same_config(c) and c.cfg.max_num_seqs == victim.cfg.max_num_seqs]
+    assert len(counts) == len(set(counts))  # no count simulated twice
+    assert victim.replicas + 2 in counts  # the bisection proved one fewer fails
