@@ -277,14 +277,15 @@ def _offered(workload: Workload) -> tuple[str, float]:
     return "poisson", float(workload.rate_per_s or 0.0)
 
 
-def _replicas_for(cost_pred, workload: Workload, slos: list[Slo], max_replicas: int, max_load: float = 1.0
-                  ) -> tuple[int, LoadPrediction] | None:
+def _replicas_for(cost_pred, workload: Workload, slos: list[Slo], max_replicas: int, max_load: float = 1.0,
+                  hint: int | None = None) -> tuple[int, LoadPrediction] | None:
     """Fewest replicas (at most ``max_replicas``) whose per-replica share of the load meets every SLO and, for
     Poisson arrivals, stays within ``max_load`` of the replica's saturation throughput.
 
     Latency is non-decreasing in the per-replica load, so the count is the
     first r that meets the SLOs. The search starts at the capacity bound
-    ceil(rate / (max_load x max_requests_per_s)) and gallops up, then bisects back.
+    ceil(rate / (max_load x max_requests_per_s)) and gallops up, then bisects back. With ``hint`` (the count
+    a sibling configuration needed) it tries that count and the one below first: usually the answer is there.
     """
     if workload.arrival == "single":
         pred = cost_pred("single", None, None)
@@ -304,12 +305,33 @@ def _replicas_for(cost_pred, workload: Workload, slos: list[Slo], max_replicas: 
         return 1, first
     if max_replicas <= 1:
         return None
-    lo = 1  # known bad
     hi = max(2, math.ceil(total / (max_load * first.max_requests_per_s))) if kind == "poisson" else 2
+    # Known bad: one replica, and (Poisson) every count below the capacity bound, whose load is over the ceiling.
+    lo = hi - 1 if kind == "poisson" else 1
     limit = min(max_replicas, int(total)) if kind == "closed" else max_replicas
     hi = min(hi, limit)
     if hi <= lo:
         return None
+    if hint is not None and lo < hint <= limit and hint > hi:
+        pred = at(hint)
+        if ok(hint, pred):
+            below = at(hint - 1) if hint - 1 > lo else None
+            if below is None or not ok(hint - 1, below):
+                return hint, pred
+            hi, pred = hint - 1, below  # lower still: search below it
+            best = (hi, pred)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                p = at(mid)
+                if ok(mid, p):
+                    hi, best = mid, (mid, p)
+                else:
+                    lo = mid
+            return best
+        lo = hint
+        hi = min(limit, hint * 2)
+        if hi <= lo:
+            return None
     pred = at(hi)
     while not ok(hi, pred):
         if hi >= limit:
@@ -616,7 +638,7 @@ def _screen_config(space: _Space, c: _Config, screen: Screening) -> list[Candida
                       cost=cost, cfg=cfg, mem=mem) -> LoadPrediction:
             return predict(cost, cfg, shape, arrival, rate, conc, mem.kv_capacity_tokens)
 
-        found = _replicas_for(cost_pred, workload, slos, cap, req.max_load)
+        found = _replicas_for(cost_pred, workload, slos, cap, req.max_load, hint=out[-1].replicas if out else None)
         if found is None:
             continue
         replicas, pred = found

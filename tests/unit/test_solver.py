@@ -195,3 +195,34 @@ def test_a_bursty_trace_is_checked_by_replaying_it():
     if bursty.status == "infeasible":
         assert "replays its bursts" in bursty.relaxation
     assert any("simulator gives ttft_p95" in n for n in bursty.notes)
+
+
+@pytest.mark.parametrize("hint_offset", [None, 0, 1, 5, -1, -3])
+def test_replica_search_equals_a_linear_scan(hint_offset):
+    # Document pages on one L4 under a 2 s TTFT p95: tens of replicas, each at a small share of 3 req/s. The
+    # galloping/bisecting search (and its sibling hint, right or wrong) must find the first count a scan finds.
+    from planner.deployment import ServingConfig, resolve
+    from planner.estimate import request_shape
+    from planner.solver import _replicas_for
+    from planner.workload import PRESETS
+
+    cfg = resolve(ServingConfig(model=load_models().get("Qwen/Qwen2.5-VL-7B-Instruct"), gpu=load_gpus().get("L4"),
+                                precision="fp8"), load_engine())
+    mem = memory_breakdown(cfg, load_engine(), load_precisions())
+    cost = build_step_cost(cfg, load_calibration(cfg.gpu.name))
+    wl = PRESETS["document-vqa"].model_copy(update={"arrival": "poisson", "rate_per_s": 3.0})
+    shape = request_shape(cfg, wl)
+    slos = parse_slos(["ttft_p95=2s"])
+
+    def cost_pred(arrival, rate, conc):
+        return predict(cost, cfg, shape, arrival, rate, conc, mem.kv_capacity_tokens)
+
+    def fine(r):
+        p = cost_pred("poisson", 3.0 / r, None)
+        return meets(p, slos) and 3.0 / r <= 0.85 * p.max_requests_per_s
+
+    scan = next(r for r in range(1, 257) if fine(r))
+    assert scan > 8  # the case exercises the gallop and the bisection
+    hint = None if hint_offset is None else scan + hint_offset
+    found = _replicas_for(cost_pred, wl, slos, 256, 0.85, hint=hint)
+    assert found is not None and found[0] == scan
