@@ -190,11 +190,14 @@ def test_a_bursty_trace_is_checked_by_replaying_it():
     p = poisson.chosen[0]
     wl = base.workloads[0].model_copy(update={"arrival": "trace", "rate_per_s": None, "trace_s": trace})
     bursty = solve(dc_replace(base, workloads=[wl]))
+    assert bursty.status == "optimal"
     assert all(c.ident != p.ident for c in bursty.chosen)
     assert all(c.simulated is not None and c.simulated.meets for c in bursty.chosen)
-    if bursty.status == "infeasible":
-        assert "replays its bursts" in bursty.relaxation
+    assert sum(c.cost_per_hour for c in bursty.chosen) > p.cost_per_hour
     assert any("simulator gives ttft_p95" in n for n in bursty.notes)
+    # With too few rounds to reach it, the answer is infeasible and says why.
+    short = solve(dc_replace(base, workloads=[wl], verify_rounds=2))
+    assert short.status == "infeasible" and "replays its bursts" in short.relaxation
 
 
 @pytest.mark.parametrize("hint_offset", [None, 0, 1, 5, -1, -3])
@@ -226,3 +229,13 @@ def test_replica_search_equals_a_linear_scan(hint_offset):
     hint = None if hint_offset is None else scan + hint_offset
     found = _replicas_for(cost_pred, wl, slos, 256, 0.85, hint=hint)
     assert found is not None and found[0] == scan
+
+
+def test_peak_in_system_counts_overlaps_with_finishes_first():
+    from planner.solver import _peak_in_system
+
+    arrival = np.array([0.0, 1.0, 2.0, 3.0])
+    finish = np.array([3.0, 1.5, 4.0, 5.0])
+    # [0,3) [1,1.5) [2,4) [3,5): at most two at once (at 3 one leaves as one comes).
+    assert _peak_in_system(arrival, finish) == 2
+    assert _peak_in_system(np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])) == 3
