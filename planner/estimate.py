@@ -120,6 +120,10 @@ class LoadSummary:
     """Highest Poisson rate whose simulated percentiles still meet every SLO."""
     slo_max_concurrency: int | None = None
     """Closed loop: most clients still meeting every SLO."""
+    offered_load: float | None = None
+    """Open loop: the offered rate as a fraction of the saturation throughput."""
+    max_load: float | None = None
+    """The solver's ceiling on that fraction."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -134,6 +138,8 @@ class LoadSummary:
             "analytic_max_requests_per_s": _r(self.analytic_max_requests_per_s),
             "mean_batch": _r(self.mean_batch),
             "preemptions": self.preemptions,
+            "offered_load": None if self.offered_load is None else _r(self.offered_load),
+            "max_load": self.max_load,
         }
         if self.slos:
             out["slo"] = {

@@ -12,7 +12,6 @@ from rich.table import Table
 from planner.catalog.loader import load_gpus, load_models
 from planner.estimate import Estimate
 from planner.modeldesc import full_attention_layers, param_counts
-from planner.solver import MAX_LOAD
 from planner.units import GIB
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -72,11 +71,11 @@ def print_estimate(est: Estimate, explain: bool = False) -> None:
         sat, ana = _f(load["saturation_requests_per_s"], 3), _f(load["analytic_max_requests_per_s"], 3)
         grows = "; the queue grows: SATURATED" if load["saturated"] else ""
         offered = ""
-        rate, cap = load.get("rate_per_s"), load["saturation_requests_per_s"]
-        if rate and cap and load.get("arrival") in ("poisson", "trace") and not load["saturated"]:
-            offered = f"; offered load {rate / cap:.0%} of it"
-            if rate / cap > MAX_LOAD:
-                offered += f" (above the solver's {MAX_LOAD:.0%} ceiling: little headroom for bursts)"
+        share, ceiling = load.get("offered_load"), load.get("max_load")
+        if share is not None and not load["saturated"]:
+            offered = f"; offered load {share:.0%} of it"
+            if ceiling is not None and share > ceiling:
+                offered += f" (above the solver's {ceiling:.0%} ceiling: little headroom for bursts)"
         console.print(f"saturation: {sat} req/s per replica (every slot busy; analytic {ana}){offered}; "
                       f"mean batch {_f(load['mean_batch'], 1)}, preemptions {load['preemptions']}{grows}")
         slo = load.get("slo")

@@ -68,7 +68,7 @@ from planner.catalog.schema import GpuSpec, KvCacheDtype, ModelSpec, Precision
 from planner.deployment import ServingConfig, resolve
 from planner.errors import PlannerError
 from planner.estimate import Percentiles, RequestShape, request_shape
-from planner.load.analytic import LoadPrediction, build_step_cost, predict
+from planner.load.analytic import MAX_LOAD, LoadPrediction, build_step_cost, meets_slos, predict
 from planner.memory import MemoryBreakdown, memory_breakdown
 from planner.request import Budget, Slo
 from planner.vision_tokens import image_tokens
@@ -94,11 +94,6 @@ VERIFY_ROUNDS = 20
 """Rounds of simulator checks and re-solves. Poisson workloads rarely need a second; a bursty trace (screened as
 Poisson at its mean rate) can need one per configuration cheaper than the answer: 13 for 40 requests in 0.2 s
 every 10 s (tests/unit/test_solver.py)."""
-MAX_LOAD = 0.85
-"""Default ceiling on a replica's offered Poisson load, as a fraction of its saturation throughput. Headroom for
-bursts and rate forecasts, and the range where the analytic load model is checked: within 10% of the simulator
-on all 160 test points up to 80% of saturation and on all but two (both pessimistic) of 40 points at 85%; at 90%
-its TPOT p95 is up to 14% and TTFT p95 up to 12% optimistic (docs/validation/load.md). ``--max-load`` sets it."""
 
 
 @dataclass(frozen=True)
@@ -222,13 +217,7 @@ def _milli(usd: float) -> int:
 
 
 def meets(pred: LoadPrediction, slos: list[Slo]) -> bool:
-    if pred.saturated:
-        return False
-    for s in slos:
-        p: Percentiles = getattr(pred, s.metric)
-        if getattr(p, s.stat) > s.limit_ms:
-            return False
-    return True
+    return meets_slos(pred, slos)
 
 
 TEMPLATE_ROOM_TOKENS = 256

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy.linalg import solve_banded
@@ -87,6 +88,14 @@ Atoms = tuple[np.ndarray, np.ndarray, np.ndarray]
 """A mixture of uniforms: weights, low ends, widths."""
 
 
+MAX_LOAD = 0.85
+"""Default ceiling on a replica's offered Poisson load, as a fraction of its saturation throughput (the solver
+sizes replicas to it; ``vlmplan estimate`` flags a load above it). Headroom for bursts and rate forecasts, and
+the range where this model is checked: within 10% of the simulator on all 160 test points up to 80% of
+saturation and on all but two (both pessimistic) of 40 points at 85%; at 90% its TPOT p95 is up to 14% and
+TTFT p95 up to 12% optimistic (docs/validation/load.md)."""
+
+
 @dataclass(frozen=True)
 class LoadPrediction:
     ttft: Percentiles
@@ -101,6 +110,13 @@ class LoadPrediction:
     """Saturation throughput of one replica for this request shape."""
     mean_batch: float
     """Mean running sequences."""
+
+
+def meets_slos(pred: LoadPrediction, slos: list[Any]) -> bool:
+    """Not saturated, and every SLO (``metric`` ttft/tpot/e2e, ``stat``, ``limit_ms``) within its limit."""
+    if pred.saturated:
+        return False
+    return all(getattr(getattr(pred, s.metric), s.stat) <= s.limit_ms for s in slos)
 
 
 def build_step_cost(cfg: ServingConfig, calibration: Calibration | None = None) -> StepCost:

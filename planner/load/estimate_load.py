@@ -11,7 +11,7 @@ import numpy as np
 from planner.catalog.schema import Calibration, PrecisionTable
 from planner.deployment import ServingConfig
 from planner.estimate import LoadSummary, Percentiles, RequestShape
-from planner.load.analytic import predict
+from planner.load.analytic import MAX_LOAD, meets_slos, predict
 from planner.load.simulator import SimResult, build_requests, percentiles, simulate
 from planner.load.stepcost import StepCost
 from planner.workload import Workload
@@ -116,16 +116,13 @@ def run_load(cfg: ServingConfig, cal: Calibration, precisions: PrecisionTable, w
         mean_batch=res.mean_batch, preemptions=res.preemptions,
         slos=tuple(s.describe() if hasattr(s, "describe") else str(s) for s in slos),
         slo_met=met, slo_max_rate_per_s=max_rate, slo_max_concurrency=max_conc,
+        offered_load=(workload.rate_per_s / sat_rate if workload.arrival in ("poisson", "trace")
+                      and workload.rate_per_s and sat_rate > 0 else None),
+        max_load=MAX_LOAD,
     )
     return LoadRun(ttft=to_percentiles(res.ttft_ms), tpot=to_percentiles(res.tpot_ms),
                    e2e=to_percentiles(res.e2e_ms), requests_per_s=res.requests_per_s,
                    output_tokens_per_s=res.output_tokens_per_s, note=note, summary=summary)
-
-
-def _analytic_meets(pred: Any, slos: list[Any]) -> bool:
-    if pred.saturated:
-        return False
-    return all(getattr(getattr(pred, s.metric), s.stat) <= s.limit_ms for s in slos)
 
 
 def _analytic_max_rate(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv: int, slos: list[Any]) -> float:
@@ -136,7 +133,7 @@ def _analytic_max_rate(cost: StepCost, cfg: ServingConfig, shape: RequestShape, 
         mid = (lo + hi) / 2
         if mid <= 0:
             break
-        if _analytic_meets(predict(cost, cfg, shape, "poisson", mid, None, kv), slos):
+        if meets_slos(predict(cost, cfg, shape, "poisson", mid, None, kv), slos):
             lo = mid
         else:
             hi = mid
