@@ -306,22 +306,25 @@ def _replicas_for(cost_pred, workload: Workload, slos: list[Slo], max_replicas: 
     hi = min(hi, limit)
     if hi <= lo:
         return None
+
+    def first_ok(lo: int, hi: int, best: tuple[int, LoadPrediction]) -> tuple[int, LoadPrediction]:
+        """Bisect: ``lo`` fails, ``best`` (at ``hi``) passes."""
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            p = at(mid)
+            if ok(mid, p):
+                hi, best = mid, (mid, p)
+            else:
+                lo = mid
+        return best
+
     if hint is not None and lo < hint <= limit and hint > hi:
         pred = at(hint)
         if ok(hint, pred):
             below = at(hint - 1) if hint - 1 > lo else None
             if below is None or not ok(hint - 1, below):
                 return hint, pred
-            hi, pred = hint - 1, below  # lower still: search below it
-            best = (hi, pred)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                p = at(mid)
-                if ok(mid, p):
-                    hi, best = mid, (mid, p)
-                else:
-                    lo = mid
-            return best
+            return first_ok(lo, hint - 1, (hint - 1, below))
         lo = hint
         hi = min(limit, hint * 2)
         if hi <= lo:
@@ -332,15 +335,7 @@ def _replicas_for(cost_pred, workload: Workload, slos: list[Slo], max_replicas: 
             return None
         lo, hi = hi, min(limit, hi * 2)
         pred = at(hi)
-    best = (hi, pred)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        p = at(mid)
-        if ok(mid, p):
-            hi, best = mid, (mid, p)
-        else:
-            lo = mid
-    return best
+    return first_ok(lo, hi, (hi, pred))
 
 
 # --------------------------------------------------------------------------- configurations
