@@ -54,8 +54,9 @@ and the queue beyond ``c`` drains at the full-batch completion rate ``lambda(c)`
 **Closed loop** (``C`` clients, zero think time, identical requests): clients
 fall into lock-step waves, as in the simulator and in fixed-length benchmarks:
 the ``C`` prompts are prefilled in ``G = ceil(C P' / (B - n))`` consecutive
-mixed steps, then every client decodes; TTFT is one (or, for a prompt split by
-a step boundary, two) mixed steps, TPOT the cycle's other steps averaged.
+mixed steps, then every client decodes; the waves settle into cohorts that fill
+one step each, so TTFT is one mixed step (``ceil(P' / (B - n))`` for a prompt
+longer than a step's room), TPOT the cycle's other steps averaged.
 
 e2e combines TTFT and ``L`` TPOT with the normal rule for independent parts.
 """
@@ -719,10 +720,10 @@ def _closed(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curve
                                          None if wk is None else per_step * wk)
              + per_step * cur.vision_ms + cost.overhead_ms(rows))
     d_dec = float(cur.a[min(n_run, len(cur.a) - 1)])
-    # With budget-bound waves a step boundary may cut a prompt, which then waits a second step;
-    # about half the boundaries do (the others fall between prompts as the waves settle).
-    budget_bound = n_run * Pn / max(1.0, B - n_dec_i) > n_run / per_enc + 1e-9
-    split = min(1.0, 0.5 * (math.ceil(G) - 1) / n_run) if budget_bound else 0.0
+    # The waves settle into cohorts that each fill one step with whole prompts (a step trace of the simulator:
+    # 64 clients of 1,024-token prompts run as nine cohorts of 7 and one of 1); a prompt is cut across steps
+    # only while they settle, or when it is longer than a step's room.
+    steps_per_prompt = max(1, math.ceil(Pn / max(1, B - n_dec_i)))
     G = math.ceil(G - 1e-9)
     if L == 0:
         cycle, tpot_ms = G * d_mix, 0.0
@@ -731,20 +732,10 @@ def _closed(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curve
         cycle = G * d_mix + steps_dec * d_dec
         tpot_ms = ((G - 1) * d_mix + steps_dec * d_dec) / L
     wait = (C - n_run) / n_run * cycle if C > n_run else 0.0
-    vals = np.array([d_mix, 2 * d_mix]) + wait
-    ttft = _discrete(vals, np.array([1 - split, split]))
+    ttft = Percentiles.constant(steps_per_prompt * d_mix + wait)
     tpot = Percentiles.constant(tpot_ms)
     e2e = _e2e(ttft, tpot, L)
     thr = C / (e2e.mean * 1e-3) if e2e.mean > 0 else 0.0
     return LoadPrediction(ttft=ttft, tpot=tpot, e2e=e2e, requests_per_s=thr,
                           output_tokens_per_s=thr * shape.output_tokens, saturated=False,
                           max_requests_per_s=cur.max_rate, mean_batch=float(n_run))
-
-
-def _discrete(vals: np.ndarray, w: np.ndarray) -> Percentiles:
-    keep = w > 0
-    vals, w = vals[keep], w[keep] / w[keep].sum()
-    order = np.argsort(vals)
-    v, cdf = vals[order], np.cumsum(w[order])
-    out = {name: float(v[min(int(np.searchsorted(cdf, q - 1e-12)), len(v) - 1)]) for name, q in zip(_NAMES, _LEVELS)}
-    return Percentiles(mean=float(w @ vals), **out)
