@@ -52,11 +52,12 @@ and the queue beyond ``c`` drains at the full-batch completion rate ``lambda(c)`
 (one GPU shared, not ``c`` independent servers).
 
 **Closed loop** (``C`` clients, zero think time, identical requests): clients
-fall into lock-step waves, as in the simulator and in fixed-length benchmarks:
-the ``C`` prompts are prefilled in ``G = ceil(C P' / (B - n))`` consecutive
-mixed steps, then every client decodes; the waves settle into cohorts that fill
-one step each, so TTFT is one mixed step (``ceil(P' / (B - n))`` for a prompt
-longer than a step's room), TPOT the cycle's other steps averaged.
+fall into lock-step waves, as in the simulator and in fixed-length benchmarks,
+and settle into cohorts of ``k = floor((B - C + k) / P')`` that each fill one
+step with whole prompts while the other ``C - k`` decode (the last cohort takes
+the remainder). A cycle is ``L + 1`` steps: one per cohort, the rest decode
+only. A client's TTFT is its cohort's step, its TPOT the rest of the cycle over
+``L``. A prompt longer than a step's room takes ``ceil(P' / room)`` steps.
 
 e2e combines TTFT and ``L`` TPOT with the normal rule for independent parts.
 """
@@ -697,43 +698,50 @@ def _closed(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curve
     # Requests whose images fit one step's encoder budget (max(B, one request's visual tokens)).
     vis = shape.visual_tokens
     per_enc = max(1, max(B, vis) // vis) if vis else n_run
-    # Waves: the engine packs the clients' prompts into full steps of B - n_dec tokens (chunked prefill cuts
-    # the last prompt of a step), G steps per cycle, while the other clients decode.
-    G = 1.0
-    for _ in range(20):
-        per = min(float(n_run), per_enc, n_run / G)
-        n_dec = n_run - per if G > 1 else 0.0
-        G_new = max(1.0, n_run / per_enc, n_run * Pn / max(1.0, B - n_dec))
-        if abs(G_new - G) < 1e-6:
-            break
-        G = G_new
-    per_step = n_run / G
-    n_dec_i = int(round(n_run - per_step)) if G > 1 else 0
-    tok = min(int(round(per_step * Pn)), max(1, B - n_dec_i))
     ctx = P + 1 + L / 2
     wp, wk = _window_args(cost, P, Pn)
-    rows = n_dec_i + math.ceil(per_step)
-    d_mix = (cost.lin(n_dec_i + tok) + cost.lm_head(rows)
-             + (cost.decode_attention_ms(n_dec_i, n_dec_i * ctx) if n_dec_i else 0.0)
-             + cost.prefill_attention_ms(tok, per_step * prefill_pairs(P - Pn, Pn), per_step * P,
-                                         None if wp is None else per_step * wp,
-                                         None if wk is None else per_step * wk)
-             + per_step * cur.vision_ms + cost.overhead_ms(rows))
     d_dec = float(cur.a[min(n_run, len(cur.a) - 1)])
-    # The waves settle into cohorts that each fill one step with whole prompts (a step trace of the simulator:
-    # 64 clients of 1,024-token prompts run as nine cohorts of 7 and one of 1); a prompt is cut across steps
-    # only while they settle, or when it is longer than a step's room.
-    steps_per_prompt = max(1, math.ceil(Pn / max(1, B - n_dec_i)))
-    G = math.ceil(G - 1e-9)
-    if L == 0:
-        cycle, tpot_ms = G * d_mix, 0.0
+
+    def mixed(per: float, n_dec: int, tok: int) -> float:
+        """A step prefilling ``per`` prompts' worth (``tok`` tokens) while ``n_dec`` clients decode."""
+        rows = n_dec + math.ceil(per)
+        return (cost.lin(n_dec + tok) + cost.lm_head(rows)
+                + (cost.decode_attention_ms(n_dec, n_dec * ctx) if n_dec else 0.0)
+                + cost.prefill_attention_ms(tok, per * prefill_pairs(P - Pn, Pn), per * P,
+                                            None if wp is None else per * wp, None if wk is None else per * wk)
+                + per * cur.vision_ms + cost.overhead_ms(rows))
+
+    # Identical clients settle into cohorts of k that each fill one step with whole prompts while the other
+    # n - k decode: k = floor((B - n + k) / P') (a step trace of the simulator: 64 clients of 1,024-token
+    # prompts run as nine cohorts of 7 and one of 1, in cycles of L + 1 steps). Prompts are cut across steps
+    # only while the waves settle.
+    k = min(n_run, per_enc, (B - n_run) // (Pn - 1) if Pn > 1 else n_run)
+    if k >= 1:
+        full, rem = divmod(n_run, k)
+        sizes = [(k, full)] + ([(rem, 1)] if rem else [])
+        d = {j: mixed(j, n_run - j if full + (rem > 0) > 1 else 0, j * Pn) for j, _ in sizes}
+        G = full + (rem > 0)
+        steps = max(L + 1, G)
+        cycle = sum(d[j] * m for j, m in sizes) + (steps - G) * d_dec
+        queue = max(0, G - (L + 1)) * d[k]  # more cohorts than a cycle has steps: they wait their turn
+        ttft_of = {j: d[j] + queue for j, _ in sizes}
+        tpot_of = {j: (cycle - d[j]) / L if L else 0.0 for j, _ in sizes}
+        share = {j: j * m / n_run for j, m in sizes}
     else:
-        steps_dec = max(0, L - (G - 1))
-        cycle = G * d_mix + steps_dec * d_dec
-        tpot_ms = ((G - 1) * d_mix + steps_dec * d_dec) / L
+        # A prompt longer than a step's room: its chunks take ceil(P' / room) steps, one client at a time.
+        room = max(1, B - (n_run - 1))
+        per = room / Pn
+        G = math.ceil(n_run / per - 1e-9)
+        d_mix = mixed(per, n_run - 1 if n_run > 1 else 0, room)
+        cycle = G * d_mix + max(0, L - (G - 1)) * d_dec
+        ttft_of = {1: math.ceil(Pn / room) * d_mix}
+        tpot_of = {1: (cycle - d_mix) / L if L else 0.0}
+        share = {1: 1.0}
     wait = (C - n_run) / n_run * cycle if C > n_run else 0.0
-    ttft = Percentiles.constant(steps_per_prompt * d_mix + wait)
-    tpot = Percentiles.constant(tpot_ms)
+    js = list(share)
+    w = np.array([share[j] for j in js])
+    ttft = _mixture_uniform(w, np.array([ttft_of[j] + wait for j in js]), np.zeros(len(js)))
+    tpot = _mixture_uniform(w, np.array([tpot_of[j] for j in js]), np.zeros(len(js)))
     e2e = _e2e(ttft, tpot, L)
     thr = C / (e2e.mean * 1e-3) if e2e.mean > 0 else 0.0
     return LoadPrediction(ttft=ttft, tpot=tpot, e2e=e2e, requests_per_s=thr,
