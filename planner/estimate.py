@@ -92,8 +92,9 @@ def processed_megapixels(cfg: ServingConfig, encoder_patches: int) -> float:
 
 
 def shape_frontend_ms(cal: Calibration, shape: RequestShape) -> float:
-    """API-server CPU time on the request's images (``speed.frontend_ms``)."""
-    return frontend_ms(cal, shape.input_megapixels, shape.processed_megapixels)
+    """The request's time outside the engine: its fixed path and the API server's image work
+    (``speed.frontend_ms``)."""
+    return frontend_ms(cal, shape.input_megapixels, shape.processed_megapixels, shape.images)
 
 
 @dataclass(frozen=True)

@@ -676,14 +676,22 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
         ops.append(rf.gemm("projector", rows, p.output_dim, p.input_dim, "bf16", precisions))
     if split > 1:
         ops.append(rf.allreduce("vit_allreduce", patches * d * ACT, split, 2 * n))
+    # The engine's host work around one encoder call (input layout, position ids, the model runner's
+    # bookkeeping), fitted from real serving: it holds the engine step like the GPU work does.
+    host = rf.cal.value("vision_call_overhead_ms") * 1e-3
+    ops.append(Op("vit_engine_host", 0.0, 0.0, host, "latency"))
     return StepTime(tuple(ops), eager_launch_s=rf.eager_launch if eager else 0.0)
 
 
-def frontend_ms(cal: Calibration, input_megapixels: float, processed_megapixels: float) -> float:
-    """CPU time of the API server on a request's images before the engine sees it (decode, resize, normalise
-    and patchify): part of TTFT and e2e, not of any engine step. Modelled as a delay per request, not a queue:
-    at high image rates one API-server process can saturate first (vLLM's --api-server-count)."""
-    return (cal.value("frontend_ms_per_input_megapixel") * input_megapixels
+def frontend_ms(cal: Calibration, input_megapixels: float, processed_megapixels: float, images: int = 0) -> float:
+    """Time from the client's send to the engine's queue, and from the engine's first token back to the
+    client, that no engine step holds: the request's fixed path (HTTP, tokenising, hand-off to the engine,
+    streaming the token back: ``request_latency_ms``) plus the API server's CPU on its images (decode, resize,
+    normalise, patchify: a fixed part per image and a part per megapixel). Part of TTFT and e2e. Modelled as
+    a delay per request, not a queue: at high image rates one API-server process can saturate first
+    (vLLM's --api-server-count)."""
+    return (cal.value("request_latency_ms") + cal.value("frontend_ms_per_image") * images
+            + cal.value("frontend_ms_per_input_megapixel") * input_megapixels
             + cal.value("frontend_ms_per_processed_megapixel") * processed_megapixels)
 
 

@@ -303,6 +303,9 @@ class EngineSpec(Strict):
     max_cudagraph_capture_size: int = Field(ge=1)
     logits_bytes_per_element: int = Field(ge=1)
     sampler_logits_copies: int = Field(ge=1)
+    async_scheduling: bool = False
+    """The scheduler decides step k + 1 while step k runs (vLLM V1's asynchronous scheduling): a request
+    that arrives while the engine is busy waits for the step after next."""
     sources: dict[str, Source]
 
 
@@ -377,6 +380,9 @@ CALIBRATION_CONSTANTS = (
     "frontend_ms_per_input_megapixel",
     "frontend_ms_per_processed_megapixel",
     "engine_per_seq_overhead_ms",
+    "request_latency_ms",
+    "frontend_ms_per_image",
+    "vision_call_overhead_ms",
 )
 
 

@@ -143,6 +143,11 @@ class _Curves:
     max_rate: float
     n_at_max: int
     vision_ms: float
+    """One request's encoder call alone (GPU work and the call's host work)."""
+    vision_host_ms: float = 0.0
+    """Of which the host work, paid once per encoder call: prompts that arrive in one step share it."""
+    host_shared: bool = False
+    """Whether one step's encoder budget holds more than one request's images (so calls can be shared)."""
 
 
 def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity_tokens: int) -> _Curves:
@@ -181,7 +186,14 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
     # (Wave quantisation can make a GEMM of a few more rows no slower, or even faster: never below zero.)
     grow = (np.maximum(0.0, lin[np.minimum(n + tok, top)] - lin[nn]) * per_req
             + np.maximum(0.0, lm[np.minimum(n + np.ceil(k).astype(int), top)] - lm[nn]) / np.ceil(k))
-    e = ch * cost._ov1 + grow + pf + V + (ch - 1) * cost.attention_launch_ms()
+    host = cost.cal.value("vision_call_overhead_ms") if shape.images and V > 0 else 0.0
+    # n decoding means n / L arrivals a step (Little): the prompts arriving in one step share an encoder call,
+    # when the encoder budget (max(B, one request's visual tokens)) holds more than one request's images.
+    vis = shape.visual_tokens
+    shares_calls = bool(vis) and max(B, vis) // vis > 1
+    mu = n / L if L > 0 and shares_calls else np.zeros(len(n))
+    share = np.where(mu > 1e-9, -np.expm1(-mu) / np.maximum(mu, 1e-9), 1.0)
+    e = ch * cost._ov1 + grow + pf + (V - host * (1.0 - share)) + (ch - 1) * cost.attention_launch_ms()
     if L > 0:
         rate = np.zeros(len(n))
         rate[1:] = n[1:] / (L * a[1:] + n[1:] * e[1:]) * 1e3
@@ -189,7 +201,8 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
         # One output token: requests never decode; the prefill server alone limits them.
         rate = np.full(len(n), 1e3 / float(e[0]))
     i_max = int(np.argmax(rate))
-    out = _Curves(n=n, a=a, e=e, rate=rate, n_cap=n_cap, max_rate=float(rate[i_max]), n_at_max=i_max, vision_ms=V)
+    out = _Curves(n=n, a=a, e=e, rate=rate, n_cap=n_cap, max_rate=float(rate[i_max]), n_at_max=i_max, vision_ms=V,
+                  vision_host_ms=host, host_shared=shares_calls)
     if len(cache) > 512:
         cache.clear()
     cache[key] = out
@@ -227,14 +240,19 @@ def predict(cost: StepCost, cfg: ServingConfig, shape: RequestShape, arrival: st
         pred = _closed(cost, cfg, shape, cur, int(concurrency))
     else:
         raise ValueError(f"arrival '{arrival}' is not single, poisson or closed")
-    return _with_frontend(pred, shape_frontend_ms(cost.cal, shape))
+    return _with_frontend(pred, shape_frontend_ms(cost.cal, shape), closed=arrival in ("single", "closed"))
 
 
-def _with_frontend(pred: LoadPrediction, fe_ms: float) -> LoadPrediction:
-    """The API server's image work delays every request by ``fe_ms`` before the engine sees it: TTFT and e2e
-    shift by it (an independent delay per request leaves Poisson arrivals Poisson), throughput does not."""
+def _with_frontend(pred: LoadPrediction, fe_ms: float, closed: bool = False) -> LoadPrediction:
+    """The request's path outside the engine delays it by ``fe_ms``: TTFT and e2e shift by it (an independent
+    delay per request leaves Poisson arrivals Poisson, so an open loop's throughput does not change); a closed
+    loop's clients spend it out of the engine, so each client's cycle is that much longer."""
     if fe_ms <= 0:
         return pred
+    if closed and pred.e2e.mean > 0:
+        slow = pred.e2e.mean / (pred.e2e.mean + fe_ms)
+        pred = replace(pred, requests_per_s=pred.requests_per_s * slow,
+                       output_tokens_per_s=pred.output_tokens_per_s * slow)
 
     def shift(p: Percentiles) -> Percentiles:
         return Percentiles(mean=p.mean + fe_ms, p50=p.p50 + fe_ms, p90=p.p90 + fe_ms, p95=p.p95 + fe_ms,
@@ -378,7 +396,8 @@ class _Chain:
         n = min(n, len(cur.a) - 1)
         room = max(1, B - n)
         a = float(cur.a[n])
-        V = cur.vision_ms
+        host = cur.vision_host_ms  # paid once by a step that encodes (one encoder call for all its images)
+        V = cur.vision_ms - host
         self.a = a
         if Pn <= room:
             self.ch, self.cap, unit_tokens = 1, max(1, room // Pn), Pn
@@ -396,15 +415,18 @@ class _Chain:
         wp, wk = _window_args(cost, P, Pn)
         grow = (np.maximum(0.0, cost.lin_ms[np.minimum(n + tok, top)] - cost.lin_ms[min(n, top)])
                 + np.maximum(0.0, cost.lm_ms[np.minimum(n + j, top)] - cost.lm_ms[min(n, top)]))
-        d = (a + grow + (cost._ov1 + unit_v) * j
+        # The host work: once in a step with any unit; a chunked prompt's (one unit a step) spread over its chunks
+        # like its ViT, the first chunk's step carrying it (v_first below).
+        host_steps = np.where(j > 0, host, 0.0) if self.ch == 1 else j * host / self.ch
+        d = (a + grow + (cost._ov1 + unit_v) * j + host_steps
              + cost.prefill_attention_vec(tok, j * unit_pairs, j * unit_kv,
                                           None if wp is None else j * wp / self.ch,
                                           None if wk is None else j * wk))
         self.d = d
         # A chunked prompt's ViT runs in its first chunk's step only: that step is longer by V (1 - 1/ch), the
         # others shorter by V / ch. The chain's arrivals per step follow that mixture (same mean).
-        self.v_first = V - unit_v if self.ch > 1 else 0.0
-        self.v_rest = -unit_v if self.ch > 1 else 0.0
+        self.v_first = (V - unit_v) + host * (1 - 1 / self.ch) if self.ch > 1 else 0.0
+        self.v_rest = -unit_v - host / self.ch if self.ch > 1 else 0.0
         self.lam = lam_ms
         self._atoms: Atoms | None = None
         # The queue drains only if a full step serves more than arrives during it.
@@ -591,7 +613,14 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
     base = max(1e-6, a_seen - s * n_bar / 2)
     # It joins more sequences than the time average (those whose prefills completed while it waited).
     base += s / 2 * chain.join_excess(n_bar, L)
-    mu = min(0.95, lam_ms * (e_bar + s * L / 2))
+    # The encoder calls' host work is shared by the prompts of a step: a cluster of arrivals pays it about once,
+    # so it adds to the mean cost of the prefills a life sees but not to their spread (below).
+    host_bar = host_marg = cur.vision_host_ms  # one call per request when calls cannot be shared
+    if cur.host_shared and per_step > 0:
+        host_bar = cur.vision_host_ms * (1.0 - math.exp(-per_step)) / per_step
+        # An arrival's marginal host work: host exp(-arrivals per step) (it pays only when its step had none).
+        host_marg = cur.vision_host_ms * math.exp(-per_step)
+    mu = min(0.95, lam_ms * (e_bar - host_bar + host_marg + s * L / 2))
     backlog = chain.backlog()
     b_mean = float(np.arange(len(backlog)) @ backlog)
     # The batch it joins: its count is over-dispersed like K (variance n_bar / (1 - mu)^2, the generalised
@@ -620,12 +649,18 @@ def _tpot_poisson(cur: _Curves, chain: _Chain, n_bar: float, L: int, lam_ms: flo
         e_at = slope_e * n_bar + icpt
         if e_at > 0:
             ej = e_bar * np.maximum(0.2, 1 + max(0.0, slope_e) * sd_before * z / e_at)
-    mus = np.minimum(0.95, lam_ms * (ej + s * L / 2))
+    mus = np.minimum(0.95, lam_ms * (ej - host_bar + host_marg + s * L / 2))
     mean_k, sd_k = founders.max() / (1 - mus.max()), math.sqrt((founders.max() + 1) / (1 - mus.max()) ** 3)
     kmax = min(len(_LGAMMA) - 1, int(mean_k + 8 * sd_k + 10))
     pk = _gp_pmf(founders, mus, kmax) * wz[:, None]
     K = np.arange(kmax + 1)[None, :]
-    centre = bj + (ej[:, None] / L + s / 2) * K
+    # The mean as if each arrival paid its whole share (the count's mean with the full cost), the spread from
+    # the marginal cost (the branching above): clustered arrivals share the calls already paid.
+    mus_full = np.minimum(0.95, lam_ms * (ej + s * L / 2))
+    k_full = (founders / (1 - mus_full))[:, None]
+    k_marg = (founders / (1 - mus))[:, None]
+    ej_marg = np.maximum(0.0, ej - host_bar + host_marg)[:, None]
+    centre = bj + (ej[:, None] / L + s / 2) * k_full + (ej_marg / L + s / 2) * (K - k_marg)
     var = s * s * (n_bar / 12 + K / 12)
     chunk = (max(0.0, e_bar - cur.vision_ms) / L) * (1 - 1 / chain.ch)
     width = np.sqrt(12 * var + chunk * chunk)
@@ -709,7 +744,8 @@ def _closed(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curve
                 + (cost.decode_attention_ms(n_dec, n_dec * ctx) if n_dec else 0.0)
                 + cost.prefill_attention_ms(tok, per * prefill_pairs(P - Pn, Pn), per * P,
                                             None if wp is None else per * wp, None if wk is None else per * wk)
-                + per * cur.vision_ms + cost.overhead_ms(rows))
+                + (per * (cur.vision_ms - cur.vision_host_ms) + cur.vision_host_ms if per > 0 else 0.0)
+                + cost.overhead_ms(rows))
 
     # Identical clients settle into cohorts of k that each fill one step with whole prompts while the other
     # n - k decode: k = floor((B - n + k) / P') (a step trace of the simulator: 64 clients of 1,024-token

@@ -38,6 +38,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
         per_size.append((t.llm_tokens, t.encoder_patches))
     visual = np.zeros(n, dtype=np.int64)
     vision = np.zeros(n)
-    frontend = np.zeros(n)
+    frontend = np.full(n, frontend_ms(cost.cal, 0.0, 0.0, 0))
     memo: dict[tuple[int, ...], tuple[int, float, float]] = {}
     for i, imgs in enumerate(sample.images):
         if not imgs:
@@ -96,7 +97,7 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
             tok = sum(per_size[k][0] for k in imgs)
             patches = sum(per_size[k][1] for k in imgs)
             sent = sum(sample.sizes[k].width * sample.sizes[k].height for k in imgs) / 1e6
-            fe = frontend_ms(cost.cal, sent, processed_megapixels(cfg, patches))
+            fe = frontend_ms(cost.cal, sent, processed_megapixels(cfg, patches), len(imgs))
             hit = (tok, cost.vision_ms(len(imgs), patches), fe)
             memo[imgs] = hit
         visual[i], vision[i], frontend[i] = hit
@@ -211,7 +212,8 @@ def arrival_times(n: int, arrival: str, rate_per_s: float | None, trace_s: tuple
 def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival: str = "poisson",
              rate_per_s: float | None = None, concurrency: int | None = None,
              trace_s: tuple[float, ...] | None = None, seed: int = 0, warmup: float = 0.1,
-             cooldown: float = 0.05, block_size: int = 16, cfg: ServingConfig | None = None) -> SimResult:
+             cooldown: float = 0.05, block_size: int = 16, cfg: ServingConfig | None = None,
+             async_scheduling: bool | None = None) -> SimResult:
     """Serve ``reqs`` on one replica of ``cost.cfg``; returns per-request times.
 
     ``arrival`` 'poisson' (``rate_per_s``), 'trace' (``trace_s``, repeated when
@@ -220,10 +222,14 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
     fractions of the requests (closed loop: at least the last ``concurrency``)
     are left out of the statistics. ``cfg`` (default ``cost.cfg``) supplies the scheduler's limits
     (max_num_seqs, max_num_batched_tokens, pp), so one ``StepCost`` serves configs differing only in those.
+    ``async_scheduling`` (vLLM's default since V1's asynchronous scheduler): a busy engine schedules step k + 1
+    while step k runs, so a request arriving during step k is first scheduled in step k + 2.
     """
     n = len(reqs)
     if n == 0:
         raise ValueError("no requests to simulate")
+    if async_scheduling is None:
+        async_scheduling = _engine_async_scheduling()
     cfg = cfg or cost.cfg
     lanes = max(1, cfg.pp)
     if arrival == "single":
@@ -250,7 +256,7 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
         lane_arr = arr[ids] if arr is not None else None
         r = _Lane(cost, reqs, ids, lane_arr, conc, kv_capacity_tokens // lanes,
                   max(1, cfg.max_num_seqs // lanes), int(cfg.max_num_batched_tokens),  # type: ignore[operator,arg-type]
-                  block_size).run()
+                  block_size, async_scheduling).run()
         out_arr[ids], out_first[ids], out_fin[ids] = r[0], r[1], r[2]
         busy += r[3]
         end = max(end, r[4])
@@ -280,6 +286,14 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
                      output_tokens=reqs.output.copy(), measured=measured, window_s=(t0, t1),
                      busy_seq_s=busy, sim_end_s=end, preemptions=preempt, steps=steps, saturated=saturated,
                      frontend_ms=reqs.frontend_ms, counted=counted)
+
+
+@lru_cache(maxsize=1)
+def _engine_async_scheduling() -> bool:
+    """The shipped engine's scheduler mode (catalogs/engines)."""
+    from planner.catalog.loader import load_engine
+
+    return load_engine().async_scheduling
 
 
 def _closed_window(fin: np.ndarray, lo: int, hi: int, clients: int) -> tuple[float, float, np.ndarray]:
@@ -322,8 +336,14 @@ class _Lane:
     """One engine (one pipeline lane): the scheduling loop."""
 
     def __init__(self, cost: StepCost, reqs: SimRequests, ids: np.ndarray, arr: np.ndarray | None,
-                 concurrency: int | None, kv_capacity: int, max_seqs: int, budget: int, block_size: int) -> None:
+                 concurrency: int | None, kv_capacity: int, max_seqs: int, budget: int, block_size: int,
+                 async_scheduling: bool = False) -> None:
         self.cost = cost
+        self.async_scheduling = async_scheduling
+        self.front_s = ((reqs.frontend_ms[ids] * 1e-3).tolist() if reqs.frontend_ms is not None
+                        else [0.0] * len(ids))
+        self.pending: deque[tuple[float, int]] = deque()
+        """Closed loop: (time the engine receives it, id) of requests sent but not yet in the queue."""
         self.ids = ids
         self.n = len(ids)
         self.prompt = reqs.prompt[ids].tolist()
@@ -350,6 +370,7 @@ class _Lane:
         dec_att = cost.decode_attention_ms
         pf_att = cost.prefill_attention_ms
         ov0, ov1 = cost._ov0, cost._ov1
+        vis_host = cost.cal.value("vision_call_overhead_ms")
         window = cost.window if cost.sliding_layers else 0
         budget, enc_budget, max_seqs, cap, slack = self.budget, self.enc_budget, self.max_seqs, self.cap, self.slack
 
@@ -390,24 +411,41 @@ class _Lane:
             arr_open = None
             next_arr = 0
             for i in range(min(self.conc or 1, n)):
-                arr[i] = 0.0
+                # Every client sends at t = 0 (vllm bench serve --max-concurrency); the engine receives each
+                # request after the API server's work on it.
+                arr[i] = self.front_s[i]
                 state[i] = 1
-                waiting.append(i)
+                if arr[i] > 0:
+                    self.pending.append((arr[i], i))
+                else:
+                    waiting.append(i)
+            self.pending = deque(sorted(self.pending))
             next_arr = min(self.conc or 1, n)
 
         def used() -> float:
             return base_sum + n_dec * K - cached_dec + kv_pf + slack * len(running)
 
+        async_sched = self.async_scheduling
+        pending = self.pending  # after the initial clients were placed
+        t_prev = 0.0  # start of the step that ended at t
         while self._count < n:
-            # Arrivals up to now join the queue.
+            # Arrivals join the queue. With asynchronous scheduling a busy engine decided the next step while
+            # the last one ran: what arrived after that step began waits for the step after.
+            cut = t_prev if async_sched and running else t
             if arr_open is not None:
-                while next_arr < n and arr_open[next_arr] <= t:
+                while next_arr < n and arr_open[next_arr] <= cut:
                     arr[next_arr] = arr_open[next_arr]
                     state[next_arr] = 1
                     waiting.append(next_arr)
                     next_arr += 1
                 if not running and not waiting:
-                    t = arr_open[next_arr]
+                    t = t_prev = arr_open[next_arr]
+                    continue
+            elif pending:
+                while pending and pending[0][0] <= cut:
+                    waiting.append(pending.popleft()[1])
+                if not running and not waiting:
+                    t = t_prev = max(t, pending[0][0])
                     continue
 
             # --- decodes need one KV slot each: preempt the latest admitted until they fit.
@@ -448,22 +486,27 @@ class _Lane:
                     half = step // 2 // n_dec * n_dec
                     dh = fixed + dec_att(n_dec, ctx0 + half, min(ctx0 + half, n_dec * window) if window else None)
                     slope = (d1 - d0) / (m - 1)
-                    limit = (arr_open is not None and next_arr < n and not waiting and len(running) < max_seqs)
+                    nxt = (arr_open[next_arr] if arr_open is not None and next_arr < n else
+                           pending[0][0] if arr_open is None and pending else math.inf)
+                    limit = nxt < math.inf and not waiting and len(running) < max_seqs
                     if abs(d0 + slope * half / n_dec - dh) <= 1e-9 * dh:
                         # Step times grow linearly with the context: sum them in closed form.
                         if limit:
-                            k = _steps_until(d0, slope, (arr_open[next_arr] - t) * 1e3)
+                            k = _steps_until(d0, slope, (nxt - t) * 1e3)
                             m = min(m, k)
                         t_new = t + (m * d0 + slope * m * (m - 1) / 2) * 1e-3
+                        last = (d0 + slope * (m - 1)) * 1e-3
                     else:
                         ctx = ctx0 + n_dec * np.arange(m, dtype=float)
                         dt = fixed + cost.decode_attention_vec(n_dec, ctx, window)
                         ends = t + np.cumsum(dt) * 1e-3
                         if limit:
-                            m = min(m, int(np.searchsorted(ends, arr_open[next_arr])) + 1)
+                            m = min(m, int(np.searchsorted(ends, nxt)) + 1)
                         t_new = float(ends[m - 1])
+                        last = float(dt[m - 1]) * 1e-3
                     busy += (t_new - t) * len(running)
                     t = t_new
+                    t_prev = t - last
                     K += m
                     steps += m
                     t_done = self._finish(heap, version, state, fin, K, t, running)
@@ -484,6 +527,7 @@ class _Lane:
             wpairs = 0.0
             wkv = 0.0
             vis_ms = 0.0
+            n_enc = 0
             enc_left = enc_budget
             u = used() + n_dec
             for j in prefilling:
@@ -512,6 +556,7 @@ class _Lane:
                     enc_used += need
                     enc_left -= need
                     vis_ms += vis[j]
+                    n_enc += 1
                 chunks.append((j, c))
                 room -= c
                 u += c + slack
@@ -527,7 +572,11 @@ class _Lane:
             if not chunks and not n_dec:
                 # Nothing runnable (e.g. the head of the queue waits for the encoder cache): jump to an arrival.
                 if arr_open is not None and next_arr < n:
-                    t = max(t, arr_open[next_arr])
+                    t = t_prev = max(t, arr_open[next_arr])
+                    continue
+                if pending:
+                    t = t_prev = max(t, pending[0][0])
+                    waiting.append(pending.popleft()[1])
                     continue
                 raise RuntimeError("simulator stalled: a request can never be scheduled "
                                    f"(prompt {target[waiting[0]]} tokens, KV capacity {cap})")
@@ -538,8 +587,11 @@ class _Lane:
                 gpu += dec_att(n_dec, ctx_sum, min(ctx_sum, n_dec * window) if window else None)
             if pf_tok:
                 gpu += pf_att(pf_tok, pairs, kv_read, wpairs if window else None, wkv if window else None)
+            if n_enc > 1:  # one encoder call encodes every image of the step: its host work is paid once
+                vis_ms -= (n_enc - 1) * vis_host
             dt = (gpu + vis_ms + ov0 + ov1 * (n_dec + len(chunks))) * 1e-3
             busy += dt * len(running)
+            t_prev = t
             t += dt
             steps += 1
             if n_dec:
@@ -602,12 +654,16 @@ class _Lane:
 
     def _reissue(self, done: list[int], next_arr: int, arr: list[float], state: list[int],
                  waiting: deque[int], t: float) -> int:
-        """Closed loop: each finished request's client sends the next request now."""
+        """Closed loop: each finished request's client sends the next request now; the engine receives it
+        after the API server's work on it (``frontend_ms``)."""
         for _ in done:
             if next_arr >= self.n:
                 break
-            arr[next_arr] = t
+            arr[next_arr] = t + self.front_s[next_arr]
             state[next_arr] = 1
-            waiting.append(next_arr)
+            if arr[next_arr] > t or self.async_scheduling:
+                self.pending.append((arr[next_arr], next_arr))
+            else:
+                waiting.append(next_arr)
             next_arr += 1
         return next_arr

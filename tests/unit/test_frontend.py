@@ -26,16 +26,20 @@ def test_document_page_ttft_alone_adds_the_frontend_by_hand():
     est = estimate(cfg, PRESETS["document-vqa"])
     # 1680x2240 = 3.7632 MP sent; Qwen2.5-VL keeps it (a multiple of 28): 120 x 160 patches of 14 x 14 = 3.7632 MP.
     cal = est.calibration
-    by_hand = (cal.value("frontend_ms_per_input_megapixel") * 3.7632
+    by_hand = (cal.value("request_latency_ms") + cal.value("frontend_ms_per_image") * 1
+               + cal.value("frontend_ms_per_input_megapixel") * 3.7632
                + cal.value("frontend_ms_per_processed_megapixel") * 3.7632)
     assert est.frontend_ms == pytest.approx(by_hand, rel=1e-6)
     parts = est.frontend_ms + est.vision.time_ms + est.prefill.time_ms + est.to_json()["latency"]["engine_overhead_ms"]
     assert est.ttft.p50 == pytest.approx(parts, rel=1e-3)
 
 
-def test_text_requests_pay_nothing():
+def test_text_requests_pay_only_the_fixed_request_path():
     cfg = ServingConfig(model=load_models().get("meta-llama/Llama-3.1-8B-Instruct"), gpu=load_gpus().get("H100"))
-    assert estimate(cfg, Workload(prompt_tokens=512, output_tokens=64)).frontend_ms == 0.0
+    est = estimate(cfg, Workload(prompt_tokens=512, output_tokens=64))
+    # No image work; the request's fixed path (HTTP, tokenising, hand-off) is paid by every request.
+    assert est.frontend_ms == pytest.approx(est.calibration.value("request_latency_ms"))
+    assert est.frontend_ms > 0
 
 
 def test_simulated_ttft_includes_the_frontend_delay():

@@ -1,4 +1,8 @@
-"""The analytic load model against the simulator (the solver screens with one and verifies with the other)."""
+"""The analytic load model against the simulator (the solver screens with one and verifies with the other).
+
+The analytic model describes vLLM's synchronous scheduler, so it is compared with the simulator in that mode
+(``async_scheduling=False``); the engine's asynchronous scheduler, which the simulator runs by default, is
+checked against real vLLM runs in tests/benchmarks/bench_real_vllm.py."""
 
 import math
 
@@ -59,7 +63,7 @@ def agreement(name):
         ttft, tpot = [], []
         for seed in range(SEEDS[f]):
             sim = simulate(cost, build_requests(cfg, wl, cost, N_REQ, seed=seed), kv, "poisson", rate_per_s=f * top,
-                           seed=seed)
+                           seed=seed, async_scheduling=False)
             assert not sim.saturated
             ttft.append(sim.ttft_ms)
             tpot.append(sim.tpot_ms)
@@ -87,7 +91,8 @@ def test_saturated_above_capacity_and_capacity_matches_backlogged_simulation():
     assert p.saturated and math.isinf(p.ttft.p95) and p.max_requests_per_s > 0
     # The simulator with every slot busy (as many clients as the KV cache holds at their final context,
     # 512 + 256 tokens + rounding) reaches the same rate.
-    sim = simulate(cost, build_requests(cfg, TEXT, cost, 6000), kv, "closed", concurrency=kv // (512 + 256 + 16))
+    sim = simulate(cost, build_requests(cfg, TEXT, cost, 6000), kv, "closed", concurrency=kv // (512 + 256 + 16),
+                   async_scheduling=False)
     assert p.max_requests_per_s == pytest.approx(sim.requests_per_s, rel=0.1)
 
 
@@ -100,12 +105,26 @@ def test_single_matches_estimate_alone():
     assert p.tpot.p50 == pytest.approx(est.tpot.p50, rel=0.01)
 
 
+def _without_request_path(cost):
+    """``cost`` under a calibration with no time outside the engine (the closed-loop analytic model's engine:
+    its clients come straight back; with a request path and the asynchronous scheduler the simulator's
+    clients bunch into waves instead, which the analytic closed loop does not model: see Known limits)."""
+    from planner.calibrate.serving import with_constants
+    from planner.load.stepcost import StepCost
+
+    cal = with_constants(cost.cal, {"request_latency_ms": 0.0, "frontend_ms_per_image": 0.0,
+                                    "frontend_ms_per_input_megapixel": 0.0,
+                                    "frontend_ms_per_processed_megapixel": 0.0})
+    return StepCost(cost.cfg, cal, cost.precisions)
+
+
 @pytest.mark.parametrize("conc", [2, 8, 32])
 def test_closed_loop_tracks_the_simulator(conc):
     cfg, cost, kv = _setup("Qwen/Qwen2.5-VL-7B-Instruct", "H100", {})
+    cost = _without_request_path(cost)
     wl = PRESETS["document-vqa"]
     p = predict(cost, cfg, request_shape(cfg, wl), "closed", None, conc, kv)
-    sim = simulate(cost, build_requests(cfg, wl, cost, 1000), kv, "closed", concurrency=conc)
+    sim = simulate(cost, build_requests(cfg, wl, cost, 1000), kv, "closed", concurrency=conc, async_scheduling=False)
     assert p.ttft.p50 == pytest.approx(percentiles(sim.ttft_ms)["p50"], rel=0.1)
     assert p.tpot.p50 == pytest.approx(percentiles(sim.tpot_ms)["p50"], rel=0.1)
     assert p.requests_per_s == pytest.approx(sim.requests_per_s, rel=0.1)
@@ -118,9 +137,11 @@ def test_closed_loop_is_the_settled_waves(prompt, conc):
     # used to add a second step for a share of prompts cut by step boundaries, which only happens while the
     # waves settle: a full step off, both ways; the simulator's p95 still holds a little of the settling.)
     cfg, cost, kv = _setup("meta-llama/Llama-3.1-8B-Instruct", "H100", {})
+    cost = _without_request_path(cost)
     wl = Workload(name="w", prompt_tokens=prompt, output_tokens=128)
     p = predict(cost, cfg, request_shape(cfg, wl), "closed", None, conc, kv)
-    sim = simulate(cost, build_requests(cfg, wl, cost, 60 * conc), kv, "closed", concurrency=conc)
+    sim = simulate(cost, build_requests(cfg, wl, cost, 60 * conc), kv, "closed", concurrency=conc,
+                   async_scheduling=False)
     assert p.ttft.p50 == pytest.approx(percentiles(sim.ttft_ms)["p50"], rel=0.02)
     assert p.ttft.p95 == pytest.approx(percentiles(sim.ttft_ms)["p95"], rel=0.10)
     assert p.tpot.p50 == pytest.approx(percentiles(sim.tpot_ms)["p50"], rel=0.02)

@@ -145,9 +145,9 @@ def test_budget_infeasibility_says_how_many_gpus():
 
 def test_binding_says_why_one_replica_fewer_would_not_do():
     # A loose SLO: the replica count is set by capacity (one replica fewer would be past its saturation rate).
-    loose = solve(request([40.0], slo="ttft_p95=20000ms"))
+    loose = solve(request([19.0], slo="ttft_p95=20000ms"))
     c = loose.chosen[0]
-    assert c.replicas > 1 and 40.0 / (c.replicas - 1) >= c.prediction.max_requests_per_s
+    assert c.replicas > 1 and 19.0 / (c.replicas - 1) >= c.prediction.max_requests_per_s
     assert "capacity: one replica saturates" in loose.binding[0]
     # A tight TPOT SLO: one replica fewer would break it, by the value the analytic model gives at that load.
     tight = solve(request([40.0], slo="tpot_p95=12ms"))
@@ -161,19 +161,19 @@ def test_binding_says_why_one_replica_fewer_would_not_do():
 
 
 def test_replicas_stay_under_the_load_ceiling_unless_it_is_lifted():
-    # 19 req/s with a loose SLO: one L40S (bf16) replica would run at 97% of its saturation rate. The default
-    # ceiling (MAX_LOAD) refuses that and pays for a second replica; max_load=1 takes the single replica.
+    # 40 req/s with a loose SLO: three L40S (bf16) replicas would each run at 95% of their saturation rate. The
+    # default ceiling (MAX_LOAD) refuses that and pays for a fourth; max_load=1 takes three.
     from dataclasses import replace as dc_replace
 
     from planner.solver import MAX_LOAD
 
-    req = request([19.0], slo="ttft_p95=20000ms")
+    req = request([40.0], slo="ttft_p95=20000ms")
     capped = solve(req)
     lifted = solve(dc_replace(req, max_load=1.0))
     for c in capped.chosen:
-        assert 19.0 / c.replicas <= MAX_LOAD * c.prediction.max_requests_per_s
+        assert 40.0 / c.replicas <= MAX_LOAD * c.prediction.max_requests_per_s
     (c1,) = lifted.chosen
-    assert 19.0 / c1.replicas > MAX_LOAD * c1.prediction.max_requests_per_s
+    assert 40.0 / c1.replicas > MAX_LOAD * c1.prediction.max_requests_per_s
     assert lifted.chosen[0].cost_per_hour < sum(c.cost_per_hour for c in capped.chosen)
 
 

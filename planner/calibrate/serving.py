@@ -1,0 +1,265 @@
+"""Real-engine serving runs: read them, replay each through vlmplan, compare.
+
+A *run* is one `vllm bench serve` measurement against a real vLLM server (the harness in
+``bench/real-vllm/``; the files in ``catalogs/calibration/measurements/<gpu>/run*_real_vllm/``).
+``predict_run`` simulates the same thing the benchmark did, not the simulator's steady state:
+
+* the same number of prompts, every request measured (the benchmark has no warm-up window);
+* a closed loop as ``--max-concurrency C`` runs it: all C clients send at t = 0, each sends its next
+  request when its last one finished;
+* Poisson arrivals at the run's rate; the run's own per-request lengths where they were ranged;
+* the server's configuration as the log reports it (max_model_len, max_num_batched_tokens 8,192,
+  max_num_seqs 1,024, gpu_memory_utilization 0.92).
+
+Each prediction pools ``seeds`` simulations (a 60-request run's p95 is noisy in the model as in the
+measurement). Runs named in ``HELD_OUT`` are never used to fit anything: they give the held-out error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planner.catalog.hf_import import load_model_from_path
+from planner.catalog.loader import catalog_root, load_calibration, load_engine, load_gpus, load_models, load_precisions
+from planner.catalog.schema import Calibration, ModelSpec
+from planner.deployment import ServingConfig, resolve
+from planner.load.simulator import build_requests, simulate
+from planner.load.stepcost import StepCost
+from planner.memory import memory_breakdown
+from planner.workload import ImageSize, IntDist, Workload
+
+RUN_DIR = "calibration/measurements/h200-141gb/run20_real_vllm"
+"""The real-vLLM runs shipped with vlmplan, under catalogs/."""
+
+HELD_OUT = frozenset({
+    # The whole 1280x960 photo series, text-only prompts to the VL server, every ranged-length run, the long
+    # text prompts, and one Poisson and one closed-loop point of each remaining series. Chosen before any fit.
+    "vl2_large_c1", "vl2_large_r2", "vl2_large_r5", "vl2_large_r8", "vl2_large_r12", "vl2_large_c8",
+    "vl2_large_c32", "vl2_vltext_r10", "vl2_vltext_c16", "vl2_small_mix_r10", "vl2_small_mix_c16",
+    "text_mix_r16", "text_long_c8", "text_r24", "text_c16", "vl1_small_c16", "vl1_small_r16", "vl2_page_r2",
+    "vl2_page_c4",
+})
+
+MODEL_DIRS = {"Qwen/Qwen2.5-7B-Instruct": "bench/real-vllm/model/Qwen2.5-7B-Instruct"}
+"""Models of the runs that are not in the catalog: a local config.json (relative to the repository)."""
+
+SERVER = {"max_model_len": 16384, "max_num_batched_tokens": 8192, "max_num_seqs": 1024,
+          "gpu_memory_utilization": 0.92}
+"""The servers' settings, from their logs (vLLM 0.26.0 defaults on an H200 but max_model_len)."""
+
+KV_TOKENS = {"vl": 2_090_640, "text": 2_115_440}
+"""'GPU KV cache size' in the server logs."""
+
+
+@dataclass(frozen=True)
+class RealRun:
+    """One measured benchmark run."""
+
+    label: str
+    model: str
+    arrival: str
+    """'poisson' or 'closed'."""
+    rate_per_s: float | None
+    concurrency: int | None
+    prompts: int
+    image: tuple[int, int] | None
+    text_tokens: int
+    output_tokens: int
+    ranged: bool
+    input_lens: tuple[int, ...]
+    output_lens: tuple[int, ...]
+    measured: dict[str, float]
+    """ttft_p50/p95, tpot_p50/p95 (ms), throughput (req/s), as the benchmark reported them."""
+    server: dict[str, float] = field(default_factory=dict)
+    """Means over the run from the server's /metrics (ms) and its processes' CPU time per request."""
+
+    @property
+    def held_out(self) -> bool:
+        return self.label in HELD_OUT
+
+    @property
+    def warmup(self) -> bool:
+        return "warmup" in self.label
+
+
+def _server_means(run: dict[str, Any]) -> dict[str, float]:
+    d = run["server_metrics_delta"]
+    out: dict[str, float] = {}
+    for name, key in (("server_ttft_ms", "time_to_first_token"), ("queue_ms", "request_queue_time"),
+                      ("prefill_ms", "request_prefill_time"), ("decode_ms", "request_decode_time")):
+        n = d.get(f"vllm:{key}_seconds_count", 0.0)
+        if n:
+            out[name] = 1e3 * d[f"vllm:{key}_seconds_sum"] / n
+    if {"server_ttft_ms", "queue_ms", "prefill_ms"} <= out.keys():
+        # Arrival at the API server to the scheduler's first look: tokenising, image processing, hand-off.
+        out["before_engine_ms"] = out["server_ttft_ms"] - out["queue_ms"] - out["prefill_ms"]
+    done = run["summary"]["completed"] or 1
+    for proc, cpu in run["server_cpu_s"].items():
+        out[f"cpu_ms_per_request_{proc}"] = 1e3 * cpu / done
+    return out
+
+
+def _parse_image(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    w, h, _ = (int(x) for x in text.strip("()").split(","))
+    return w, h
+
+
+def load_runs(root: Path | None = None) -> list[RealRun]:
+    """Every run of the shipped real-vLLM measurements (warm-ups included; see ``RealRun.warmup``)."""
+    folder = (root or catalog_root()) / RUN_DIR
+    runs: list[RealRun] = []
+    for path in sorted(folder.glob("*.json")):
+        doc = json.loads(path.read_text())
+        model = "Qwen/Qwen2.5-7B-Instruct" if doc["plan"] == "text" else "Qwen/Qwen2.5-VL-7B-Instruct"
+        for r in doc["runs"]:
+            s = r["summary"]
+            kind, value, prompts = r["load"]
+            ds = r["dataset"]
+            runs.append(RealRun(
+                label=r["label"], model=model, arrival="poisson" if kind == "rate" else "closed",
+                rate_per_s=float(value) if kind == "rate" else None,
+                concurrency=int(value) if kind == "conc" else None, prompts=int(prompts),
+                image=_parse_image(ds["image"]), text_tokens=int(ds["input_tokens"]),
+                output_tokens=int(ds["output_tokens"]), ranged=float(ds["range_ratio"]) > 0,
+                input_lens=tuple(r["requests"]["input_len"]), output_lens=tuple(r["requests"]["output_len"]),
+                measured={"ttft_p50": s["median_ttft_ms"], "ttft_p95": s["p95_ttft_ms"],
+                          "tpot_p50": s["median_tpot_ms"], "tpot_p95": s["p95_tpot_ms"],
+                          "throughput": s["request_throughput"]},
+                server=_server_means(r)))
+    return runs
+
+
+def run_model(run: RealRun, repo: Path | None = None) -> ModelSpec:
+    if run.model in MODEL_DIRS:
+        base = repo or Path(__file__).resolve().parents[2]
+        return load_model_from_path(base / MODEL_DIRS[run.model])
+    return load_models().get(run.model)
+
+
+def run_config(run: RealRun, model: ModelSpec | None = None) -> ServingConfig:
+    gpu = load_gpus().get("H200-141GB")
+    cfg = ServingConfig(model=model or run_model(run), gpu=gpu, **SERVER,  # type: ignore[arg-type]
+                        limit_images_per_prompt=1 if run.image else None)
+    return resolve(cfg, load_engine())
+
+
+def run_workload(run: RealRun, visual_tokens: int) -> Workload:
+    """The run as a vlmplan workload. The engine's prompt is the benchmark's input length (its text, the chat
+    template and the image's tokens, equal to the server's own prompt-token count in every run): the text part
+    is that less vlmplan's visual tokens for the image, per request where the lengths were ranged."""
+    images = [ImageSize(width=run.image[0], height=run.image[1])] if run.image else []
+    text = [max(0, n - visual_tokens) for n in run.input_lens]
+    w = Workload(name=run.label, prompt_tokens=round(sum(text) / len(text)), output_tokens=run.output_tokens,
+                 images=images, arrival=run.arrival, rate_per_s=run.rate_per_s,  # type: ignore[arg-type]
+                 concurrency=run.concurrency)
+    if not run.ranged:
+        return w
+    return w.model_copy(update={
+        "prompt_tokens_dist": IntDist(kind="empirical", values=tuple(text)),
+        "output_tokens_dist": IntDist(kind="empirical", values=tuple(int(x) for x in run.output_lens)),
+    })
+
+
+@dataclass(frozen=True)
+class Prediction:
+    ttft_p50: float
+    ttft_p95: float
+    tpot_p50: float
+    tpot_p95: float
+    throughput: float
+    kv_tokens: int
+    visual_tokens: int
+
+
+def predict_run(run: RealRun, cal: Calibration | None = None, seeds: int = 4,
+                model: ModelSpec | None = None, async_scheduling: bool | None = None) -> Prediction:
+    """vlmplan's prediction of ``run``: the benchmark replayed in the simulator (see the module doc)."""
+    cfg = run_config(run, model)
+    cal = cal or load_calibration(cfg.gpu.name)
+    precisions = load_precisions()
+    cost = StepCost(cfg, cal, precisions)
+    mem = memory_breakdown(cfg, load_engine(), precisions)
+    probe = Workload(prompt_tokens=0, output_tokens=1,
+                     images=[ImageSize(width=run.image[0], height=run.image[1])] if run.image else [])
+    visual = int(build_requests(cfg, probe, cost, 1).enc_tokens[0]) if run.image else 0
+    workload = run_workload(run, visual)
+    ttft: list[np.ndarray] = []
+    tpot: list[np.ndarray] = []
+    thr: list[float] = []
+    for seed in range(seeds):
+        reqs = build_requests(cfg, workload, cost, run.prompts, seed)
+        res = simulate(cost, reqs, mem.kv_capacity_tokens, run.arrival, run.rate_per_s, run.concurrency,
+                       seed=seed, cfg=cfg, async_scheduling=async_scheduling)
+        front = res.frontend_ms if res.frontend_ms is not None else 0.0
+        ttft.append((res.first_token_s - res.arrival_s) * 1e3 + front)
+        out = res.output_tokens
+        tpot.append(((res.finish_s - res.first_token_s) / np.maximum(out - 1, 1) * 1e3)[out > 1])
+        start = 0.0 if run.arrival == "closed" else float(np.min(res.arrival_s))
+        end = float(np.max(res.finish_s))
+        thr.append(len(out) / (end - start) if end > start else math.nan)
+    t, p = np.concatenate(ttft), np.concatenate(tpot)
+    return Prediction(ttft_p50=float(np.percentile(t, 50)), ttft_p95=float(np.percentile(t, 95)),
+                      tpot_p50=float(np.percentile(p, 50)), tpot_p95=float(np.percentile(p, 95)),
+                      throughput=float(np.mean(thr)), kv_tokens=int(mem.kv_capacity_tokens), visual_tokens=visual)
+
+
+def relative_error(pred: float, meas: float) -> float:
+    """(predicted - measured) / measured."""
+    return (pred - meas) / meas if meas else math.nan
+
+
+SERVING_CONSTANTS = ("request_latency_ms", "frontend_ms_per_image", "frontend_ms_per_input_megapixel",
+                     "vision_call_overhead_ms", "engine_step_overhead_ms", "engine_per_seq_overhead_ms")
+"""The constants fitted from real serving (engine and host costs that kernel microbenchmarks cannot see)."""
+
+METRICS = ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95", "throughput")
+
+
+def with_constants(cal: Calibration, values: dict[str, float]) -> Calibration:
+    """``cal`` with some constants' values replaced."""
+    consts = dict(cal.constants)
+    for k, v in values.items():
+        consts[k] = consts[k].model_copy(update={"value": float(v)})
+    return cal.model_copy(update={"constants": consts})
+
+
+def errors(runs: list[RealRun], cal: Calibration, seeds: int = 4) -> dict[str, dict[str, float]]:
+    """Per run label: the relative error of each metric (predicted - measured) / measured."""
+    out: dict[str, dict[str, float]] = {}
+    models: dict[str, ModelSpec] = {}
+    for r in runs:
+        model = models.setdefault(r.model, run_model(r))
+        p = predict_run(r, cal, seeds, model)
+        out[r.label] = {m: relative_error(getattr(p, m), r.measured[m]) for m in METRICS}
+    return out
+
+
+def fit_serving(runs: list[RealRun], cal: Calibration, seeds: int = 2) -> tuple[dict[str, float], float]:
+    """Least squares of log(predicted / measured) over every metric of ``runs`` (none held out, no warm-up),
+    for ``SERVING_CONSTANTS``, bounded to be non-negative. Returns the values and the final RMS log error."""
+    from scipy.optimize import least_squares
+
+    fit_runs = [r for r in runs if not r.held_out and not r.warmup]
+    models = {r.model: run_model(r) for r in fit_runs}
+    x0 = np.array([cal.value(k) for k in SERVING_CONSTANTS])
+    scale = np.maximum(np.abs(x0), 0.01)
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        c = with_constants(cal, dict(zip(SERVING_CONSTANTS, x * scale)))
+        res: list[float] = []
+        for r in fit_runs:
+            p = predict_run(r, c, seeds, models[r.model])
+            res.extend(math.log(max(getattr(p, m), 1e-9) / r.measured[m]) for m in METRICS)
+        return np.array(res)
+
+    sol = least_squares(resid, x0 / scale, bounds=(0, np.inf), diff_step=0.05, max_nfev=60, x_scale=1.0)
+    values = dict(zip(SERVING_CONSTANTS, (float(v) for v in sol.x * scale)))
+    return values, float(np.sqrt(np.mean(sol.fun**2)))
