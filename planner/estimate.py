@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from planner.catalog.loader import load_calibration, load_engine, load_precisions
@@ -52,13 +53,80 @@ class RequestShape:
     """Pixels of the images as sent (JPEG decode and resize work)."""
     processed_megapixels: float = 0.0
     """Pixels the vision tower sees (encoder patches x patch area)."""
+    classes: tuple[tuple[float, RequestShape], ...] = ()
+    """When the workload's lengths or images vary: (probability, shape) of each kind of request (the fields
+    above are then their means); empty for a fixed request."""
 
     @property
     def prompt_tokens(self) -> int:
         return self.text_tokens + self.visual_tokens
 
 
+MAX_CLASSES_PER_DIM = 6
+"""Distributions with more support points (empirical samples) are binned into this many quantile groups."""
+
+
+def _dist_points(dist: Any, fixed: int) -> list[tuple[float, float]]:
+    """(probability, value) of an integer distribution, at most MAX_CLASSES_PER_DIM of them (equal-mass
+    quantile groups of a long support, each at its group's mean)."""
+    if dist is None:
+        return [(1.0, float(fixed))]
+    p = dist.probabilities()
+    v = np.asarray(dist.values, dtype=float)
+    order = np.argsort(v, kind="stable")
+    p, v = p[order], v[order]
+    if len(v) <= MAX_CLASSES_PER_DIM:
+        return [(float(pi), float(vi)) for pi, vi in zip(p, v) if pi > 0]
+    edges = np.searchsorted(np.cumsum(p), np.linspace(0, 1, MAX_CLASSES_PER_DIM + 1)[1:-1], side="right")
+    out = []
+    for grp_p, grp_v in zip(np.split(p, edges), np.split(v, edges)):
+        if grp_p.sum() > 0:
+            out.append((float(grp_p.sum()), float(grp_p @ grp_v / grp_p.sum())))
+    return out
+
+
 def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
+    """The engine's view of one request of ``workload``: the representative request, or, when its lengths or
+    images vary, the mean over its classes (each class in ``classes``)."""
+    if not workload.has_distributions:
+        return _fixed_shape(cfg, workload)
+    prompts = _dist_points(workload.prompt_tokens_dist, workload.prompt_tokens)
+    outputs = _dist_points(workload.output_tokens_dist, workload.output_tokens)
+    counts = _dist_points(workload.images_per_request_dist, len(workload.images))
+    if workload.image_size_dist is not None:
+        sp = workload.image_size_dist.probabilities()
+        sizes = [(float(q), s) for q, s in zip(sp, workload.image_size_dist.values) if q > 0]
+    else:
+        sizes = [(1.0, None)]  # type: ignore[list-item]
+    classes = []
+    for pp, pv in prompts:
+        for po, ov in outputs:
+            for pc, cv in counts:
+                for ps, sz in sizes:
+                    k = int(round(cv))
+                    imgs = ([sz] * k if sz is not None else list(workload.images)[:k]) if k else []
+                    w = workload.model_copy(update={
+                        "prompt_tokens": int(round(pv)), "output_tokens": max(1, int(round(ov))), "images": imgs,
+                        "prompt_tokens_dist": None, "output_tokens_dist": None, "images_per_request_dist": None,
+                        "image_size_dist": None})
+                    classes.append((pp * po * pc * ps, _fixed_shape(cfg, w)))
+    total = sum(p for p, _ in classes)
+    classes = [(p / total, c) for p, c in classes]
+
+    def mean(attr: str) -> float:
+        return sum(p * getattr(c, attr) for p, c in classes)
+
+    images = mean("images")
+    return RequestShape(
+        text_tokens=int(round(mean("text_tokens"))), visual_tokens=int(round(mean("visual_tokens"))),
+        encoder_patches=int(round(mean("encoder_patches"))),
+        images=max(1, int(round(images))) if images > 0 else 0,
+        output_tokens=max(1, int(round(mean("output_tokens")))), cached_tokens=int(round(mean("cached_tokens"))),
+        input_megapixels=mean("input_megapixels"), processed_megapixels=mean("processed_megapixels"),
+        classes=tuple(classes))
+
+
+def _fixed_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
     visual = patches = 0
     rule = cfg.model.visual_tokens
     if workload.images and rule is None:

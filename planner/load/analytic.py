@@ -154,7 +154,7 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
     """a(n), e(n) and lambda(n) for n = 0..n_cap, cached on ``cost`` per shape."""
     cache: dict = cost.__dict__.setdefault("_analytic_cache", {})
     key = (cfg.max_num_seqs, cfg.max_num_batched_tokens, shape.prompt_tokens, shape.cached_tokens,
-           shape.output_tokens, shape.images, shape.encoder_patches, kv_capacity_tokens)
+           shape.output_tokens, shape.images, shape.encoder_patches, kv_capacity_tokens, shape.classes)
     hit = cache.get(key)
     if hit is not None:
         return hit
@@ -163,7 +163,7 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
     L = max(0, shape.output_tokens - 1)
     B = int(cfg.max_num_batched_tokens or cost.max_tokens)
     seqs = int(cfg.max_num_seqs or cost.max_seqs)
-    V = cost.vision_ms(shape.images, shape.encoder_patches)
+    V = _mean_vision_ms(cost, shape)
     ctx = P + 1 + L / 2
     # KV per decoding sequence at the mean context (prefix hits shared) plus half a block of rounding.
     kv_seq = max(1.0, ctx - shape.cached_tokens + 8)
@@ -186,7 +186,7 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
     # (Wave quantisation can make a GEMM of a few more rows no slower, or even faster: never below zero.)
     grow = (np.maximum(0.0, lin[np.minimum(n + tok, top)] - lin[nn]) * per_req
             + np.maximum(0.0, lm[np.minimum(n + np.ceil(k).astype(int), top)] - lm[nn]) / np.ceil(k))
-    host = cost.cal.value("vision_call_overhead_ms") if shape.images and V > 0 else 0.0
+    host = cost.cal.value("vision_call_overhead_ms") * _image_share(shape) if V > 0 else 0.0
     # n decoding means n / L arrivals a step (Little): the prompts arriving in one step share an encoder call,
     # when the encoder budget (max(B, one request's visual tokens)) holds more than one request's images.
     vis = shape.visual_tokens
@@ -207,6 +207,21 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
         cache.clear()
     cache[key] = out
     return out
+
+
+def _mean_vision_ms(cost: StepCost, shape: RequestShape) -> float:
+    """A request's encoder time, averaged over the workload's classes (the ViT's cost is not linear in its
+    patches, so the mean of the costs, not the cost of the mean)."""
+    if not shape.classes:
+        return cost.vision_ms(shape.images, shape.encoder_patches)
+    return sum(p * cost.vision_ms(c.images, c.encoder_patches) for p, c in shape.classes)
+
+
+def _image_share(shape: RequestShape) -> float:
+    """The fraction of requests that carry images."""
+    if not shape.classes:
+        return 1.0 if shape.images else 0.0
+    return sum(p for p, c in shape.classes if c.images)
 
 
 def _window_args(cost: StepCost, P: int, Pn: int) -> tuple[float | None, float | None]:
@@ -292,6 +307,11 @@ def _prefill_alone_ms(cost: StepCost, cfg: ServingConfig, shape: RequestShape) -
     return total
 
 
+def _alone_ms(cost: StepCost, cfg: ServingConfig, shape: RequestShape, vision_ms: float) -> float:
+    """A request's encoder call and prefill with the engine to itself."""
+    return vision_ms + _prefill_alone_ms(cost, cfg, shape)
+
+
 def _saturated(cur: _Curves, shape: RequestShape) -> LoadPrediction:
     return LoadPrediction(ttft=_INF, tpot=_INF, e2e=_INF, requests_per_s=cur.max_rate,
                           output_tokens_per_s=cur.max_rate * shape.output_tokens, saturated=True,
@@ -336,8 +356,34 @@ def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curv
         if n_bar > cur.n_cap:
             return _saturated(cur, shape)
     assert chain is not None
+    if shape.classes and L:
+        # Each class decodes its own number of tokens in the same traffic: its TPOT atoms from its own L (a short
+        # output sees few interrupting prefills, so its TPOT spreads wider), weighted by its probability.
+        parts = [(p, _tpot_poisson(cur, chain, n_bar, max(1, c.output_tokens - 1), lam_ms)[0])
+                 for p, c in shape.classes if c.output_tokens > 1]
+        atoms = (np.concatenate([p * a[0] for p, a in parts if a is not None]),
+                 np.concatenate([a[1] for _, a in parts if a is not None]),
+                 np.concatenate([a[2] for _, a in parts if a is not None]))
     tpot = _mixture_uniform(*atoms) if atoms is not None else Percentiles.constant(0.0)
     w, lo, width = chain.ttft_atoms()
+    if shape.classes:
+        # A class's first token comes after its own encoder call and prefill where the mean request's came
+        # after the mean's: the queue ahead of it is the traffic's.
+        # The wait ahead of it grows with the spread of the work each request brings (a queue's wait goes with
+        # E[S^2] / E[S], the mean residual of a service): the chain's wait, run on the mean request, scaled by
+        # E[S^2] / E[S]^2 of the requests' work alone.
+        base = _alone_ms(cost, cfg, shape, cur.vision_ms)
+        alone = np.array([_alone_ms(cost, cfg, c, cost.vision_ms(c.images, c.encoder_patches))
+                          for _, c in shape.classes])
+        probs = np.array([p for p, _ in shape.classes])
+        spread = float(probs @ alone**2) / float(probs @ alone) ** 2 if float(probs @ alone) > 0 else 1.0
+        wait_lo = np.maximum(0.0, lo - base) * spread
+        # Its own time outside the engine, where predict() adds the mean request's afterwards.
+        fe_mean = shape_frontend_ms(cost.cal, shape)
+        own = alone + np.array([shape_frontend_ms(cost.cal, c) - fe_mean for _, c in shape.classes])
+        w = np.concatenate([p * w for p in probs])
+        lo = np.concatenate([a + wait_lo for a in own])
+        width = np.concatenate([width * spread for _ in probs])
     # Slots (max_num_seqs, or the KV cache at the mean context): a request holds one from admission to its
     # last token (Erlang C gave a TTFT p95 at 80% load 69% short of the simulator's; see _slot_wait).
     c = cur.n_cap

@@ -15,7 +15,7 @@ from planner.estimate import estimate, request_shape
 from planner.load.analytic import build_step_cost, predict
 from planner.load.simulator import build_requests, percentiles, simulate
 from planner.memory import memory_breakdown
-from planner.workload import PRESETS, Workload
+from planner.workload import PRESETS, ImageSize, IntDist, SizeDist, Workload
 
 ENGINE = load_engine()
 PREC = load_precisions()
@@ -34,6 +34,16 @@ CASES = {
     "llama70b-fp8-tp4": ("meta-llama/Llama-3.1-70B-Instruct", "H100",
                          Workload(name="t", prompt_tokens=1024, output_tokens=256), {"tp": 4, "precision": "fp8"}),
     "qwen25vl7b-seqs32": ("Qwen/Qwen2.5-VL-7B-Instruct", "H100", PRESETS["visual-reasoning"], {"max_num_seqs": 32}),
+    # Lengths and images that vary (two-point distributions, the same means as fixed 768/192 or 256/256).
+    "llama8b-two-point-lengths": ("meta-llama/Llama-3.1-8B-Instruct", "H100", Workload(
+        name="tp", prompt_tokens=768, output_tokens=192,
+        prompt_tokens_dist=IntDist(kind="weighted", values=(256, 1280), weights=(0.5, 0.5)),
+        output_tokens_dist=IntDist(kind="weighted", values=(64, 320), weights=(0.5, 0.5))), {}),
+    "qwen25vl7b-two-sizes-two-outputs": ("Qwen/Qwen2.5-VL-7B-Instruct", "H100", Workload(
+        name="ts", prompt_tokens=256, output_tokens=256, images=[ImageSize(width=448, height=448)],
+        image_size_dist=SizeDist(kind="weighted", values=(ImageSize(width=448, height=448),
+                                                           ImageSize(width=1280, height=960)), weights=(0.5, 0.5)),
+        output_tokens_dist=IntDist(kind="weighted", values=(64, 448), weights=(0.5, 0.5))), {}),
 }
 N_REQ = 24000  # simulated requests per seed
 LOADS = (0.2, 0.4, 0.6, 0.8)  # fractions of the analytic saturation rate
