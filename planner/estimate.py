@@ -52,6 +52,14 @@ class RequestShape:
     """Pixels of the images as sent (JPEG decode and resize work)."""
     processed_megapixels: float = 0.0
     """Pixels the vision tower sees (encoder patches x patch area)."""
+    encoder_sequences: int = 0
+    """Attention sequences of the ViT over all images: a tiled encoder (InternVL, LLaVA-NeXT, Idefics3...)
+    encodes every tile and thumbnail as its own sequence; 0 means one per image."""
+
+    @property
+    def vit_sequences(self) -> int:
+        """``encoder_sequences``, or one per image when not set."""
+        return self.encoder_sequences or self.images
 
     @property
     def prompt_tokens(self) -> int:
@@ -59,7 +67,7 @@ class RequestShape:
 
 
 def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
-    visual = patches = 0
+    visual = patches = sequences = 0
     rule = cfg.model.visual_tokens
     if workload.images and rule is None:
         from planner.errors import UnsupportedError
@@ -71,6 +79,7 @@ def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
         t = image_tokens(rule, img.width, img.height, cfg.mm_processor_options)
         visual += t.llm_tokens
         patches += t.encoder_patches
+        sequences += t.encoder_sequences
         sent += img.width * img.height
     prompt = workload.prompt_tokens + visual
     return RequestShape(
@@ -82,6 +91,7 @@ def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
         cached_tokens=int(workload.prefix_cache_hit * prompt),
         input_megapixels=sent / 1e6,
         processed_megapixels=processed_megapixels(cfg, patches),
+        encoder_sequences=sequences,
     )
 
 
@@ -197,6 +207,7 @@ class Estimate:
                 "visual_tokens": self.shape.visual_tokens,
                 "prompt_tokens": self.shape.prompt_tokens,
                 "encoder_patches": self.shape.encoder_patches,
+                "encoder_sequences": self.shape.vit_sequences,
                 "images": self.shape.images,
                 "output_tokens": self.shape.output_tokens,
             },
@@ -282,7 +293,8 @@ def estimate(
     mem = memory_breakdown(cfg, engine, precisions)
     shape = request_shape(cfg, workload)
     rf = Roofline(cfg.gpu, cal)
-    vision = vision_encode(rf, cfg, precisions, shape.encoder_patches, shape.images)
+    vision = vision_encode(rf, cfg, precisions, shape.encoder_patches, shape.images,
+                           sequences=shape.vit_sequences)
     prefill = prefill_step(rf, cfg, precisions, shape.prompt_tokens, shape.cached_tokens)
     b = batch or 1
     ctx = context or shape.prompt_tokens

@@ -616,26 +616,36 @@ def vit_activation(profile: KernelProfile, v: VisionSpec) -> Kernels:
 
 
 def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, patches: int,
-                  images: int, profile: KernelProfile = VLLM, eager: bool = True) -> StepTime:
-    """Encode ``images`` images totalling ``patches`` ViT tokens (bf16 ViT).
+                  images: int, profile: KernelProfile = VLLM, eager: bool = True,
+                  sequences: int | None = None) -> StepTime:
+    """Encode ``images`` images totalling ``patches`` ViT tokens (bf16 ViT) in ``sequences`` attention
+    sequences (default: one per image).
+
+    A tiled encoder (InternVL, LLaVA-NeXT, Idefics3, Phi-3.5-vision, MiniCPM-V...) encodes each tile and
+    thumbnail as its own image: its linear layers run over all ``patches``, but attention is quadratic per
+    sequence (``patches / sequences`` tokens each), not over the image's patches as one sequence
+    (``RequestShape.encoder_sequences``).
 
     vLLM's default ``mm_encoder_tp_mode=weights`` shards the ViT like the
     decoder (split GEMMs + all-reduces); ``data`` replicates it and splits
-    the images across the TP ranks. vLLM 0.33 runs the encoder eagerly, so a
+    the sequences (images, tiles) across the TP ranks. vLLM 0.33 runs the encoder eagerly, so a
     small image is bound by the CPU launching its kernels.
     """
     v = cfg.model.vision
     if v is None or patches <= 0:
         return StepTime(())
+    seqs = max(1, sequences if sequences is not None else images)
     split = cfg.tp if cfg.mm_encoder_tp_mode == "weights" else 1
     if cfg.mm_encoder_tp_mode == "data" and cfg.tp > 1:
-        patches = math.ceil(patches / min(cfg.tp, max(images, 1)))
+        ranks = min(cfg.tp, seqs)
+        patches = math.ceil(patches / ranks)
+        seqs = math.ceil(seqs / ranks)
     d = v.hidden_size
     n = v.num_layers
     heads = v.num_heads // split if v.num_heads % split == 0 else v.num_heads
     hd = d // v.num_heads
     inter = v.intermediate_size // split
-    per_image = max(1, patches // max(images, 1))
+    per_seq = max(1, patches // seqs)
     patch_k = v.num_channels * v.temporal_patch_size * v.patch_size**2
     # Conv patches without a class token leave the residual stream in the convolution's transposed layout.
     strided = v.temporal_patch_size == 1 and not v.class_token
@@ -657,15 +667,15 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
         ops.append(rf.kernels("vit_rotary", profile.rotary, qk, n))
     if v.window_attention is not None:
         full = len(v.window_attention.full_attention_layers)
-        win = min(v.window_attention.window_patches, per_image)
+        win = min(v.window_attention.window_patches, per_seq)
         windows = math.ceil(patches / win)
         ops.append(rf.attention_prefill("vit_attention_window", win, win, heads, heads, hd, False, ACT,
                                         n - full, batch=windows))
-        ops.append(rf.attention_prefill("vit_attention_full", per_image, per_image, heads, heads, hd, False, ACT,
-                                        full, batch=max(images, 1)))
+        ops.append(rf.attention_prefill("vit_attention_full", per_seq, per_seq, heads, heads, hd, False, ACT,
+                                        full, batch=seqs))
     else:
-        ops.append(rf.attention_prefill("vit_attention", per_image, per_image, heads, heads, hd, False, ACT, n,
-                                        batch=max(images, 1)))
+        ops.append(rf.attention_prefill("vit_attention", per_seq, per_seq, heads, heads, hd, False, ACT, n,
+                                        batch=seqs))
     p = v.projector
     rows = max(1, patches * p.output_dim // max(1, p.input_dim) if p.kind == "resampler" else
                patches * d // p.input_dim)

@@ -149,7 +149,7 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
     """a(n), e(n) and lambda(n) for n = 0..n_cap, cached on ``cost`` per shape."""
     cache: dict = cost.__dict__.setdefault("_analytic_cache", {})
     key = (cfg.max_num_seqs, cfg.max_num_batched_tokens, shape.prompt_tokens, shape.cached_tokens,
-           shape.output_tokens, shape.images, shape.encoder_patches, kv_capacity_tokens)
+           shape.output_tokens, shape.images, shape.encoder_patches, shape.vit_sequences, kv_capacity_tokens)
     hit = cache.get(key)
     if hit is not None:
         return hit
@@ -158,7 +158,7 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
     L = max(0, shape.output_tokens - 1)
     B = int(cfg.max_num_batched_tokens or cost.max_tokens)
     seqs = int(cfg.max_num_seqs or cost.max_seqs)
-    V = cost.vision_ms(shape.images, shape.encoder_patches)
+    V = cost.vision_ms(shape.images, shape.encoder_patches, shape.vit_sequences)
     ctx = P + 1 + L / 2
     # KV per decoding sequence at the mean context (prefix hits shared) plus half a block of rounding.
     kv_seq = max(1.0, ctx - shape.cached_tokens + 8)
