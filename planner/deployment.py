@@ -71,11 +71,11 @@ def check(cfg: ServingConfig) -> None:
     gpu = cfg.gpu
     if cfg.tp < 1 or cfg.pp < 1:
         raise RequestError(f"tp and pp must be >= 1 (got tp={cfg.tp}, pp={cfg.pp})")
-    if d.num_attention_heads % cfg.tp:
-        raise UnsupportedError(
-            f"tp={cfg.tp} does not divide {cfg.model.name}'s {d.num_attention_heads} attention heads "
-            "(vLLM requires it)"
-        )
+    from planner.engine_support import tp_problem
+
+    problem = tp_problem(cfg.model, cfg.tp)
+    if problem:  # vLLM would refuse to start: heads, KV heads and MLP width must split over tp
+        raise UnsupportedError(problem)
     if cfg.tp > gpu.gpus_per_node:
         raise UnsupportedError(
             f"tp={cfg.tp} exceeds the {gpu.gpus_per_node} {gpu.name} GPUs of one node; use pp across nodes"

@@ -19,6 +19,7 @@ from planner.speed import (
     engine_overhead_ms,
     frontend_ms,
     prefill_step,
+    vision_call_host_ms,
     vision_encode,
 )
 from planner.units import GIB
@@ -53,9 +54,17 @@ class RequestShape:
     """Pixels of the images as sent (JPEG decode and resize work)."""
     processed_megapixels: float = 0.0
     """Pixels the vision tower sees (encoder patches x patch area)."""
+    encoder_sequences: int = 0
+    """Attention sequences of the ViT over all images: a tiled encoder (InternVL, LLaVA-NeXT, Idefics3...)
+    encodes every tile and thumbnail as its own sequence; 0 means one per image."""
     classes: tuple[tuple[float, RequestShape], ...] = ()
     """When the workload's lengths or images vary: (probability, shape) of each kind of request (the fields
     above are then their means); empty for a fixed request."""
+
+    @property
+    def vit_sequences(self) -> int:
+        """``encoder_sequences``, or one per image when not set."""
+        return self.encoder_sequences or self.images
 
     @property
     def prompt_tokens(self) -> int:
@@ -120,6 +129,7 @@ def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
     return RequestShape(
         text_tokens=int(round(mean("text_tokens"))), visual_tokens=int(round(mean("visual_tokens"))),
         encoder_patches=int(round(mean("encoder_patches"))),
+        encoder_sequences=int(round(mean("vit_sequences"))),
         images=max(1, int(round(images))) if images > 0 else 0,
         output_tokens=max(1, int(round(mean("output_tokens")))), cached_tokens=int(round(mean("cached_tokens"))),
         input_megapixels=mean("input_megapixels"), processed_megapixels=mean("processed_megapixels"),
@@ -127,7 +137,7 @@ def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
 
 
 def _fixed_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
-    visual = patches = 0
+    visual = patches = sequences = 0
     rule = cfg.model.visual_tokens
     if workload.images and rule is None:
         from planner.errors import UnsupportedError
@@ -139,6 +149,7 @@ def _fixed_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
         t = image_tokens(rule, img.width, img.height, cfg.mm_processor_options)
         visual += t.llm_tokens
         patches += t.encoder_patches
+        sequences += t.encoder_sequences
         sent += img.width * img.height
     prompt = workload.prompt_tokens + visual
     return RequestShape(
@@ -150,6 +161,7 @@ def _fixed_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
         cached_tokens=int(workload.prefix_cache_hit * prompt),
         input_megapixels=sent / 1e6,
         processed_megapixels=processed_megapixels(cfg, patches),
+        encoder_sequences=sequences,
     )
 
 
@@ -242,6 +254,8 @@ class Estimate:
     load: LoadSummary | None = None
     """Under load (poisson / closed / trace): what the simulator saw, saturation and SLO headroom."""
     frontend_ms: float = 0.0
+    vision_host_ms: float = 0.0
+    """The engine's host work around the request's encoder call (``speed.vision_call_host_ms``)."""
     """API-server CPU time on the request's images, inside TTFT and e2e."""
 
     def to_json(self) -> dict[str, Any]:
@@ -266,6 +280,7 @@ class Estimate:
                 "visual_tokens": self.shape.visual_tokens,
                 "prompt_tokens": self.shape.prompt_tokens,
                 "encoder_patches": self.shape.encoder_patches,
+                "encoder_sequences": self.shape.vit_sequences,
                 "images": self.shape.images,
                 "output_tokens": self.shape.output_tokens,
             },
@@ -290,6 +305,7 @@ class Estimate:
             },
             "latency": {
                 "vision_encode_ms": _r(self.vision.time_ms),
+                "vision_host_ms": _r(self.vision_host_ms),
                 "prefill_ms": _r(self.prefill.time_ms),
                 "decode_step_ms": _r(self.decode.time_ms),
                 "decode_batch": self.decode_batch,
@@ -351,7 +367,8 @@ def estimate(
     mem = memory_breakdown(cfg, engine, precisions)
     shape = request_shape(cfg, workload)
     rf = Roofline(cfg.gpu, cal)
-    vision = vision_encode(rf, cfg, precisions, shape.encoder_patches, shape.images)
+    vision = vision_encode(rf, cfg, precisions, shape.encoder_patches, shape.images,
+                           sequences=shape.vit_sequences)
     prefill = prefill_step(rf, cfg, precisions, shape.prompt_tokens, shape.cached_tokens)
     b = batch or 1
     ctx = context or shape.prompt_tokens
@@ -360,13 +377,14 @@ def estimate(
     # A request alone: TTFT = API-server image work + encode + prefill (+ one engine step); each later
     # token one decode step at the growing context (taken at its midpoint).
     fe = shape_frontend_ms(cal, shape)
-    ttft = fe + vision.time_ms + prefill.time_ms + engine_overhead_ms(cal, 1)
+    vision_host = vision_call_host_ms(cal, shape.images)
+    ttft = fe + vision.time_ms + vision_host + prefill.time_ms + engine_overhead_ms(cal, 1)
     mid = shape.prompt_tokens + shape.output_tokens // 2
     tpot = decode_step(rf, cfg, precisions, 1, mid).time_ms + engine_overhead_ms(cal, 1)
     e2e = ttft + (shape.output_tokens - 1) * tpot
     common = dict(config=cfg, workload=workload, shape=shape, memory=mem, calibration=cal, vision=vision,
                   prefill=prefill, decode=decode, decode_batch=b, decode_context=ctx, engine_overhead_ms=overhead,
-                  frontend_ms=fe)
+                  frontend_ms=fe, vision_host_ms=vision_host)
     if workload.arrival == "single" or not mem.fits:
         note = "one request alone" if workload.arrival == "single" else \
             f"one request alone ({workload.arrival} load not simulated: the configuration does not fit)"

@@ -69,6 +69,9 @@ def build_config(req: EstimateRequest) -> ServingConfig:
                         ("--batch", req.batch), ("--context", req.context)]:
         _positive(flag, value)
     model = resolve_model(req.model)
+    from planner.engine_support import require_supported
+
+    require_supported(model)
     gpu = resolve_gpu(req.gpu)
     return ServingConfig(
         model=model,

@@ -59,7 +59,8 @@ def print_estimate(est: Estimate, explain: bool = False) -> None:
         lt.add_row(label, *[_f(lat[key][k], 1) for k in ("mean", "p50", "p90", "p95", "p99")])
     console.print(lt)
     console.print(
-        f"GPU times: vision encode {_f(lat['vision_encode_ms'])} ms, prefill {_f(lat['prefill_ms'])} ms "
+        f"GPU times: vision encode {_f(lat['vision_encode_ms'])} ms{_host_note(lat)}, "
+        f"prefill {_f(lat['prefill_ms'])} ms "
         f"({data['bound']['prefill']}-bound), decode step {_f(lat['decode_step_ms'])} ms at batch "
         f"{lat['decode_batch']} x {lat['decode_context']} tokens ({data['bound']['decode']}-bound); engine "
         f"overhead {_f(lat['engine_overhead_ms'])} ms/step"
@@ -255,3 +256,9 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
 
 
 __all__ = ["GIB", "print_estimate", "explain_json", "print_gpus", "print_models"]
+
+
+def _host_note(lat: dict) -> str:
+    """The engine's host work around the encoder call, where there is one."""
+    host = lat.get("vision_host_ms", 0.0)
+    return f" (+ {_f(host)} ms engine host work per encoder call)" if host else ""

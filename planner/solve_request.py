@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from planner.catalog.loader import load_gpus
 from planner.catalog.schema import KvCacheDtype, Precision
+from planner.engine_support import require_supported
 from planner.errors import RequestError
 from planner.estimate import Percentiles
 from planner.plan import DeploymentPlan, ImageSpec, PercentilesMs, Plan, Predicted, PredictedMemory, Simulated
@@ -162,6 +163,7 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
     notes: list[str] = []
     model_arg = inp.model or DEFAULT_MODEL
     model = resolve_model(model_arg)
+    require_supported(model)
     slos = parse_slos(inp.slo or DEFAULT_SLOS)
     if inp.slo is None:
         notes.append(f"no --slo given: using {', '.join(DEFAULT_SLOS)}")
@@ -229,6 +231,7 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
         model_arg = own_model or top_model  # --model replaces the scenario's default model, not a workload's own
         if model_arg not in specs:
             specs[model_arg] = resolve_model(model_arg)
+            require_supported(specs[model_arg])  # type: ignore[arg-type]
         model = specs[model_arg]
         if wl.images and model.vision is None:  # type: ignore[attr-defined]
             raise RequestError(f"workload '{name}' sends images but {model_arg} is a text model")

@@ -366,8 +366,10 @@ class _Config:
 
 
 def _parallel_choices(model: ModelSpec, gpu: GpuSpec) -> list[tuple[int, int]]:
-    heads = model.decoder.num_attention_heads
-    tps = [t for t in TP_CHOICES if t <= gpu.gpus_per_node and heads % t == 0]
+    from planner.engine_support import tp_problem
+
+    # TP sizes vLLM can start the model at (heads, KV heads and MLP width divide as it requires).
+    tps = [t for t in TP_CHOICES if t <= gpu.gpus_per_node and tp_problem(model, t) is None]
     choices = [(t, 1) for t in tps]
     # Pipeline stages across nodes once a node is full.
     if gpu.gpus_per_node in tps:

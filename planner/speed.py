@@ -616,26 +616,36 @@ def vit_activation(profile: KernelProfile, v: VisionSpec) -> Kernels:
 
 
 def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, patches: int,
-                  images: int, profile: KernelProfile = VLLM, eager: bool = True) -> StepTime:
-    """Encode ``images`` images totalling ``patches`` ViT tokens (bf16 ViT).
+                  images: int, profile: KernelProfile = VLLM, eager: bool = True,
+                  sequences: int | None = None) -> StepTime:
+    """Encode ``images`` images totalling ``patches`` ViT tokens (bf16 ViT) in ``sequences`` attention
+    sequences (default: one per image).
+
+    A tiled encoder (InternVL, LLaVA-NeXT, Idefics3, Phi-3.5-vision, MiniCPM-V...) encodes each tile and
+    thumbnail as its own image: its linear layers run over all ``patches``, but attention is quadratic per
+    sequence (``patches / sequences`` tokens each), not over the image's patches as one sequence
+    (``RequestShape.encoder_sequences``).
 
     vLLM's default ``mm_encoder_tp_mode=weights`` shards the ViT like the
     decoder (split GEMMs + all-reduces); ``data`` replicates it and splits
-    the images across the TP ranks. vLLM 0.33 runs the encoder eagerly, so a
+    the sequences (images, tiles) across the TP ranks. vLLM 0.33 runs the encoder eagerly, so a
     small image is bound by the CPU launching its kernels.
     """
     v = cfg.model.vision
     if v is None or patches <= 0:
         return StepTime(())
+    seqs = max(1, sequences if sequences is not None else images)
     split = cfg.tp if cfg.mm_encoder_tp_mode == "weights" else 1
     if cfg.mm_encoder_tp_mode == "data" and cfg.tp > 1:
-        patches = math.ceil(patches / min(cfg.tp, max(images, 1)))
+        ranks = min(cfg.tp, seqs)
+        patches = math.ceil(patches / ranks)
+        seqs = math.ceil(seqs / ranks)
     d = v.hidden_size
     n = v.num_layers
     heads = v.num_heads // split if v.num_heads % split == 0 else v.num_heads
     hd = d // v.num_heads
     inter = v.intermediate_size // split
-    per_image = max(1, patches // max(images, 1))
+    per_seq = max(1, patches // seqs)
     patch_k = v.num_channels * v.temporal_patch_size * v.patch_size**2
     # Conv patches without a class token leave the residual stream in the convolution's transposed layout.
     strided = v.temporal_patch_size == 1 and not v.class_token
@@ -657,15 +667,15 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
         ops.append(rf.kernels("vit_rotary", profile.rotary, qk, n))
     if v.window_attention is not None:
         full = len(v.window_attention.full_attention_layers)
-        win = min(v.window_attention.window_patches, per_image)
+        win = min(v.window_attention.window_patches, per_seq)
         windows = math.ceil(patches / win)
         ops.append(rf.attention_prefill("vit_attention_window", win, win, heads, heads, hd, False, ACT,
                                         n - full, batch=windows))
-        ops.append(rf.attention_prefill("vit_attention_full", per_image, per_image, heads, heads, hd, False, ACT,
-                                        full, batch=max(images, 1)))
+        ops.append(rf.attention_prefill("vit_attention_full", per_seq, per_seq, heads, heads, hd, False, ACT,
+                                        full, batch=seqs))
     else:
-        ops.append(rf.attention_prefill("vit_attention", per_image, per_image, heads, heads, hd, False, ACT, n,
-                                        batch=max(images, 1)))
+        ops.append(rf.attention_prefill("vit_attention", per_seq, per_seq, heads, heads, hd, False, ACT, n,
+                                        batch=seqs))
     p = v.projector
     rows = max(1, patches * p.output_dim // max(1, p.input_dim) if p.kind == "resampler" else
                patches * d // p.input_dim)
@@ -676,10 +686,6 @@ def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, 
         ops.append(rf.gemm("projector", rows, p.output_dim, p.input_dim, "bf16", precisions))
     if split > 1:
         ops.append(rf.allreduce("vit_allreduce", patches * d * ACT, split, 2 * n))
-    # The engine's host work around one encoder call (input layout, position ids, the model runner's
-    # bookkeeping), fitted from real serving: it holds the engine step like the GPU work does.
-    host = rf.cal.value("vision_call_overhead_ms") * 1e-3
-    ops.append(Op("vit_engine_host", 0.0, 0.0, host, "latency"))
     return StepTime(tuple(ops), eager_launch_s=rf.eager_launch if eager else 0.0)
 
 
@@ -693,6 +699,13 @@ def frontend_ms(cal: Calibration, input_megapixels: float, processed_megapixels:
     return (cal.value("request_latency_ms") + cal.value("frontend_ms_per_image") * images
             + cal.value("frontend_ms_per_input_megapixel") * input_megapixels
             + cal.value("frontend_ms_per_processed_megapixel") * processed_megapixels)
+
+
+def vision_call_host_ms(cal: Calibration, images: int) -> float:
+    """The engine's host work around one vision-encoder call (input layout, position ids, the model runner's
+    bookkeeping; fitted from real serving): it holds the engine step like the GPU work does, once per call
+    however many images the call encodes. 0 without images."""
+    return cal.value("vision_call_overhead_ms") if images > 0 else 0.0
 
 
 def engine_overhead_ms(cal: Calibration, running_seqs: int) -> float:

@@ -111,6 +111,11 @@ class ImageTokens:
     cross_attention_tokens: vision states the cross-attention layers attend to (mllama); 0 otherwise.
     resized_width, resized_height: image size after the processor's resize (tiled rules: the tile grid
         in pixels).
+    encoder_sequences: attention sequences of the ViT's forward pass for this image: every tile/crop
+        (thumbnail/global image included) is encoded as its own image, attending only within itself
+        (InternVL, LLaVA-NeXT/OneVision, Idefics3/SmolVLM, Phi-3.5-vision, MiniCPM-V, Gemma 3 pan&scan,
+        Llama 4), so ``encoder_patches / encoder_sequences`` patches per sequence; 1 for native-resolution
+        rules and for Mllama, whose ViT attends across all tiles of an image in one sequence.
     """
 
     llm_tokens: int
@@ -119,6 +124,7 @@ class ImageTokens:
     cross_attention_tokens: int
     resized_width: int
     resized_height: int
+    encoder_sequences: int = 1
 
 
 # --------------------------------------------------------------------------- parameters
@@ -420,6 +426,7 @@ def _anyres(p: dict[str, Any], width: int, height: int, onevision: bool) -> Imag
         cross_attention_tokens=0,
         resized_width=best_w,
         resized_height=best_h,
+        encoder_sequences=num_tiles,
     )
 
 
@@ -552,6 +559,7 @@ def _internvl(p: dict[str, Any], width: int, height: int) -> ImageTokens:
         cross_attention_tokens=0,
         resized_width=tile * tiles_w,
         resized_height=tile * tiles_h,
+        encoder_sequences=blocks,
     )
 
 
@@ -618,6 +626,7 @@ def _gemma3(p: dict[str, Any], width: int, height: int) -> ImageTokens:
         cross_attention_tokens=0,
         resized_width=p["image_size"],
         resized_height=p["image_size"],
+        encoder_sequences=images,
     )
 
 
@@ -663,6 +672,7 @@ def _phi3v(p: dict[str, Any], width: int, height: int) -> ImageTokens:
         cross_attention_tokens=0,
         resized_width=new_w,
         resized_height=new_h,
+        encoder_sequences=items,
     )
 
 
@@ -725,6 +735,7 @@ def _idefics3(p: dict[str, Any], width: int, height: int) -> ImageTokens:
         cross_attention_tokens=0,
         resized_width=rw,
         resized_height=rh,
+        encoder_sequences=tiles,
     )
 
 
@@ -781,7 +792,8 @@ def _minicpmv(p: dict[str, Any], width: int, height: int) -> ImageTokens:
     slices = cols * rows
     llm = q + image_wrapper + slices * (q + 2) + (rows - 1)  # <slice>..</slice>, "\n" between rows
     encoder = (src_w // patch) * (src_h // patch) + slices * (slice_w // patch) * (slice_h // patch)
-    return ImageTokens(llm, encoder, slices + 1, 0, slice_w * cols, slice_h * rows)
+    # The source image and each slice are encoded as separate images (their own attention sequences).
+    return ImageTokens(llm, encoder, slices + 1, 0, slice_w * cols, slice_h * rows, slices + 1)
 
 
 # --------------------------------------------------------------------------- llama4
@@ -842,6 +854,7 @@ def _llama4(p: dict[str, Any], width: int, height: int) -> ImageTokens:
         cross_attention_tokens=0,
         resized_width=canvas_w,
         resized_height=canvas_h,
+        encoder_sequences=tiles,
     )
 
 

@@ -305,6 +305,9 @@ def _base(scenario: Scenario, fixed: bool, overrides: dict[str, Any] | None = No
         raise RequestError(f"scenario '{scenario.name}' has no 'config' block: --fixed needs a configuration "
                            "(gpu, precision, ...) or --gpu")
     model = resolve_model(scenario.model)
+    from planner.engine_support import require_supported
+
+    require_supported(model)
     if fixed and scenario.config is not None:
         from planner.catalog.loader import load_gpus
 

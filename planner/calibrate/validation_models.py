@@ -55,7 +55,7 @@ except ImportError:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import microbench as mb  # type: ignore
 
-SCRIPT_VERSION = "1.2.0"
+SCRIPT_VERSION = "1.3.0"  # 1.3.0: InternViT runs are real images cut into tiles (images x tiles)
 GiB = 1024 ** 3
 
 # public config.json dimensions
@@ -92,7 +92,11 @@ VISION = {
                            bias=True, patch="conv", patch_size=14, cls=True, layer_scale=True,
                            projector=dict(shuffle=0.5, hidden=4096, out=4096)),
 }
-# (arch, run label, kwargs): images = batch dim, img = pixels per side, patches for qwen
+# (arch, run label, kwargs): images = real images, tiles = tiles (crops, thumbnail included) each image is cut
+# into, every tile encoded as its own attention sequence (the ViT's batch dim is images x tiles), img = pixels
+# per side of a tile, patches for qwen. Before 1.3.0 the InternViT runs gave the tile count as `images` (the
+# same forward pass: a batch of 13 448-px tiles), so the planner side was checked with 13 one-tile images and
+# never with one 13-tile image; stored points from those runs are read as one image of `images` tiles.
 VISION_RUNS = [
     ("qwen2.5-vl-vit", "1024 patches", dict(patches=1024)),
     ("qwen2.5-vl-vit", "4096 patches", dict(patches=4096)),
@@ -102,9 +106,9 @@ VISION_RUNS = [
                                                               pool_to=256, proj_out=2560)),
     ("clip-vit-l-14-336", "1 image (577 tokens)", dict(img=336, images=1)),
     ("clip-vit-l-14-336", "5 images (577 tokens each)", dict(img=336, images=5)),
-    ("internvit-300m", "1 tile (1025 tokens)", dict(img=448, images=1)),
-    ("internvit-300m", "7 tiles", dict(img=448, images=7)),
-    ("internvit-300m", "13 tiles", dict(img=448, images=13)),
+    ("internvit-300m", "1 tile (1025 tokens)", dict(img=448, images=1, tiles=1)),
+    ("internvit-300m", "7 tiles", dict(img=448, images=1, tiles=7)),
+    ("internvit-300m", "13 tiles", dict(img=448, images=1, tiles=13)),
 ]
 
 VISION_RUNS_EXTRA = [  # --vision-set extra (1.2.0): more sizes, measured after the speed model was fitted
@@ -113,7 +117,7 @@ VISION_RUNS_EXTRA = [  # --vision-set extra (1.2.0): more sizes, measured after 
     ("qwen2.5-vl-vit", "8192 patches", dict(patches=8192)),
     ("siglip-so400m-14", "384px x 4 images", dict(img=384, images=4)),
     ("clip-vit-l-14-336", "2 images (577 tokens each)", dict(img=336, images=2)),
-    ("internvit-300m", "3 tiles", dict(img=448, images=3)),
+    ("internvit-300m", "3 tiles", dict(img=448, images=1, tiles=3)),
 ]
 
 DECODE_BATCHES = [1, 8, 32, 128]
@@ -688,13 +692,17 @@ def run_vision(arch: str, cfg: dict, run: dict, dev) -> dict:
     else:
         ps = cfg.get("patch_size", 14)
         images = run.get("images", 1)
-        pixels = torch.randn(images, 3, run["img"], run["img"], device=dev, dtype=bf)
-        tokens = (run["img"] // ps) ** 2 + (1 if cfg.get("cls") else 0)
+        tiles = run.get("tiles", 1)
+        # Each tile is its own sequence: the ViT's batch holds every tile of every image.
+        pixels = torch.randn(images * tiles, 3, run["img"], run["img"], device=dev, dtype=bf)
+        tokens = ((run["img"] // ps) ** 2 + (1 if cfg.get("cls") else 0)) * tiles
     fn = lambda: model.forward(pixels, cos, sin)  # noqa: E731
     ts = _time_eager(fn, reps_target_s=0.8, min_reps=3, max_reps=20, warmup=2)
     res = _ms_stats(ts)
     _add_graph_timing(res, fn, 0.5)
-    res.update({"tokens_per_image": tokens, "images": images, "total_tokens": tokens * images,
+    tiles = run.get("tiles", 1) if cfg["patch"] != "linear" else 1
+    res.update({"tokens_per_image": tokens, "images": images, "tiles_per_image": tiles,
+                "sequences": images * tiles, "total_tokens": tokens * images,
                 "cuda_graph": False, "attn_backend": model.attn_backend,
                 "weight_bytes": model.weight_bytes()})
     del model
@@ -798,6 +806,7 @@ def main(argv: list[str] | None = None) -> dict:
                 else:
                     run["img"] = 56
                     run["images"] = min(run.get("images", 1), 2)
+                    run["tiles"] = min(run.get("tiles", 1), 2)
                     if run.get("proj_out"):
                         run["proj_out"] = 64
             base = {"arch": arch, "family": "vision", "phase": "encode", "label": label,

@@ -745,7 +745,8 @@ def _internvl(cfg: Cfg, model_type: str, text_hidden: int, pp: Cfg, r: _Reader) 
     projector = ProjectorSpec(
         kind="mlp", input_dim=vit.hidden * shuffle**2, hidden_dim=text_hidden, output_dim=text_hidden
     )
-    vision = _vision_spec(_vit_name(vtype, vit), vit, projector)
+    # InternViT: a class token before the 1024 patches of a tile, and layer scale (ls1, ls2) in every block.
+    vision = _vision_spec(_vit_name(vtype, vit), vit, projector, layer_scale=True, class_token=True)
     pr = r.pre()
     if model_type == "internvl_chat":
         tile = r.req_int(cfg, "force_image_size", vit.image) if cfg.get("force_image_size") else vit.image

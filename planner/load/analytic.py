@@ -154,7 +154,8 @@ def _curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity
     """a(n), e(n) and lambda(n) for n = 0..n_cap, cached on ``cost`` per shape."""
     cache: dict = cost.__dict__.setdefault("_analytic_cache", {})
     key = (cfg.max_num_seqs, cfg.max_num_batched_tokens, shape.prompt_tokens, shape.cached_tokens,
-           shape.output_tokens, shape.images, shape.encoder_patches, kv_capacity_tokens, shape.classes)
+           shape.output_tokens, shape.images, shape.encoder_patches, shape.vit_sequences, kv_capacity_tokens,
+           shape.classes)
     hit = cache.get(key)
     if hit is not None:
         return hit
@@ -213,8 +214,8 @@ def _mean_vision_ms(cost: StepCost, shape: RequestShape) -> float:
     """A request's encoder time, averaged over the workload's classes (the ViT's cost is not linear in its
     patches, so the mean of the costs, not the cost of the mean)."""
     if not shape.classes:
-        return cost.vision_ms(shape.images, shape.encoder_patches)
-    return sum(p * cost.vision_ms(c.images, c.encoder_patches) for p, c in shape.classes)
+        return cost.vision_ms(shape.images, shape.encoder_patches, shape.vit_sequences)
+    return sum(p * cost.vision_ms(c.images, c.encoder_patches, c.vit_sequences) for p, c in shape.classes)
 
 
 def _image_share(shape: RequestShape) -> float:
@@ -373,7 +374,7 @@ def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curv
         # E[S^2] / E[S], the mean residual of a service): the chain's wait, run on the mean request, scaled by
         # E[S^2] / E[S]^2 of the requests' work alone.
         base = _alone_ms(cost, cfg, shape, cur.vision_ms)
-        alone = np.array([_alone_ms(cost, cfg, c, cost.vision_ms(c.images, c.encoder_patches))
+        alone = np.array([_alone_ms(cost, cfg, c, cost.vision_ms(c.images, c.encoder_patches, c.vit_sequences))
                           for _, c in shape.classes])
         probs = np.array([p for p, _ in shape.classes])
         spread = float(probs @ alone**2) / float(probs @ alone) ** 2 if float(probs @ alone) > 0 else 1.0

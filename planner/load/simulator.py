@@ -84,7 +84,7 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
 
             raise UnsupportedError(f"{cfg.model.name} is a text model: it takes no images")
         t = image_tokens(rule, size.width, size.height, cfg.mm_processor_options)
-        per_size.append((t.llm_tokens, t.encoder_patches))
+        per_size.append((t.llm_tokens, t.encoder_patches, t.encoder_sequences))
     visual = np.zeros(n, dtype=np.int64)
     vision = np.zeros(n)
     frontend = np.full(n, frontend_ms(cost.cal, 0.0, 0.0, 0))
@@ -96,9 +96,10 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
         if hit is None:
             tok = sum(per_size[k][0] for k in imgs)
             patches = sum(per_size[k][1] for k in imgs)
+            seqs = sum(per_size[k][2] for k in imgs)
             sent = sum(sample.sizes[k].width * sample.sizes[k].height for k in imgs) / 1e6
             fe = frontend_ms(cost.cal, sent, processed_megapixels(cfg, patches), len(imgs))
-            hit = (tok, cost.vision_ms(len(imgs), patches), fe)
+            hit = (tok, cost.vision_ms(len(imgs), patches, seqs), fe)
             memo[imgs] = hit
         visual[i], vision[i], frontend[i] = hit
     prompt = sample.prompt_tokens + visual

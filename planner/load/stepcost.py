@@ -47,6 +47,7 @@ from planner.speed import (
     decode_step,
     engine_overhead_ms,
     prefill_step,
+    vision_call_host_ms,
     vision_encode,
 )
 
@@ -300,14 +301,16 @@ class StepCost:
         return self.step_ms(0, 0.0, m, pairs, prefill_kv_tokens=prompt_tokens,
                             prefill_window_pairs=None if win is None else m * win, prefill_window_kv=win)
 
-    def vision_ms(self, images: int, patches: int) -> float:
-        """ViT + projector GPU ms of ``images`` images totalling ``patches`` encoder patches."""
+    def vision_ms(self, images: int, patches: int, sequences: int | None = None) -> float:
+        """Engine ms of one encoder call over ``images`` images totalling ``patches`` encoder patches in
+        ``sequences`` attention sequences (tiles; default one per image): the ViT + projector GPU work and the
+        call's host work (``speed.vision_call_host_ms``)."""
         if images <= 0 or patches <= 0:
             return 0.0
-        return self._vision(int(images), int(patches))
+        return self._vision(int(images), int(patches), int(sequences or images)) + vision_call_host_ms(self.cal, images)
 
-    def _vision_uncached(self, images: int, patches: int) -> float:
-        return vision_encode(self.rf, self.cfg, self.precisions, patches, images).time_ms
+    def _vision_uncached(self, images: int, patches: int, sequences: int) -> float:
+        return vision_encode(self.rf, self.cfg, self.precisions, patches, images, sequences=sequences).time_ms
 
     def overhead_ms(self, running: int) -> float:
         """Engine CPU time of one step with ``running`` scheduled sequences."""

@@ -103,8 +103,25 @@ def vision_model(arch: str, dims: dict[str, Any]) -> ModelSpec:
     return ModelSpec(name=arch, kind="llm", hf_architecture=arch, decoder=dec, vision=vis, sources=SRC)
 
 
+def vision_point_shape(p: dict[str, Any]) -> tuple[int, int, int]:
+    """(images, ViT patches, attention sequences) of a vision validation point, as the planner's request shape
+    carries them: real images, each cut into ``tiles_per_image`` tiles that are encoded as separate sequences.
+
+    Points written before validation_models 1.3.0 have no ``tiles_per_image``: their InternViT runs gave the
+    tile count as ``images`` (one 448-px tile per "image"); they are read as one image of that many tiles (the
+    forward pass is the same batch of tiles), so the check goes through the tiled path the planner uses."""
+    if "tiles_per_image" in p:
+        images, tiles = int(p["images"]), int(p["tiles_per_image"])
+        return images, int(p["tokens_per_image"]) * images, images * tiles
+    images, tokens = int(p["images"]), int(p["tokens_per_image"])
+    if "tile" in p.get("label", ""):
+        return 1, tokens * images, images
+    return images, tokens * images, images
+
+
 def vision_projector(rf: Roofline, p: dict[str, Any], tokens: int, images: int) -> list[Op]:
-    """The projector the validation point actually ran (merger, pixel-shuffle MLP, pooled linear, none)."""
+    """The projector the validation point actually ran (merger, pixel-shuffle MLP, pooled linear, none);
+    ``tokens`` ViT tokens per sequence, ``images`` sequences."""
     dims, run = p["dims"], p["run"]
     d = dims["d"]
     prec = load_precisions()
@@ -148,10 +165,11 @@ def predict_point(p: dict[str, Any], gpu_name: str, cal: Calibration, eager_visi
     if p["family"] == "vision":
         model = vision_model(p["arch"], p["dims"])
         cfg = ServingConfig(model=model, gpu=gpu)
-        tokens, images = p["tokens_per_image"], p["images"]
-        st = vision_encode(rf, cfg, prec, tokens * images, images, TORCH_REFERENCE, eager=eager_vision)
+        images, patches, sequences = vision_point_shape(p)
+        st = vision_encode(rf, cfg, prec, patches, images, TORCH_REFERENCE, eager=eager_vision,
+                           sequences=sequences)
         ops = [op for op in st.ops if not op.name.startswith("projector")]
-        ops += vision_projector(rf, p, tokens, images)
+        ops += vision_projector(rf, p, patches // sequences, sequences)
         return StepTime(tuple(ops), st.eager_launch_s)
     model = decoder_model(p["arch"], p["dims"])
     cfg = ServingConfig(model=model, gpu=gpu, precision=p["dtype"], tp=int(p.get("tp", 1)))

@@ -30,7 +30,8 @@ def test_document_page_ttft_alone_adds_the_frontend_by_hand():
                + cal.value("frontend_ms_per_input_megapixel") * 3.7632
                + cal.value("frontend_ms_per_processed_megapixel") * 3.7632)
     assert est.frontend_ms == pytest.approx(by_hand, rel=1e-6)
-    parts = est.frontend_ms + est.vision.time_ms + est.prefill.time_ms + est.to_json()["latency"]["engine_overhead_ms"]
+    parts = (est.frontend_ms + est.vision.time_ms + est.vision_host_ms + est.prefill.time_ms
+             + est.to_json()["latency"]["engine_overhead_ms"])
     assert est.ttft.p50 == pytest.approx(parts, rel=1e-3)
 
 

@@ -102,7 +102,7 @@ def test_llava_next_vga() -> None:
     # select_best_resolution((480, 640)): [672,672] keeps all 307,200 px (scale 1.05) -> 2x2 grid.
     # current 48x48; 640/480 > 1 so new_h = round(480*48/640) = 36, padding (48-36)//2 = 6 -> 36 rows.
     # LLM = 36*48 + 36 + 576 = 2340; encoder = (4 tiles + base) * 577 = 2885.
-    assert image_tokens(LLAVA_NEXT, 640, 480) == ImageTokens(2340, 2885, 5, 0, 672, 672)
+    assert image_tokens(LLAVA_NEXT, 640, 480) == ImageTokens(2340, 2885, 5, 0, 672, 672, 5)
 
 
 def test_llava_next_full_hd_and_max() -> None:
@@ -110,7 +110,7 @@ def test_llava_next_full_hd_and_max() -> None:
     # new_h = int(1080*48/1920) = 27, padding (48-27)//2 = 10 -> 28 rows: 28*48 + 28 + 576 = 1948.
     assert image_tokens(LLAVA_NEXT, 1920, 1080).llm_tokens == 1948
     # max over the pinpoints: 672x672, no padding: 48*48 + 48 + 576 = 2928.
-    assert max_image_tokens(LLAVA_NEXT) == ImageTokens(2928, 2885, 5, 0, 672, 672)
+    assert max_image_tokens(LLAVA_NEXT) == ImageTokens(2928, 2885, 5, 0, 672, 672, 5)
 
 
 def test_llava_onevision_vga() -> None:
@@ -118,7 +118,7 @@ def test_llava_onevision_vga() -> None:
     # new_h = int(480*54/640) = int(40.5) = 40, padding (54-40)//2 = 7 -> 40 rows.
     # ratio = sqrt(40*54 / (9*27^2)) = 0.57 <= 1.1, no downscale. LLM = 40*54 + 40 + 729 = 2929.
     # SigLIP has no CLS: encoder = (4 + 1) * 729 = 3645.
-    assert image_tokens(ONEVISION, 640, 480) == ImageTokens(2929, 3645, 5, 0, 768, 768)
+    assert image_tokens(ONEVISION, 640, 480) == ImageTokens(2929, 3645, 5, 0, 768, 768, 5)
 
 
 def test_llava_onevision_anyres_max_9_downscale() -> None:
@@ -126,7 +126,7 @@ def test_llava_onevision_anyres_max_9_downscale() -> None:
     # new_h = int(1080*135/1920) = 75, padding 3 -> 75 rows. ratio = sqrt(75*135/6561) = 1.2423 > 1.1:
     # rows = int(75 // 1.2423) = 60, cols = int(135 // 1.2423) = 108 -> 60*108 + 60 + 729 = 7269.
     # Every one of the 15 tiles + base goes through SigLIP: 16 * 729 = 11664.
-    assert image_tokens(ONEVISION, 1920, 1080) == ImageTokens(7269, 11664, 16, 0, 1920, 1152)
+    assert image_tokens(ONEVISION, 1920, 1080) == ImageTokens(7269, 11664, 16, 0, 1920, 1152, 16)
 
 
 def test_llava_onevision_vllm_max_is_not_the_true_max() -> None:
@@ -189,7 +189,7 @@ def test_mistral3_1540_square() -> None:
 def test_internvl_vga_is_upscaled_to_13_tiles() -> None:
     # aspect 4/3 matches grid (4,3) exactly (12 tiles <= 12) + thumbnail = 13 tiles.
     # LLM = 13*256 + <img></img> = 3330; encoder = 13 * (32^2 + CLS) = 13325.
-    assert image_tokens(INTERNVL, 640, 480) == ImageTokens(3330, 13325, 13, 0, 1792, 1344)
+    assert image_tokens(INTERNVL, 640, 480) == ImageTokens(3330, 13325, 13, 0, 1792, 1344, 13)
 
 
 def test_internvl_full_hd_tie_goes_to_larger_grid() -> None:
@@ -235,14 +235,14 @@ def test_phi35_vision_vga() -> None:
     # HD transform, hd_num 4: ratio 4/3; scale 2 (2*ceil(1.5) = 4 <= 4, 3*ceil(2.25) = 9 > 4);
     # 672 x int(672/1.333) = 504 -> padded to 672 -> 2x2 crops.
     # (2*2 + 1)*144 + 1 + (2 + 1)*12 = 720 + 1 + 36 = 757. CLIP runs num_crops+1 = 5 padded crops x 577.
-    assert image_tokens(PHI35V, 640, 480) == ImageTokens(757, 5 * 577, 5, 0, 672, 672)
+    assert image_tokens(PHI35V, 640, 480) == ImageTokens(757, 5 * 577, 5, 0, 672, 672, 5)
 
 
 def test_phi3_vision_16_crops_and_max() -> None:
     # num_crops 16, 1344x1344: scale 4 (4*4 = 16) -> 4x4 -> (16+1)*144 + 1 + 5*12 = 2509.
     assert image_tokens(PHI35V, 1344, 1344, {"num_crops": 16}).llm_tokens == 2509
     # vLLM profiles 50 (w) x 8000 (h): 4 crops stacked vertically -> (4+1)*144 + 1 + (4+1)*12 = 781.
-    assert max_image_tokens(PHI35V) == ImageTokens(781, 5 * 577, 5, 0, 336, 1344)
+    assert max_image_tokens(PHI35V) == ImageTokens(781, 5 * 577, 5, 0, 336, 1344, 5)
 
 
 # --------------------------------------------------------------------------- idefics3 / smolvlm
@@ -252,14 +252,14 @@ def test_idefics3_vga() -> None:
     # Longest edge -> 1456: 1456 x 1092; tiles of 364 -> 3 rows x 4 cols = 12 + global = 13.
     # Text: 12 * (<fake><row_i_col_j> + 169) + 3 newline tokens + (<fake><global-img> + 169 + <fake>)
     #     = 12*171 + 3 + 172 = 2227. Encoder: 13 * (364/14)^2 = 13 * 676 = 8788.
-    assert image_tokens(IDEFICS3, 640, 480) == ImageTokens(2227, 8788, 13, 0, 1456, 1092)
+    assert image_tokens(IDEFICS3, 640, 480) == ImageTokens(2227, 8788, 13, 0, 1456, 1092, 13)
     # vLLM's dummy image (364x364) is upscaled to 1456x1456: 16 tiles + global: 16*171 + 4 + 172 = 2912.
     assert max_image_tokens(IDEFICS3).llm_tokens == 2912
 
 
 def test_smolvlm_vga_and_no_splitting() -> None:
     # 1536 x 1152 -> 3 x 4 tiles of 384 + global = 13; 12*(2+81) + 3 + (3+81) = 1083; 13 * 27^2 = 9477.
-    assert image_tokens(SMOLVLM, 640, 480) == ImageTokens(1083, 9477, 13, 0, 1536, 1152)
+    assert image_tokens(SMOLVLM, 640, 480) == ImageTokens(1083, 9477, 13, 0, 1536, 1152, 13)
     # do_image_splitting False: global image only: <fake><global-img> + 169 + <fake> = 172.
     assert image_tokens(IDEFICS3, 640, 480, {"do_image_splitting": False}).llm_tokens == 172
 
@@ -273,7 +273,7 @@ def test_minicpmv26_full_hd() -> None:
     # Text: <image_id>0</image_id> (3) + <image> 64 </image> (66) + 8 * (<slice> 64 </slice>) + 1 "\n" = 598.
     # Source image: int(448/sqrt(16/9)) = 336 -> 597 -> 602 x 336 = 43*24 = 1032 patches; each slice:
     # 480x540 -> 422x475 -> 420 x 476 = 30*34 = 1020 patches -> 1032 + 8*1020 = 9192.
-    assert image_tokens(MINICPMV26, 1920, 1080) == ImageTokens(598, 9192, 9, 0, 1680, 952)
+    assert image_tokens(MINICPMV26, 1920, 1080) == ImageTokens(598, 9192, 9, 0, 1680, 952, 9)
 
 
 def test_minicpmv26_small_image_and_max() -> None:
@@ -291,14 +291,14 @@ def test_llama4_vga() -> None:
     # the smallest area is 672x672 -> 2x2 tiles + global.
     # <|image_start|> + 4*144 <|patch|> + 2 x_sep + 2 y_sep + <|image|> + 144 + <|image_end|> = 727.
     # Encoder: 5 * (24^2 + CLS) = 2885.
-    assert image_tokens(LLAMA4, 640, 480) == ImageTokens(727, 2885, 5, 0, 672, 672)
+    assert image_tokens(LLAMA4, 640, 480) == ImageTokens(727, 2885, 5, 0, 672, 672, 5)
 
 
 def test_llama4_single_tile_and_max() -> None:
     # 336x336 fits one tile exactly: no global tile, 1 + 1 + 144 + 1 = 147 tokens.
     assert image_tokens(LLAMA4, 336, 336) == ImageTokens(147, 577, 1, 0, 336, 336)
     # vLLM profiles 336 x 5376 (16 tiles stacked): 3 + 144 + 16*144 + 16 separators = 2467; 17 tiles.
-    assert max_image_tokens(LLAMA4) == ImageTokens(2467, 17 * 577, 17, 0, 336, 5376)
+    assert max_image_tokens(LLAMA4) == ImageTokens(2467, 17 * 577, 17, 0, 336, 5376, 17)
 
 
 # --------------------------------------------------------------------------- errors
