@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from planner.cli_common import OneLineErrorsGroup
 from planner.cli_common import fail as _fail
-from planner.cli_common import one_line
 from planner.cli_common import print_json as _print_json
 from planner.cli_common import run_or_exit as _run
-from planner.errors import PlannerError
 
 app = typer.Typer(
+    cls=OneLineErrorsGroup,
     add_completion=False,
     no_args_is_help=True,
     help="Plan VLM/LLM deployments: memory, latency, cost and launch configs.",
@@ -183,12 +182,9 @@ from planner.cli_calibrate import register as _register_calibrate  # noqa: E402
 _register_calibrate(app)
 
 
-def main() -> None:
-    try:
-        app()
-    except PlannerError as exc:  # raised outside a command's own guard
-        typer.echo(f"error: {one_line(str(exc))}", err=True)
-        sys.exit(2)
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every failure is one ``error:`` line on stderr (see ``OneLineErrorsGroup``)."""
+    app(args=argv)
 
 
 if __name__ == "__main__":

@@ -263,8 +263,10 @@ def register(app: typer.Typer) -> None:
             from planner.plots import require_matplotlib
 
             _run(require_matplotlib)
-        if points < 1:
-            _fail(f"--points must be >= 1 (got {points})")
+        from planner.whatif import MAX_POINTS
+
+        if not 1 <= points <= MAX_POINTS:
+            _fail(f"--points must be between 1 and {MAX_POINTS:,} (got {points:,})")
         sc = _run(lambda: build_scenario(
             scenario, fixed, model=model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv_cache_dtype,
             max_model_len=max_model_len, max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization,

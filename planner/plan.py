@@ -136,12 +136,9 @@ class Plan(_Frozen):
 
     @classmethod
     def load(cls, path: Path) -> Plan:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise RequestError(f"cannot read plan {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise RequestError(f"{path}: not valid YAML ({exc})") from None
+        from planner.inputs import load_yaml_file
+
+        data = load_yaml_file(path, "plan")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

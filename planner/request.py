@@ -19,6 +19,14 @@ Stat = Literal["mean", "p50", "p90", "p95", "p99"]
 _STATS = ("mean", "p50", "p90", "p95", "p99")
 _SLO = re.compile(r"^(?:(ttft|tpot|e2e)(?:_(mean|p50|p90|p95|p99))?|(p50|p90|p95|p99|mean))\s*(?:=|<=|<)\s*"
                   r"([0-9]*\.?[0-9]+)\s*(ms|s)?$")
+"""The unit is matched optionally so that a missing one gets its own message."""
+
+
+MAX_SLO_MS = 86_400_000.0
+"""A latency limit above one day is a typo."""
+MAX_BUDGET_GPUS = 100_000
+"""Most GPUs of one type a budget may list (the solver's integer model stays well inside its range)."""
+MAX_BUDGET_USD_PER_HOUR = 10_000_000.0
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,13 @@ def parse_slos(items: list[str] | None) -> list[Slo]:
                     f"SLO '{part}' is not METRIC_STAT=VALUE (e.g. ttft_p95=500ms, tpot_p99=40ms, e2e_p95=5s, p95=200ms)"
                 )
             metric, stat, bare, value, unit = m.groups()
+            if unit is None:
+                raise RequestError(f"SLO '{part}' has no unit: write ms or s (e.g. {part}ms or {part}s)")
             limit = float(value) * (1000.0 if unit == "s" else 1.0)
             if limit <= 0:
                 raise RequestError(f"SLO '{part}' must be positive")
+            if limit > MAX_SLO_MS:
+                raise RequestError(f"SLO '{part[:60]}' is out of range (at most {MAX_SLO_MS / 1000:,.0f} s)")
             if bare:
                 out.append(Slo("ttft", bare, limit, implicit_metric=True))  # type: ignore[arg-type]
             else:
@@ -89,6 +101,12 @@ _COUNT_COLON = re.compile(r"^(.+?)\s*:\s*(\d+)$")
 _COST = re.compile(r"^\$\s*([0-9]*\.?[0-9]+)\s*(?:/\s*h(?:our|r)?)?$")
 
 
+def _count(digits: str, part: str) -> int:
+    if len(digits.lstrip("0")) > len(str(MAX_BUDGET_GPUS)) or int(digits) > MAX_BUDGET_GPUS:
+        raise RequestError(f"budget part '{part[:40]}' is out of range (at most {MAX_BUDGET_GPUS:,} GPUs of a type)")
+    return int(digits)
+
+
 def parse_budget(text: str | None) -> Budget:
     if not text:
         return Budget()
@@ -103,21 +121,27 @@ def parse_budget(text: str | None) -> Budget:
             cap = float(cost.group(1))
             if cap <= 0:
                 raise RequestError(f"budget cost cap must be positive (got '{part}')")
+            if cap > MAX_BUDGET_USD_PER_HOUR:
+                raise RequestError(f"budget cost cap '{part[:40]}' is out of range (at most "
+                                   f"${MAX_BUDGET_USD_PER_HOUR:,.0f}/h)")
             continue
         m = _COUNT_X.match(part)
         if m:
-            count, name = int(m.group(1)), m.group(2)
+            count, name = _count(m.group(1), part), m.group(2)
         else:
             m = _COUNT_COLON.match(part)
             if not m:
                 raise RequestError(
                     f"budget part '{part}' is not COUNTxGPU, GPU:COUNT or $USD/h (e.g. 4xA100, A100:4, $40/h)"
                 )
-            name, count = m.group(1), int(m.group(2))
+            name, count = m.group(1), _count(m.group(2), part)
         if count < 1:
             raise RequestError(f"budget part '{part}' needs at least one GPU")
+        if count > MAX_BUDGET_GPUS:
+            raise RequestError(f"budget part '{part[:40]}' is out of range (at most {MAX_BUDGET_GPUS:,} GPUs "
+                               "of a type)")
         gpu = load_gpus().get(name.strip()).name
-        inventory[gpu] = inventory.get(gpu, 0) + count
+        inventory[gpu] = min(inventory.get(gpu, 0) + count, MAX_BUDGET_GPUS)
     return Budget(inventory=inventory, max_usd_per_hour=cap)
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from planner.catalog.loader import load_gpus, load_models, read_yaml
+from planner.catalog.loader import load_gpus, load_models
 from planner.catalog.schema import GpuSpec, ModelSpec, Price
 from planner.errors import RequestError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_GPU = "H100-SXM-80GB"
+MAX_PRICE_USD_PER_HOUR = 100_000.0
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:
@@ -42,7 +44,10 @@ def parse_prices(items: list[str] | None, prices_file: Path | None = None) -> di
     {canonical GPU name: USD per GPU-hour}. Later entries win."""
     raw: list[tuple[str, Any]] = []
     if prices_file is not None:
-        data = read_yaml(prices_file) if prices_file.suffix in (".yaml", ".yml") else _read_json(prices_file)
+        from planner.inputs import load_json_file, load_yaml_file
+
+        data = (load_yaml_file(prices_file, "prices file") if prices_file.suffix in (".yaml", ".yml")
+                else load_json_file(prices_file, "prices file"))
         if not isinstance(data, dict):
             raise RequestError(f"prices file {prices_file} must map GPU names to USD per GPU-hour")
         raw.extend(data.items())
@@ -58,8 +63,9 @@ def parse_prices(items: list[str] | None, prices_file: Path | None = None) -> di
             usd = float(str(value).lstrip("$"))
         except ValueError:
             raise RequestError(f"price for {key} is not a number: '{value}'") from None
-        if usd <= 0:
-            raise RequestError(f"price for {key} must be positive (got {usd})")
+        if not math.isfinite(usd) or usd <= 0 or usd > MAX_PRICE_USD_PER_HOUR:
+            raise RequestError(f"price for {str(key)[:60]} must be a finite number in (0, "
+                               f"{MAX_PRICE_USD_PER_HOUR:,.0f}] USD per GPU-hour (got {str(value)[:40]})")
         out[load_gpus().get(str(key)).name] = usd
     return out
 

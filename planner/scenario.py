@@ -50,14 +50,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from planner.errors import RequestError
 from planner.workload import PRESETS, Workload, load_workload, workload_from_dict
 
+MAX_TOKENS = 1 << 30
+"""Largest token count any input takes (far above any model's context)."""
 _TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
 
@@ -72,32 +73,37 @@ def parse_tokens(text: str | int, what: str = "context") -> int:
         if not m:
             raise RequestError(f"{what} '{text}' is not a token count (e.g. 8192, 8k, 32k, 128k)")
         scale = {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
-        value = int(round(float(m.group(1)) * scale))
+        number = float(m.group(1)) * scale
+        if not number <= MAX_TOKENS:
+            raise RequestError(f"{what} '{str(text)[:40]}' is out of range (at most {MAX_TOKENS:,} tokens)")
+        value = int(round(number))
     if value < 1:
         raise RequestError(f"{what} '{text}' must be at least 1 token")
+    if value > MAX_TOKENS:
+        raise RequestError(f"{what} '{str(text)[:40]}' is out of range (at most {MAX_TOKENS:,} tokens)")
     return value
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FixedConfig(_Strict):
     """One replica's configuration, as ``vlmplan estimate`` takes it."""
 
     gpu: str
-    tp: int = Field(default=1, ge=1)
-    pp: int = Field(default=1, ge=1)
+    tp: int = Field(default=1, ge=1, le=4096)
+    pp: int = Field(default=1, ge=1, le=4096)
     precision: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     max_model_len: int | None = None
-    max_num_seqs: int | None = Field(default=None, ge=1)
-    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    max_num_seqs: int | None = Field(default=None, ge=1, le=1 << 20)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1, le=1 << 30)
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     mm_encoder_tp_mode: Literal["weights", "data"] = "weights"
-    limit_images: int | None = Field(default=None, ge=0)
+    limit_images: int | None = Field(default=None, ge=0, le=1 << 20)
     mm_processor_kwargs: dict[str, Any] = {}
-    price_usd_per_gpu_hour: float | None = Field(default=None, gt=0)
+    price_usd_per_gpu_hour: float | None = Field(default=None, gt=0, le=100_000)
     """Overrides the catalog price of ``gpu``."""
 
     @field_validator("max_model_len", mode="before")
@@ -113,7 +119,7 @@ class SearchSpace(_Strict):
     precisions: list[Literal["bf16", "fp16", "fp8", "int8", "int4"]] | None = None
     kv_cache_dtypes: list[Literal["auto", "fp8"]] | None = None
     objective: Literal["cost", "gpus", "latency"] = "cost"
-    prices: dict[str, float] = {}
+    prices: dict[str, Annotated[float, Field(gt=0, le=100_000)]] = {}
     """GPU name -> USD per GPU-hour, overriding the catalog."""
     max_load: float | None = Field(default=None, gt=0, le=1)
     """Ceiling on a replica's offered load, as a fraction of its saturation throughput (default 0.85)."""
@@ -234,6 +240,8 @@ def _first_error(exc: ValidationError) -> str:
 def scenario_from_dict(data: Any, base_dir: Path | None = None, source: str = "scenario") -> Scenario:
     if not isinstance(data, dict):
         raise RequestError(f"{source}: a scenario is a mapping with at least 'model' (got {type(data).__name__})")
+    if "workloads" in data and not data["workloads"]:
+        raise RequestError(f"{source}: 'workloads' is empty: list at least one workload, or drop the key")
     if data.get("workloads"):
         if "workload" in data:
             raise RequestError(f"{source}: give 'workload' (one) or 'workloads' (a fleet), not both")
@@ -248,14 +256,9 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None, source: str = "s
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RequestError(f"{what} {path} not found") from None
-    except OSError as exc:
-        raise RequestError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RequestError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    from planner.inputs import load_yaml_file
+
+    return load_yaml_file(path, what)
 
 
 def load_scenario(path: str | Path) -> Scenario:

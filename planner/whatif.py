@@ -42,6 +42,8 @@ from planner.workload import ImageSize, Workload, parse_image_size
 
 DEFAULT_POINTS = 10
 MAX_POINTS = 100_000
+MAX_VALUE = 1e9
+"""Largest value of a varied number (rate, tokens, batch, ...); above it a value is a typo."""
 _ALIASES = {
     "gpus": "gpu", "precisions": "precision", "kv_cache_dtype": "kv", "kv-cache-dtype": "kv",
     "rate_per_s": "rate", "images": "image", "image_size": "image", "max_model_len": "context",
@@ -117,6 +119,8 @@ def _number(dim: str, text: str, integer: bool) -> float:
     except (ValueError, RequestError):
         kind = "a token count (8192, 8k, 128k)" if tokens else "a number"
         raise RequestError(f"--vary {dim}: '{text}' is not {kind}") from None
+    if not math.isfinite(value) or value > MAX_VALUE:
+        raise RequestError(f"--vary {dim}: '{text[:40]}' must be a finite number <= {MAX_VALUE:g}")
     if integer and value != int(value):
         raise RequestError(f"--vary {dim}: '{text}' is not an integer")
     low = 0 if dim == "prompt" else 1e-12

@@ -31,17 +31,20 @@ distribution::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import RequestError
 
+MAX_COUNT = 1 << 30
+"""Largest token or image count a workload may give (far above any model's context)."""
+MAX_TRACE_S = 1e9
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
@@ -57,7 +60,7 @@ def parse_image_size(text: str) -> tuple[int, int]:
 
 
 class ImageSize(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     width: int = Field(ge=1)
     height: int = Field(ge=1)
 
@@ -79,7 +82,7 @@ DistKind = Literal["fixed", "weighted", "empirical"]
 class IntDist(BaseModel):
     """A distribution of a non-negative integer (tokens, images per request)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     kind: DistKind
     values: tuple[int, ...] = Field(min_length=1)
     """fixed: one value; weighted: the support; empirical: the samples."""
@@ -90,6 +93,8 @@ class IntDist(BaseModel):
         _check_dist(self.kind, self.values, self.weights)
         if min(self.values) < 0:
             raise ValueError(f"values must be >= 0 (got {min(self.values)})")
+        if max(self.values) > MAX_COUNT:
+            raise ValueError(f"values must be <= {MAX_COUNT:,} (got {max(self.values):,})")
         return self
 
     def probabilities(self) -> np.ndarray:
@@ -110,7 +115,7 @@ class IntDist(BaseModel):
 class SizeDist(BaseModel):
     """A distribution of image sizes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     kind: DistKind
     values: tuple[ImageSize, ...] = Field(min_length=1)
     weights: tuple[float, ...] | None = None
@@ -157,20 +162,20 @@ Arrival = Literal["single", "poisson", "closed", "trace"]
 class Workload(BaseModel):
     """A request shape (representative values plus optional distributions) and an arrival process."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = "default"
-    prompt_tokens: int = Field(default=512, ge=0)
+    prompt_tokens: int = Field(default=512, ge=0, le=MAX_COUNT)
     """Text tokens of the prompt (visual tokens come on top); the mean when ``prompt_tokens_dist`` is set."""
-    output_tokens: int = Field(default=256, ge=1)
+    output_tokens: int = Field(default=256, ge=1, le=MAX_COUNT)
     images: list[ImageSize] = []
     """Images of one representative request, each with its size."""
     prefix_cache_hit: float = Field(default=0.0, ge=0, lt=1)
     """Fraction of the prompt found in the prefix cache."""
     arrival: Arrival = "single"
-    rate_per_s: float | None = Field(default=None, gt=0)
+    rate_per_s: float | None = Field(default=None, gt=0, le=1e9)
     """Poisson arrival rate (requests/s) when arrival == poisson."""
-    concurrency: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     """Closed-loop clients when arrival == closed."""
     prompt_tokens_dist: IntDist | None = None
     output_tokens_dist: IntDist | None = None
@@ -190,6 +195,8 @@ class Workload(BaseModel):
                 raise ValueError("trace arrival needs trace_s (arrival times in seconds)")
             if any(b < a for a, b in zip(self.trace_s, self.trace_s[1:])) or self.trace_s[0] < 0:
                 raise ValueError("trace_s must be non-negative and non-decreasing")
+            if self.trace_s[-1] > MAX_TRACE_S:
+                raise ValueError(f"trace_s spans {self.trace_s[-1]:g} s; at most {MAX_TRACE_S:g} s")
         if self.output_tokens_dist is not None and min(self.output_tokens_dist.values) < 1:
             raise ValueError("output_tokens values must be >= 1")
         if self.images_per_request_dist is not None and max(self.images_per_request_dist.values) > 0:
@@ -306,11 +313,18 @@ _KEYS = {"name", "preset", "prompt_tokens", "output_tokens", "images_per_request
          "prefix_cache_hit", "arrival", "rate_per_s", "concurrency", "trace", "trace_file"}
 
 
+def _clip(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
 def _int_dist(key: str, raw: Any) -> IntDist:
     """``512`` | ``{value: 512}`` | ``{values: [..], weights: [..]}`` | ``{samples: [..]}``."""
     try:
         if isinstance(raw, bool):
             raise TypeError
+        if isinstance(raw, float) and raw != int(raw):
+            raise ValueError
         if isinstance(raw, (int, float)):
             return IntDist(kind="fixed", values=(int(raw),))
         if isinstance(raw, dict):
@@ -327,8 +341,8 @@ def _int_dist(key: str, raw: Any) -> IntDist:
                 return IntDist(kind="weighted", values=vals,
                                weights=tuple(float(x) for x in w) if w is not None else tuple(1.0 for _ in vals))
         raise TypeError
-    except (TypeError, ValueError, ValidationError):
-        raise RequestError(f"{key}: {raw!r} is not a count or a distribution "
+    except (TypeError, ValueError, OverflowError, ValidationError):
+        raise RequestError(f"{key}: {_clip(raw)} is not a count or a distribution "
                            "(a number, {value: N}, {values: [...], weights: [...]} or {samples: [...]})") from None
 
 
@@ -351,8 +365,8 @@ def _size_dist(key: str, raw: Any) -> SizeDist:
         raise TypeError
     except RequestError:
         raise
-    except (TypeError, ValueError, ValidationError):
-        raise RequestError(f"{key}: {raw!r} is not an image size (\"WxH\") or a distribution of sizes") from None
+    except (TypeError, ValueError, OverflowError, ValidationError):
+        raise RequestError(f"{key}: {_clip(raw)} is not an image size (\"WxH\") or a distribution of sizes") from None
 
 
 def workload_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Workload:
@@ -372,6 +386,8 @@ def workload_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Wo
         fields["prompt_tokens_dist"] = d if d.kind != "fixed" else None
     if "output_tokens" in data:
         d = _int_dist("output_tokens", data["output_tokens"])
+        if min(d.values) < 1:
+            raise RequestError(f"output_tokens must be >= 1 (got {min(d.values)}): every request generates a token")
         fields["output_tokens"] = max(1, round(d.mean()))
         fields["output_tokens_dist"] = d if d.kind != "fixed" else None
     if "images" in data:
@@ -419,14 +435,17 @@ def _trace(data: dict[str, Any], base_dir: Path | None) -> list[float]:
         path = Path(data["trace_file"])
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        if not path.exists():
-            raise RequestError(f"trace_file {path} not found")
-        lines = path.read_text().splitlines()
+        from planner.inputs import read_text
+
+        lines = read_text(path, "trace_file").splitlines()
         raw = [line.split(",")[0] for line in lines if line.strip() and not line.startswith("#")]
     try:
         times = sorted(float(x) for x in raw)
     except (TypeError, ValueError):
         raise RequestError("trace: arrival times must be numbers (seconds)") from None
+    bad = [t for t in times if not math.isfinite(t) or abs(t) > MAX_TRACE_S]
+    if bad:
+        raise RequestError(f"trace: arrival time {bad[0]} is not a finite number of seconds (at most {MAX_TRACE_S:g})")
     if not times:
         raise RequestError("trace: no arrival times")
     t0 = times[0]
@@ -435,13 +454,14 @@ def _trace(data: dict[str, Any], base_dir: Path | None) -> list[float]:
 
 def load_workload(path: str | Path) -> Workload:
     """Read a YAML workload file (see the module docstring); a preset name is accepted too."""
+    from planner.inputs import clip, load_yaml_file
+
     p = Path(path)
+    if str(path) in PRESETS and not p.exists():
+        return PRESETS[str(path)]
     if not p.exists():
-        if str(path) in PRESETS:
-            return PRESETS[str(path)]
-        raise RequestError(f"workload file {p} not found (presets: {', '.join(PRESETS)})")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise RequestError(f"workload file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return workload_from_dict(data or {}, p.parent)
+        raise RequestError(f"workload file {clip(p, 120)} not found (presets: {', '.join(PRESETS)})")
+    data = load_yaml_file(p, "workload file")
+    if data is None:
+        raise RequestError(f"workload file {clip(p, 120)} is empty (give at least one workload key, or a preset)")
+    return workload_from_dict(data, p.parent)

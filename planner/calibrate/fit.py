@@ -512,19 +512,22 @@ def read_vllm_bench(path: Path) -> BenchRun:
     selected metric ``mean_/median_/std_/p<N>_{ttft,tpot,itl,e2el}_ms``; the per-request lists ``input_lens``,
     ``output_lens``, ``ttfts``, ``itls`` only with ``--save-detailed``, so they are not required here).
     """
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise RequestError(f"cannot read bench file {path}: {exc.strerror}") from None
-    except json.JSONDecodeError:
-        raise RequestError(f"{path}: not JSON (expected the file 'vllm bench serve --save-result' writes)") from None
+    from planner.inputs import parse_json, read_text
+
+    data = parse_json(read_text(path, "bench file"), f"bench file {path} (expected 'vllm bench serve --save-result')",
+                      allow_nan=True)
     if not isinstance(data, dict):
         raise RequestError(f"{path}: expected a JSON object as 'vllm bench serve --save-result' writes")
     need = ("completed", "total_input_tokens", "total_output_tokens", "mean_tpot_ms", "mean_ttft_ms")
-    missing = [k for k in need if not isinstance(data.get(k), (int, float))]
+    missing = [k for k in need if not isinstance(data.get(k), (int, float)) or isinstance(data.get(k), bool)]
     if missing:
         raise RequestError(f"{path}: lacks {', '.join(missing)} (run 'vllm bench serve' with --save-result and "
                            "the default --percentile-metrics ttft,tpot,itl)")
+    bad = [f"{k}={str(data[k])[:30]}" for k in (*need, "request_throughput", "max_concurrency")
+           if isinstance(data.get(k), (int, float)) and not isinstance(data[k], bool)
+           and not (-1 < abs(data[k]) < 1e15 and math.isfinite(data[k]) and data[k] >= 0)]
+    if bad:
+        raise RequestError(f"{path}: {', '.join(bad)} (every measured value must be a finite number >= 0)")
     done = int(data["completed"])
     if done <= 0:
         raise RequestError(f"{path}: completed is {done}; nothing to fit")

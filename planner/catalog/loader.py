@@ -154,6 +154,11 @@ def load_calibration(gpu_name: str, engine: str = "vllm-0.33", root: Path | None
 
 
 def load_calibration_file(path: Path) -> Calibration:
-    if not path.exists():
-        raise CatalogError(f"calibration file {path} not found")
-    return parse_file(path, Calibration)
+    """A user's calibration file (--calibration): read with the bounded input reader."""
+    from planner.inputs import load_yaml_file
+
+    data = load_yaml_file(path, "calibration file")
+    try:
+        return Calibration.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogError(f"calibration file {path}: {format_validation_error(exc)}") from None
