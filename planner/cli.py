@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from planner.cli_common import OneLineErrorsGroup
+from planner.cli_common import ForceOpt, OneLineErrorsGroup, check_out_folder, stage_outputs
 from planner.cli_common import fail as _fail
 from planner.cli_common import print_json as _print_json
 from planner.cli_common import run_or_exit as _run
@@ -61,7 +61,7 @@ def estimate(
     explain: Annotated[bool, typer.Option(help="Per-op breakdown: time, FLOPs, bytes, bound.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """Memory and latency of one configuration."""
+    """Memory and latency of one configuration (exit 3 when it does not fit)."""
     from planner import report
     from planner.estimate_request import EstimateRequest, run_estimate
 
@@ -82,6 +82,8 @@ def estimate(
         _print_json(out)
     else:
         report.print_estimate(est, explain=explain)
+    if not est.memory.fits:  # an answer, like an infeasible plan: exit 3 (the JSON or the report says why)
+        raise typer.Exit(code=3)
 
 
 @app.command()
@@ -108,11 +110,16 @@ def solve(
     max_load: Annotated[float | None, typer.Option(help="Highest offered load per replica as a fraction of its saturation throughput (default 0.85).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write DIR/plan.yaml (and launch configs with --target).")] = None,
     target: Annotated[list[str] | None, typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable (needs --out).")] = None,
+    force: ForceOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """The cheapest deployment that meets the SLOs (exit 3 when none does)."""
     if target and out is None:
         _fail("--target writes launch configs into a folder: give --out DIR too")
+    if out is not None:
+        check_out_folder(out)
+        if (out / "plan.yaml").exists() and not force:
+            _fail(f"--out {out} already holds {out / 'plan.yaml'}; pass --force to replace it")
     from planner import report
     from planner.solve_request import SolveInput, build_request_models, to_plan
     from planner.solver import solve as run_solve
@@ -124,17 +131,34 @@ def solve(
                      images_per_request=images_per_request, no_image=no_image, max_load=max_load)
     req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
-    plan = to_plan(sol, req, model_args, notes)
+    plan = _run(lambda: _plan_of(to_plan, sol, req, model_args, notes))
     if out is not None and plan.status != "infeasible":
-        plan.save(out / "plan.yaml")
-        if target:
-            _run(lambda: _emit(plan, out, target))
+        def render(folder: Path) -> list[Path]:  # plan.yaml and every target, or nothing
+            plan.save(folder / "plan.yaml")
+            return [folder / "plan.yaml", *(_emit(plan, folder, target) if target else [])]
+
+        stage_outputs(out, force, render)
     if as_json:
         _print_json(plan.model_dump(mode="json"))
     else:
         report.print_plan(plan, req, sol)
     if plan.status == "infeasible":
         raise typer.Exit(code=3)
+
+
+def _plan_of(to_plan: Any, *args: Any) -> Any:
+    """The solution as a Plan; a value the plan schema refuses (e.g. a local model path with a space) is an error
+    line, not a traceback."""
+    from pydantic import ValidationError
+
+    from planner.errors import RequestError
+
+    try:
+        return to_plan(*args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise RequestError(f"cannot write a plan: {loc}: {first['msg']}") from None
 
 
 def _emit(plan: Any, out: Path, targets: list[str]) -> list[Path]:
@@ -148,12 +172,13 @@ def emit(
     plan_file: Annotated[Path, typer.Argument(help="plan.yaml written by 'vlmplan solve --out DIR'.")],
     target: Annotated[list[str], typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the plan's folder).")] = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Write launch configs from a saved plan."""
+    """Write launch configs from a saved plan (existing files are kept unless --force)."""
     from planner.plan import Plan
 
     plan = _run(lambda: Plan.load(plan_file))
-    files = _run(lambda: _emit(plan, out or plan_file.parent, target))
+    files = stage_outputs(out or plan_file.parent, force, lambda folder: _emit(plan, folder, target))
     for f in files:
         typer.echo(str(f))
 

@@ -40,6 +40,7 @@ from typing import Annotated, Any
 
 import typer
 
+from planner.cli_common import ForceOpt, check_out_file, write_file
 from planner.cli_common import fail as _fail
 from planner.cli_common import run_or_exit as _run
 
@@ -119,21 +120,21 @@ def register(app: typer.Typer) -> None:
             help="Base calibration YAML (default: the GPU's).")] = None,
         out: Annotated[Path | None, typer.Option(
             help="Write the calibration YAML with the fitted overhead here.")] = None,
+        force: ForceOpt = False,
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
     ) -> None:
         """Fit engine_step_overhead_ms from 'vllm bench serve --save-result' files."""
         from planner.calibrate.fit import calibration_yaml
 
+        if out is not None:
+            check_out_file(out, force)
         result, new, warnings = _run(lambda: fit_bench(bench, model, gpu, tp, pp, precision, kv_cache_dtype,
                                                        calibration))
         for w in warnings:
             typer.echo(f"warning: {w}", err=True)
         if out is not None:
-            try:
-                out.write_text(calibration_yaml(new, "engine_step_overhead_ms fitted by: vlmplan calibrate fit "
-                                                + " ".join(f"--bench {b}" for b in bench)))
-            except OSError as exc:
-                _fail(f"cannot write {out}: {exc.strerror}")
+            write_file(out, calibration_yaml(new, "engine_step_overhead_ms fitted by: vlmplan calibrate fit "
+                                             + " ".join(f"--bench {b}" for b in bench)), force)
         if as_json:
             typer.echo(json.dumps({"engine_step_overhead_ms": result.engine_step_overhead_ms,
                                    "mape_pct": result.mape_pct, "efficiency_scale": result.scale,
@@ -159,8 +160,11 @@ def register(app: typer.Typer) -> None:
         keep_json: Annotated[Path | None, typer.Option(
             help="Also keep the raw microbenchmark JSON here (vit_shapes.json and quant_ops.json beside it).")] = None,
         time_budget_s: Annotated[float | None, typer.Option(help="Rough time budget for all microbenchmarks.")] = None,
+        force: ForceOpt = False,
     ) -> None:
         """Run the microbenchmarks on this machine's GPU and fit a calibration file (needs torch)."""
+        if out is not None:
+            check_out_file(out, force)
         if importlib.util.find_spec("torch") is None:
             _fail("calibrate run needs torch: pip install 'vlmplan[calibrate]'")
         import torch
@@ -183,6 +187,6 @@ def register(app: typer.Typer) -> None:
                                        vit_shapes=[raw.parent / "vit_shapes.json"],
                                        quant_ops=raw.parent / "quant_ops.json"))
         path = out or Path(f"vllm-0.33-{cal.gpu.lower()}.yaml")
-        path.write_text(F.calibration_yaml(cal, f"Fitted by: vlmplan calibrate run (microbench JSON: {raw})"))
+        write_file(path, F.calibration_yaml(cal, f"Fitted by: vlmplan calibrate run (microbench JSON: {raw})"), force)
         typer.echo(f"wrote {path} (use it with --calibration {path})")
 

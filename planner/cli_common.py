@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import typer.core
@@ -150,3 +151,90 @@ class OneLineErrorsGroup(typer.core.TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+# --------------------------------------------------------------------------- outputs: never replace a file silently
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")]
+
+
+def check_out_folder(out: Path, flag: str = "--out") -> None:
+    """``out`` may be created or is a folder we can write to; else one error line."""
+    import os
+
+    from planner.inputs import clip
+
+    shown = clip(out, 120)
+    if out.exists() and not out.is_dir():
+        fail(f"{flag} {shown} is a file, not a folder")
+    probe = out
+    while not probe.exists():  # the nearest existing ancestor must be a writable folder
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        fail(f"{flag} {shown}: {clip(probe, 120)} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail(f"{flag} {shown}: {clip(probe, 120)} is not writable")
+
+
+def check_out_file(out: Path, force: bool, flag: str = "--out") -> None:
+    """``out`` is a file we may write: not a folder, in a writable folder, not existing unless ``force``."""
+    from planner.inputs import clip
+
+    shown = clip(out, 120)
+    if out.is_dir():
+        fail(f"{flag} {shown} is a folder, not a file")
+    if out.exists() and not force:
+        fail(f"{flag} {shown} exists; pass --force to replace it")
+    check_out_folder(out.parent if str(out.parent) else Path("."), flag)
+
+
+def write_file(out: Path, text: str, force: bool, flag: str = "--out") -> None:
+    """Write ``text`` to ``out`` (see ``check_out_file``) through a temporary file, so a failure leaves no
+    half-written file."""
+    import os
+    import tempfile
+
+    check_out_file(out, force, flag)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        fail(f"cannot write {flag} {out}: {exc.strerror or exc}")
+
+
+def stage_outputs(out: Path, force: bool, render: Callable[[Path], list[Path]], flag: str = "--out") -> list[Path]:
+    """Write what ``render(folder)`` writes into ``out``, all or nothing: ``render`` runs in a temporary folder
+    (a refused target or any error leaves ``out`` untouched); then no file of ``out`` is replaced unless ``force``;
+    then the files are moved in. Returns the paths in ``out``."""
+    import shutil
+    import tempfile
+
+    check_out_folder(out, flag)
+    with tempfile.TemporaryDirectory(prefix="vlmplan-") as tmp:
+        staged = [Path(p) for p in run_or_exit(lambda: render(Path(tmp)))]
+        rel = [p.relative_to(tmp) for p in staged]
+        clash = [r for r in rel if (out / r).exists()]
+        if clash and not force:
+            more = f" and {len(clash) - 1} more" if len(clash) > 1 else ""
+            fail(f"{flag} {out} already holds {out / clash[0]}{more}; pass --force to replace "
+                 f"{'them' if len(clash) > 1 else 'it'}")
+        bad = [r for r in clash if (out / r).is_dir()]
+        if bad:
+            fail(f"{flag} {out}: {out / bad[0]} is a folder where a file goes")
+        try:
+            for r in rel:
+                dest = out / r
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(tmp) / r, dest)
+        except OSError as exc:
+            fail(f"cannot write {flag} {out}: {exc.strerror or exc}")
+    return [out / r for r in rel]

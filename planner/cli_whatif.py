@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from planner.cli_common import ForceOpt, check_out_file, check_out_folder, stage_outputs
 from planner.cli_common import fail as _fail
 from planner.cli_common import run_or_exit as _run
 from planner.errors import RequestError
@@ -112,6 +113,12 @@ def _workload_overrides(prompt_tokens: int | None, output_tokens: int | None, im
     from planner.workload import ImageSize, parse_image_size
 
     images = None
+    if no_image and image:
+        raise RequestError("--no-image and --image exclude each other")
+    for flag, value, low in (("--prompt-tokens", prompt_tokens, 0), ("--output-tokens", output_tokens, 1),
+                             ("--rate", rate, 1e-12), ("--concurrency", concurrency, 1)):
+        if value is not None and value < low:
+            raise RequestError(f"{flag} must be {'>= 0' if low == 0 else 'positive'} (got {value})")
     if no_image:
         images = []
     elif image:
@@ -178,14 +185,18 @@ def print_sweep(result: Any) -> None:
     console.print(f"{len(rows)} point(s), {feasible} feasible, {result.wall_s:.2f} s{tail}")
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_csv(rows: list[dict[str, Any]], path: Path, force: bool = False) -> None:
+    import io
+
+    from planner.cli_common import write_file
+
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    fh = io.StringIO(newline="")
+    w = csv.DictWriter(fh, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    write_file(path, fh.getvalue(), force, "--csv")
 
 
 def _progress_sweep(run: Callable[[Any], Any], total: int, quiet: bool) -> Any:
@@ -254,6 +265,7 @@ def register(app: typer.Typer) -> None:
         csv_file: Annotated[Path | None, typer.Option("--csv", help="Write every row to this CSV file.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
         plot: Annotated[Path | None, typer.Option(help="Write PNG plots into this folder (needs matplotlib).")] = None,
+        force: ForceOpt = False,
     ) -> None:
         """What if: sweep GPUs, precisions, rates, image sizes, context caps, ... over a base scenario."""
         from planner.whatif import parse_varies, sweep
@@ -267,6 +279,10 @@ def register(app: typer.Typer) -> None:
 
         if not 1 <= points <= MAX_POINTS:
             _fail(f"--points must be between 1 and {MAX_POINTS:,} (got {points:,})")
+        if csv_file is not None:
+            check_out_file(csv_file, force, "--csv")
+        if plot is not None:
+            check_out_folder(plot, "--plot")
         sc = _run(lambda: build_scenario(
             scenario, fixed, model=model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv_cache_dtype,
             max_model_len=max_model_len, max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization,
@@ -278,13 +294,13 @@ def register(app: typer.Typer) -> None:
         result = _run(lambda: _progress_sweep(
             lambda cb: sweep(sc, varies, fixed=fixed, progress=cb, overrides=overrides,
                              load="simulate" if simulate else "analytic"), total, quiet=False))
-        if csv_file is not None:
-            write_csv(result.rows, csv_file)
         files: list[Path] = []
         if plot is not None:
             from planner.plots import render_all
 
-            files = _run(lambda: render_all(result, plot))
+            files = stage_outputs(plot, force, lambda folder: render_all(result, folder), "--plot")
+        if csv_file is not None:
+            write_csv(result.rows, csv_file, force)
         if as_json:
             out = result.to_json()
             out["files"] = [str(f) for f in files] + ([str(csv_file)] if csv_file else [])

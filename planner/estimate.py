@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -366,6 +366,12 @@ def estimate(
     cal = calibration or load_calibration(cfg.gpu.name)
     mem = memory_breakdown(cfg, engine, precisions)
     shape = request_shape(cfg, workload)
+    longest = shape.visual_tokens + workload.max_prompt_tokens + workload.max_output_tokens
+    if mem.fits and cfg.max_model_len is not None and longest > cfg.max_model_len:
+        # vLLM refuses a request whose prompt + max_tokens exceed max_model_len: the configuration cannot serve it.
+        mem = replace(mem, fits=False, reason=(
+            f"a request needs {longest:,} tokens ({shape.visual_tokens:,} visual + {workload.max_prompt_tokens:,} "
+            f"text in, {workload.max_output_tokens:,} out), more than max_model_len {cfg.max_model_len:,}"))
     rf = Roofline(cfg.gpu, cal)
     vision = vision_encode(rf, cfg, precisions, shape.encoder_patches, shape.images,
                            sequences=shape.vit_sequences)

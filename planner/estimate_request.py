@@ -68,6 +68,11 @@ def build_config(req: EstimateRequest) -> ServingConfig:
                         ("--max-num-seqs", req.max_num_seqs), ("--max-num-batched-tokens", req.max_num_batched_tokens),
                         ("--batch", req.batch), ("--context", req.context)]:
         _positive(flag, value)
+    util = req.gpu_memory_utilization
+    if util is not None and not 0 < util <= 1:
+        raise RequestError(f"--gpu-memory-utilization must be in (0, 1] (got {util:g})")
+    if req.limit_images is not None and req.limit_images < 0:
+        raise RequestError(f"--limit-images must be >= 0 (got {req.limit_images})")
     model = resolve_model(req.model)
     from planner.engine_support import require_supported
 
@@ -106,7 +111,10 @@ def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:
             return base.model_copy(update={"arrival": "closed", "concurrency": req.concurrency,
                                            "rate_per_s": None, "trace_s": None})
         return base
-    _positive("--prompt-tokens", req.prompt_tokens)
+    if req.no_image and req.images:
+        raise RequestError("--no-image and --image exclude each other")
+    if req.prompt_tokens < 0:
+        raise RequestError(f"--prompt-tokens must be >= 0 (got {req.prompt_tokens})")
     _positive("--output-tokens", req.output_tokens)
     if req.images:
         images = [ImageSize(width=w, height=h) for w, h in map(parse_image_size, req.images)]
@@ -114,6 +122,9 @@ def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:
         images = []
     else:
         images = list(DEFAULT_WORKLOAD.images)
+    if req.prompt_tokens == 0 and not images:
+        raise RequestError("--prompt-tokens 0 needs an image: a request must send some input (0 text tokens is "
+                           "for image-only requests, e.g. captioning)")
     arrival = "poisson" if req.rate is not None else "closed" if req.concurrency is not None else "single"
     return Workload(
         prompt_tokens=req.prompt_tokens,
@@ -128,6 +139,13 @@ def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:
 def run_estimate(req: EstimateRequest) -> Estimate:
     cfg = build_config(req)
     workload = build_workload(req, cfg.model.vision is not None)
+    if req.limit_images is not None and workload.max_images > req.limit_images:
+        raise RequestError(f"--limit-images {req.limit_images} is fewer than the {workload.max_images} image(s) a "
+                           "request sends (vLLM would refuse the request)")
+    if req.context is not None:
+        ceiling = req.max_model_len or cfg.model.decoder.max_position_embeddings
+        if req.context > ceiling:
+            raise RequestError(f"--context {req.context:,} exceeds the max_model_len {ceiling:,} of the configuration")
     cal = load_calibration_file(req.calibration) if req.calibration else None
     from planner.request import parse_slos
 

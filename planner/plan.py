@@ -6,17 +6,71 @@ A plan holds everything the emitters need to write launch configs later
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from planner.errors import RequestError
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A plan is read back from a file the user may have edited: every value that reaches a launch file (argv, env files,
+# NIM_PASSTHROUGH_ARGS, JSON, YAML) is checked here, at load, so that every target refuses a bad one the same way.
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+QUANTIZATION_METHODS = ("fp8", "awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors", "bitsandbytes",
+                        "marlin", "experts_int8", "fbgemm_fp8", "modelopt", "ptpc_fp8", "gguf")
+"""vLLM ``--quantization`` values a plan may carry."""
+
+
+def _safe_name(value: str, limit: int = 512) -> str:
+    """Model ids, local paths, GPU and workload names: 1-``limit`` printable characters, not starting with '-' (a
+    value can never read as an option such as --trust-remote-code). Quotes, '$' or spaces are allowed: every target
+    quotes them (tests/unit/test_emit_*.py check the round trip)."""
+    import unicodedata
+
+    bad = [c for c in value if unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp")]
+    if not value or len(value) > limit or value.startswith("-") or bad:
+        shown = value if len(value) <= 60 else value[:60] + "..."
+        raise ValueError(f"{shown!r} is not a safe name (1-{limit} printable characters, no control character, "
+                         "not starting with '-')")
+    return value
+
+
+def _safe_word(value: str) -> str:
+    if not _SAFE_WORD.match(value):
+        raise ValueError(f"{value[:60]!r} is not a plain word (letters, digits, _ . -)")
+    return value
+
+
+def _json_value(value: Any, depth: int = 0) -> Any:
+    """A processor option: a finite number, a bool, a safe string, or a short list/mapping of those."""
+    if depth > 4:
+        raise ValueError("nests too deeply")
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or abs(value) > 1e15:
+            raise ValueError(f"{value} is not a finite number")
+        return value
+    if isinstance(value, str):
+        return _safe_name(value, 1024)
+    if isinstance(value, list) and len(value) <= 64:
+        return [_json_value(v, depth + 1) for v in value]
+    if isinstance(value, dict) and len(value) <= 64:
+        return {_safe_word(str(k)): _json_value(v, depth + 1) for k, v in value.items()}
+    raise ValueError(f"{type(value).__name__} is not a processor option value")
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+Label = Annotated[str, AfterValidator(lambda v: _safe_name(v, 200))]
+SafeWord = Annotated[str, AfterValidator(_safe_word)]
 
 
 class PercentilesMs(_Frozen):
@@ -63,54 +117,61 @@ class Simulated(_Frozen):
 
 
 class ImageSpec(_Frozen):
-    width: int
-    height: int
+    width: int = Field(ge=1, le=1 << 20)
+    height: int = Field(ge=1, le=1 << 20)
 
 
 class DeploymentPlan(_Frozen):
     """One workload's chosen deployment: ``replicas`` copies of a TP x PP engine."""
 
-    workload: str
-    model: str
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    workload: Label
+    model: SafeName
     """Catalog id (Hugging Face id) or local path the user gave."""
-    served_model: str
+    served_model: SafeName
     """What the engine loads: the HF id, or a pre-quantized checkpoint id for int4/int8/fp8."""
-    hf_architecture: str
+    hf_architecture: SafeWord
     vllm_supported: bool = True
     trust_remote_code: bool = False
-    gpu: str
-    gpu_aliases: list[str] = []
-    gpu_memory_gib: float
-    gpus_per_replica: int = Field(ge=1)
-    gpus_per_node: int = Field(ge=1)
-    tp: int = Field(ge=1)
-    pp: int = Field(ge=1)
-    replicas: int = Field(ge=1)
+    gpu: SafeName
+    gpu_aliases: list[SafeName] = []
+    gpu_memory_gib: float = Field(gt=0, le=1 << 20)
+    gpus_per_replica: int = Field(ge=1, le=1 << 20)
+    gpus_per_node: int = Field(ge=1, le=1024)
+    tp: int = Field(ge=1, le=1024)
+    pp: int = Field(ge=1, le=1024)
+    replicas: int = Field(ge=1, le=1 << 20)
     precision: Literal["bf16", "fp16", "fp8", "int8", "int4"]
-    quantization: str | None = None
+    quantization: Literal[QUANTIZATION_METHODS] | None = None  # type: ignore[valid-type]
     """vLLM ``--quantization`` value when the checkpoint needs it online (fp8 of a bf16 checkpoint); None when the
     checkpoint carries its own quantization_config."""
     kv_cache_dtype: Literal["auto", "fp8"]
-    max_num_seqs: int
-    max_model_len: int
-    max_num_batched_tokens: int
-    gpu_memory_utilization: float
+    max_num_seqs: int = Field(ge=1, le=1 << 20)
+    max_model_len: int = Field(ge=1, le=1 << 30)
+    max_num_batched_tokens: int = Field(ge=1, le=1 << 30)
+    gpu_memory_utilization: float = Field(gt=0, le=1)
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
     mm_encoder_tp_mode: Literal["weights", "data"] = "weights"
-    limit_mm_per_prompt: dict[str, int] = {}
+    limit_mm_per_prompt: dict[SafeWord, Annotated[int, Field(ge=0, le=1 << 20)]] = {}
     """e.g. {"image": 2, "video": 0}; empty for text models."""
-    mm_processor_kwargs: dict[str, Any] = {}
+    mm_processor_kwargs: dict[SafeWord, Any] = {}
     """Caps matching the planned image sizes (e.g. {"max_pixels": 1003520})."""
     images: list[ImageSpec] = []
-    cost_per_hour: float
+    cost_per_hour: float = Field(ge=0)
     """USD per hour for all replicas."""
-    price_usd_per_gpu_hour: float
+    price_usd_per_gpu_hour: float = Field(ge=0)
     predicted: Predicted
     simulated: Simulated | None = None
     """None when the deployment was not simulated (e.g. alternatives, or ``solve`` run without the check)."""
-    slos: list[str] = []
+    slos: list[Annotated[str, Field(pattern=r"^[a-z0-9_<=.]{1,64}$")]] = []
     """The SLOs this deployment was sized for (e.g. ``ttft_p95<=500ms``)."""
+
+    @field_validator("mm_processor_kwargs")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return {k: _json_value(x) for k, x in v.items()}
 
 
 class Plan(_Frozen):
@@ -136,7 +197,7 @@ class Plan(_Frozen):
 
     @classmethod
     def load(cls, path: Path) -> Plan:
-        from planner.inputs import load_yaml_file
+        from planner.inputs import clip, load_yaml_file
 
         data = load_yaml_file(path, "plan")
         try:
@@ -144,4 +205,6 @@ class Plan(_Frozen):
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
-            raise RequestError(f"{path}: not a vlmplan plan ({loc}: {first['msg']})") from None
+            value = first.get("input")
+            shown = f" = {clip(repr(value), 60)}" if not isinstance(value, (dict, list)) else ""
+            raise RequestError(f"{path}: not a valid vlmplan plan ({loc}{shown}: {clip(first['msg'], 200)})") from None

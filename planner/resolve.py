@@ -19,8 +19,17 @@ MAX_PRICE_USD_PER_HOUR = 100_000.0
 def resolve_model(name_or_path: str) -> ModelSpec:
     """A catalog id (case-insensitive, with or without the org) or a local
     config.json / folder holding one."""
+    from planner.inputs import clip
+
+    if len(name_or_path) > 1024 or "\x00" in name_or_path:
+        raise RequestError(f"model '{clip(name_or_path)}' is not a catalog id or a path ({len(name_or_path):,} "
+                           "characters)")
     path = Path(name_or_path).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        raise RequestError(f"model '{clip(name_or_path)}': {exc.strerror or exc}") from None
+    if exists:
         from planner.catalog.hf_import import load_model_from_path
 
         return load_model_from_path(path)

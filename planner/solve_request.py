@@ -87,10 +87,14 @@ def _with_load(wl: Workload, rate: float | None, concurrency: int | None, notes:
 def _check_flags(inp: SolveInput) -> None:
     if inp.rate is not None and inp.concurrency is not None:
         raise RequestError("give --rate or --concurrency, not both")
-    for flag, v in (("--rate", inp.rate), ("--concurrency", inp.concurrency), ("--prompt-tokens", inp.prompt_tokens),
+    if inp.no_image and (inp.images or inp.images_per_request):
+        raise RequestError("--no-image excludes --image and --images-per-request")
+    for flag, v in (("--rate", inp.rate), ("--concurrency", inp.concurrency),
                     ("--output-tokens", inp.output_tokens), ("--images-per-request", inp.images_per_request)):
         if v is not None and v <= 0:
             raise RequestError(f"{flag} must be positive (got {v})")
+    if inp.prompt_tokens is not None and inp.prompt_tokens < 0:
+        raise RequestError(f"--prompt-tokens must be >= 0 (got {inp.prompt_tokens})")
 
 
 def build_workload(inp: SolveInput, is_vlm: bool) -> tuple[Workload, bool]:
@@ -108,12 +112,15 @@ def build_workload(inp: SolveInput, is_vlm: bool) -> tuple[Workload, bool]:
         sizes = [sizes[i % len(sizes)] for i in range(inp.images_per_request)]
     if sizes and not is_vlm:
         raise RequestError("this model takes no images; drop --image")
+    if inp.prompt_tokens == 0 and not sizes:
+        raise RequestError("--prompt-tokens 0 needs an image: a request must send some input (0 text tokens is "
+                           "for image-only requests, e.g. captioning)")
     arrival = "closed" if inp.concurrency is not None else "poisson"
     rate = inp.rate if inp.rate is not None else (None if inp.concurrency else DEFAULT_RATE_PER_S)
     wl = Workload(
         name="default",
-        prompt_tokens=inp.prompt_tokens or DEFAULT_WORKLOAD.prompt_tokens,
-        output_tokens=inp.output_tokens or DEFAULT_WORKLOAD.output_tokens,
+        prompt_tokens=DEFAULT_WORKLOAD.prompt_tokens if inp.prompt_tokens is None else inp.prompt_tokens,
+        output_tokens=DEFAULT_WORKLOAD.output_tokens if inp.output_tokens is None else inp.output_tokens,
         images=sizes,
         arrival=arrival,  # type: ignore[arg-type]
         rate_per_s=rate,
@@ -172,8 +179,10 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
     gpus, precisions, kvs = _search_space(inp)
     if inp.workload is not None:
         _check_flags(inp)
-        if any(v is not None for v in (inp.prompt_tokens, inp.output_tokens, inp.images, inp.images_per_request)):
-            raise RequestError("--workload gives the request shape: drop --prompt-tokens/--output-tokens/--image")
+        if any(v is not None for v in (inp.prompt_tokens, inp.output_tokens, inp.images, inp.images_per_request)) \
+                or inp.no_image:
+            raise RequestError("--workload gives the request shape: drop --prompt-tokens/--output-tokens/--image/"
+                               "--no-image")
         workload = _with_load(load_workload(inp.workload), inp.rate, inp.concurrency, notes)
         if workload.images and model.vision is None:
             raise RequestError(f"workload '{inp.workload}' sends images but {model.name} is a text model")
@@ -263,12 +272,29 @@ def _simulated(c: Candidate) -> Simulated | None:
                      seed=sim.seed, saturated=sim.saturated, meets_slos=sim.meets, failed=sim.failed)
 
 
+def local_model_folder(model_arg: str) -> str | None:
+    """The absolute folder of a local model (``--model ./my-llama`` or ``./my-llama/config.json``); None for a
+    catalog id."""
+    from pathlib import Path
+
+    try:
+        path = Path(model_arg).expanduser()
+        if not path.exists():
+            return None
+        return str((path if path.is_dir() else path.parent).resolve())
+    except OSError:
+        return None
+
+
 def deployment_plan(c: Candidate, model_arg: str, slos: list[Slo] | None = None) -> DeploymentPlan:
     cfg = c.cfg
     m = cfg.model
     served = m.quantized_checkpoints.get(cfg.precision, m.name) if cfg.precision != "bf16" else m.name
     # fp8 without a pre-quantized checkpoint: vLLM quantizes the bf16 weights online.
     quantization = "fp8" if cfg.precision == "fp8" and served == m.name else None
+    local = local_model_folder(model_arg)
+    if local is not None and served == m.name:
+        served = local  # a local config.json: the engine loads that folder, not a hub repo of the same name
     mem = c.memory
     return DeploymentPlan(
         workload=c.workload,
@@ -331,6 +357,9 @@ def to_plan(sol: Solution, req: SolveRequest, model_arg: str | dict[str, str], n
     images = {w.name: [ImageSpec(width=i.width, height=i.height) for i in w.images] for w in req.workloads}
     deployments = [d.model_copy(update={"images": images.get(d.workload, [])}) for d in deployments]
     extra = list(notes) + list(sol.notes)
+    for d in deployments:
+        if d.served_model != d.model and local_model_folder(d.model) == d.served_model:
+            extra.append(f"{d.workload}: model {d.model} is a local folder: the launch configs serve {d.served_model}")
     if sol.status == "infeasible":
         extra += [sol.explanation, f"nearest relaxation: {sol.relaxation}"]
     return Plan(

@@ -18,7 +18,7 @@ top level or inside ``text_config`` / ``llm_config``): see
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,22 +88,35 @@ def _config_file(path: Path) -> Path:
     return file
 
 
+_ZERO_OK = {"extra_params", "shared_expert_intermediate_size", "num_sliding_window_layers"}
+"""Sizes of a model that may be 0; every other number of a ModelSpec is a positive, finite size."""
+
+
+def _check_sizes(file: Path, data: Any, where: str = "") -> None:
+    """Zero, negative or non-finite sizes (num_attention_heads: 0, patch_size: 0, ...) are refused: vLLM could not
+    load such a model and the planner would divide by them."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _check_sizes(file, v, f"{where}.{k}" if where else str(k))
+    elif isinstance(data, (list, tuple)):
+        for i, v in enumerate(data):
+            _check_sizes(file, v, f"{where}[{i}]")
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        key = where.rsplit(".", 1)[-1]
+        ok = math.isfinite(data) and (data >= 0 if key in _ZERO_OK else data > 0)
+        if not ok:
+            raise CatalogError(f"{file}: {where} = {data} is not a usable size (it must be a finite number "
+                               f"{'>= 0' if key in _ZERO_OK else '> 0'}); check the config's fields")
+
+
 def _read_json(file: Path) -> Cfg:
+    from planner.errors import RequestError
+    from planner.inputs import parse_json, read_text
+
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CatalogError(f"{file}: cannot read ({exc.strerror}); supported model_type values: {_SUPPORTED}") from None
-    except UnicodeDecodeError:
-        raise CatalogError(
-            f"{file}: not valid JSON (not UTF-8 text); supported model_type values: {_SUPPORTED}"
-        ) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CatalogError(
-            f"{file}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            f"supported model_type values: {_SUPPORTED}"
-        ) from None
+        data = parse_json(read_text(file, "model config"), f"model config {file}", allow_nan=True)
+    except RequestError as exc:
+        raise CatalogError(f"{exc}; supported model_type values: {_SUPPORTED}") from None
     if not isinstance(data, dict):
         raise CatalogError(
             f"{file}: expected a JSON object, got {type(data).__name__}; supported model_type values: {_SUPPORTED}"
@@ -118,6 +131,15 @@ def _preprocessor(config_file: Path) -> Cfg:
 
 
 # --------------------------------------------------------------------------- typed access
+
+
+_POSITIVE = frozenset({
+    "attention_heads", "depth", "embed_dim", "head_dim", "hidden_size", "image_size", "intermediate_size",
+    "max_position_embeddings", "merge_size", "num_attention_heads", "num_heads", "num_hidden_layers",
+    "num_key_value_heads", "patch_size", "spatial_merge_size", "temporal_patch_size", "vocab_size",
+    "num_experts_per_tok", "out_hidden_size", "projector_output_dim", "vision_output_dim", "moe_intermediate_size",
+})
+"""Sizes that must be >= 1 when a config.json gives them (0 would divide by zero, or be silently replaced)."""
 
 
 class _Reader:
@@ -139,8 +161,11 @@ class _Reader:
         value = cfg.get(key, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or int(value) != value:
             raise self._fail(key, value, "an integer")
+        if key in _POSITIVE and value < 1:
+            raise self._fail(key, value, "a positive integer")
         return int(value)
 
     def req_int(self, cfg: Cfg, key: str, default: int) -> int:
@@ -151,7 +176,7 @@ class _Reader:
         value = cfg.get(key, default)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self._fail(key, value, "a number")
         return float(value)
 
@@ -188,8 +213,8 @@ class _Reader:
             value = value.get("height", value.get("longest_edge", default))
         if isinstance(value, (list, tuple)) and value:
             value = value[0]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(key, value, "an integer size")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self._fail(key, value, "a positive integer size")
         return value
 
 
@@ -1035,7 +1060,7 @@ def load_model_from_path(path: Path) -> ModelSpec:
     if quant is not None:
         group = f", group size {quant.group_size}" if quant.group_size else ""
         notes += f"; pre-quantized: {quant.method} {quant.bits}-bit{group} -> {quant.precision}"
-    return ModelSpec(
+    spec = ModelSpec(
         name=name,
         kind="vlm" if vision is not None else "llm",
         hf_architecture=arch or _DEFAULT_ARCHITECTURE[model_type],
@@ -1047,3 +1072,5 @@ def load_model_from_path(path: Path) -> ModelSpec:
         quantized_checkpoints={quant.precision: name} if quant is not None else {},
         sources=[Source(kind="config", title=f"local {path}", notes=notes)],
     )
+    _check_sizes(file, spec.model_dump(include={"decoder", "vision", "visual_tokens"}))
+    return spec
