@@ -94,6 +94,7 @@ def solve(
     slo: Annotated[list[str] | None, typer.Option(help="SLO, e.g. ttft_p95=500ms, tpot_p99=40ms, e2e_p95=5s; repeatable.")] = None,
     budget: Annotated[str | None, typer.Option(help="4xA100, A100:4, 8xH100,16xL40S, $40/h, or both.")] = None,
     gpus: Annotated[str | None, typer.Option(help="Restrict to these GPU types (comma-separated).")] = None,
+    calibrated_only: Annotated[bool, typer.Option("--calibrated-only", help="Only GPUs whose speed model is calibrated (see catalogs/calibration/validation_status.yaml).")] = False,
     precisions: Annotated[str | None, typer.Option(help="Restrict weight precisions (bf16,fp8,int8,int4).")] = None,
     kv_cache_dtypes: Annotated[str | None, typer.Option(help="Restrict KV-cache dtypes (auto,fp8).")] = None,
     price: Annotated[list[str] | None, typer.Option(help="Price override GPU=USD_PER_HOUR; repeatable.")] = None,
@@ -125,7 +126,8 @@ def solve(
     from planner.solver import solve as run_solve
 
     inp = SolveInput(model=model, scenario=scenario, workload=workload, verify=simulate, slo=slo, budget=budget,
-                     gpus=gpus, precisions=precisions, kv_cache_dtypes=kv_cache_dtypes, price=price,
+                     gpus=gpus, calibrated_only=calibrated_only, precisions=precisions,
+                     kv_cache_dtypes=kv_cache_dtypes, price=price,
                      prices_file=prices_file, objective=objective, rate=rate, concurrency=concurrency,
                      prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image,
                      images_per_request=images_per_request, no_image=no_image, max_load=max_load)

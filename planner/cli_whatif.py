@@ -180,6 +180,11 @@ def print_sweep(result: Any) -> None:
                   escape(r["binding"])]
         t.add_row(*cells)
     console.print(t)
+    from planner.catalog.loader import calibration_status
+
+    for gpu in dict.fromkeys(r["gpu"] for r in rows if r.get("gpu")):
+        status, band = calibration_status(gpu)
+        console.print(f"calibration: {gpu} {status.upper() if status == 'uncalibrated' else status}: {escape(band)}")
     feasible = sum(1 for r in rows if r["feasible"])
     tail = f"; first {MAX_TABLE_ROWS} shown (all in --csv / --json)" if len(rows) > len(shown) else ""
     console.print(f"{len(rows)} point(s), {feasible} feasible, {result.wall_s:.2f} s{tail}")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from planner.catalog.loader import load_calibration, load_engine, load_precisions
+from planner.catalog.loader import calibration_status, load_calibration, load_engine, load_precisions
 from planner.catalog.schema import Calibration
 from planner.deployment import ServingConfig, resolve
 from planner.memory import MemoryBreakdown, memory_breakdown
@@ -328,6 +328,8 @@ class Estimate:
                 "gpu": self.calibration.gpu,
                 "calibrated": self.calibration.calibrated,
                 "status": "calibrated" if self.calibration.calibrated else "uncalibrated",
+                "validation": calibration_status(self.config.gpu.name)[0],
+                "error_band": calibration_status(self.config.gpu.name)[1],
             },
         }
 

@@ -167,6 +167,10 @@ class DeploymentPlan(_Frozen):
     """None when the deployment was not simulated (e.g. alternatives, or ``solve`` run without the check)."""
     slos: list[Annotated[str, Field(pattern=r"^[a-z0-9_<=.]{1,64}$")]] = []
     """The SLOs this deployment was sized for (e.g. ``ttft_p95<=500ms``)."""
+    calibration: Literal["real-serving", "kernels", "uncalibrated", ""] = ""
+    """How far the GPU's predictions have been checked (catalogs/calibration/validation_status.yaml)."""
+    error_band: str = Field(default="", max_length=400)
+    """The error that status implies, in words with the measured numbers."""
 
     @field_validator("mm_processor_kwargs")
     @classmethod

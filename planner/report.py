@@ -58,6 +58,10 @@ def print_estimate(est: Estimate, explain: bool = False) -> None:
     for label, key in [("TTFT ms", "ttft_ms"), ("TPOT ms", "tpot_ms"), ("e2e ms", "e2e_ms")]:
         lt.add_row(label, *[_f(lat[key][k], 1) for k in ("mean", "p50", "p90", "p95", "p99")])
     console.print(lt)
+    status = cal.get("validation", "")
+    if status:
+        console.print(f"calibration: {data['gpu']} {status.upper() if status == 'uncalibrated' else status}: "
+                      f"{cal.get('error_band', '')}")
     console.print(
         f"GPU times: vision encode {_f(lat['vision_encode_ms'])} ms{_host_note(lat)}, "
         f"prefill {_f(lat['prefill_ms'])} ms "
@@ -213,6 +217,9 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
                   d.kv_cache_dtype, str(d.max_num_seqs), f"{d.max_model_len:,}", str(d.replicas),
                   f"{d.cost_per_hour:,.2f}")
     console.print(t)
+    for gpu, status, band in dict.fromkeys((d.gpu, d.calibration, d.error_band) for d in plan.deployments):
+        if status:
+            console.print(f"calibration: {gpu} {status.upper() if status == 'uncalibrated' else status}: {band}")
     for d in plan.deployments:
         slo_list = req.slos_of(d.workload) if hasattr(req, "slos_of") else req.slos
         how = "analytic load model" + (", then simulated" if d.simulated is not None else "")
@@ -247,11 +254,11 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
     if plan.alternatives:
         first = plan.deployments[0].workload if plan.deployments else ""
         at = Table(title=f"best alternatives on other GPU types or precisions (workload {first}, analytic)")
-        for col in ("GPU", "GPUs", "tp x pp", "precision", "replicas", "$/h", "p95 TTFT ms"):
-            at.add_column(col, justify="left" if col in ("GPU", "precision") else "right")
+        for col in ("GPU", "GPUs", "tp x pp", "precision", "replicas", "$/h", "p95 TTFT ms", "calibration"):
+            at.add_column(col, justify="left" if col in ("GPU", "precision", "calibration") else "right")
         for a in plan.alternatives:
             at.add_row(a.gpu, str(a.gpus_per_replica * a.replicas), f"{a.tp} x {a.pp}", a.precision, str(a.replicas),
-                       f"{a.cost_per_hour:,.2f}", _f(a.predicted.ttft_ms.p95, 1))
+                       f"{a.cost_per_hour:,.2f}", _f(a.predicted.ttft_ms.p95, 1), a.calibration)
         console.print(at)
 
 

@@ -7,7 +7,7 @@ from typing import get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from planner.catalog.loader import load_gpus
+from planner.catalog.loader import calibration_status, load_gpus
 from planner.catalog.schema import KvCacheDtype, Precision
 from planner.engine_support import require_supported
 from planner.errors import RequestError
@@ -38,6 +38,8 @@ class SolveInput(BaseModel):
     slo: list[str] | None = None
     budget: str | None = None
     gpus: str | None = None
+    calibrated_only: bool = False
+    """Search only GPUs with a calibration (kernel microbenchmarks or real serving)."""
     precisions: str | None = None
     kv_cache_dtypes: str | None = None
     price: list[str] | None = None
@@ -136,6 +138,12 @@ def _search_space(inp: SolveInput) -> tuple[list, list[str], list[str]]:
     if inp.gpus:
         allowed = {load_gpus().get(n).name for n in _split(inp.gpus)}
         gpus = [g for g in gpus if g.name in allowed]
+    if inp.calibrated_only:
+        gpus = [g for g in gpus if calibration_status(g.name)[0] != "uncalibrated"]
+        if not gpus:
+            raise RequestError("--calibrated-only leaves no GPU: the calibrated ones are "
+                               + ", ".join(g.name for g in default_gpus(prices)
+                                           if calibration_status(g.name)[0] != "uncalibrated"))
     precisions = _split(inp.precisions) or ["bf16", "fp8", "int8", "int4"]
     for p in precisions:
         if p not in get_args(Precision):
@@ -342,6 +350,8 @@ def deployment_plan(c: Candidate, model_arg: str, slos: list[Slo] | None = None)
         ),
         simulated=_simulated(c),
         slos=[f"{s.key}<={s.limit_ms:g}ms" for s in (slos or [])],
+        calibration=calibration_status(cfg.gpu.name)[0],  # type: ignore[arg-type]
+        error_band=calibration_status(cfg.gpu.name)[1],
     )
 
 

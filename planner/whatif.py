@@ -452,7 +452,7 @@ def _empty_row(base: Base, point: dict[str, Any], wl: Workload) -> dict[str, Any
         "slo": "+".join(f"{s.key}={s.limit_ms:g}ms" for s in _point_slos(base, point)),
         "feasible": False, "status": "", "binding": "",
         "cost_per_hour": None, "cost_per_1k_requests": None, "requests_per_s": None, "max_requests_per_s": None,
-        "output_tokens_per_s": None, "saturated": None, "mean_batch": None,
+        "output_tokens_per_s": None, "saturated": None, "mean_batch": None, "calibration": "",
     }
     for metric in ("ttft", "tpot", "e2e"):
         for stat in ("p50", "p95", "p99"):
@@ -497,8 +497,11 @@ def _fill_memory(row: dict[str, Any], mem: Any) -> None:
 
 
 def _fill_config(row: dict[str, Any], cfg: Any) -> None:
+    from planner.catalog.loader import calibration_status
+
     row.update(gpu=cfg.gpu.name, tp=cfg.tp, pp=cfg.pp, precision=cfg.precision, kv_cache_dtype=cfg.kv_cache_dtype,
-               max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs)
+               max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs,
+               calibration=calibration_status(cfg.gpu.name)[0])
 
 
 def slo_verdict(pred: Any, slos: list[Slo]) -> tuple[bool, str]:

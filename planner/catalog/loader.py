@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from planner.catalog.schema import Calibration, EngineSpec, GpuSpec, ModelSpec, PrecisionTable
+from planner.catalog.schema import Calibration, EngineSpec, GpuSpec, ModelSpec, PrecisionTable, ValidationStatus
 from planner.errors import CatalogError
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -138,6 +138,18 @@ def load_engine(name: str = "vllm-0.33", root: Path | None = None) -> EngineSpec
 @functools.cache
 def load_precisions(root: Path | None = None) -> PrecisionTable:
     return parse_file((root or catalog_root()) / "precisions.yaml", PrecisionTable)
+
+
+@functools.cache
+def calibration_status(gpu_name: str) -> tuple[str, str]:
+    """(status, error band) of the GPU's predictions: ``real-serving``, ``kernels`` or ``uncalibrated``
+    (catalogs/calibration/validation_status.yaml)."""
+    vs = parse_file(catalog_root() / "calibration" / "validation_status.yaml", ValidationStatus)
+    if gpu_name in vs.real_serving:
+        return "real-serving", vs.real_serving[gpu_name]
+    if load_calibration(gpu_name).calibrated:
+        return "kernels", vs.bands["kernels"]
+    return "uncalibrated", vs.bands["uncalibrated"]
 
 
 def calibration_path(gpu_name: str, engine: str = "vllm-0.33", root: Path | None = None) -> Path:

@@ -411,3 +411,13 @@ class Calibration(Strict):
 
     def value(self, name: str) -> float:
         return self.constants[name].value
+
+
+class ValidationStatus(Strict):
+    """How far each GPU's predictions have been checked (catalogs/calibration/validation_status.yaml)."""
+
+    schema_version: Literal[1] = 1
+    real_serving: dict[str, str]
+    """GPU name -> the band its real-serving check gave."""
+    bands: dict[Literal["kernels", "uncalibrated"], str]
+    sources: list[Source]
