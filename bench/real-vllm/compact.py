@@ -44,7 +44,8 @@ def cpu_by_process(before: dict, after: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     for pid, v in after.items():
         b = before.get(pid, {}).get("cpu_s", 0.0)
-        name = "api_server" if v["name"].startswith("python") else v["name"]
+        # one API server runs as `python3`; with --api-server-count N they are `VLLM::APIServer` processes
+        name = "api_server" if v["name"].startswith("python") or v["name"] == "VLLM::APIServer" else v["name"]
         out[name] = round(out.get(name, 0.0) + v["cpu_s"] - b, 2)
     return {k: v for k, v in out.items() if v > 0}
 
@@ -78,6 +79,8 @@ def run_record(res: str, run: dict) -> dict:
         },
         "server_metrics_delta": {k: round(a[k] - b.get(k, 0.0), 6) for k in sorted(a) if a[k] - b.get(k, 0.0) != 0},
         "server_cpu_s": cpu_by_process(run["cpu_before"], run["cpu_after"]),
+        **({"client_cpu_s": round(run["client_cpu_after"] - run["client_cpu_before"], 2)}
+           if "client_cpu_after" in run else {}),
     }
 
 
@@ -86,7 +89,7 @@ def main() -> None:
     os.makedirs(dest, exist_ok=True)
     runs = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(res, "*.run.json")))]
     for plan in sorted({r["plan"] for r in runs}):
-        kind = "text" if plan == "text" else "vl"
+        kind = "text" if "text" in plan else "vl"
         prov = open(os.path.join(res, f"provenance_{kind}_{plan}.txt")).read().splitlines()
         cmd = open(os.path.join(res, f"serve_cmd_{kind}.txt")).read().strip()
         items = sorted((r for r in runs if r["plan"] == plan), key=lambda r: r["wall_start"])

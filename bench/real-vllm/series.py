@@ -29,7 +29,7 @@ import tarfile
 import time
 import urllib.request
 
-SCRIPT_VERSION = "2.0.0"
+SCRIPT_VERSION = "2.1.0"
 
 # Image sizes (width x height) of the series: a small photo, a large photo, a document page.
 SMALL = "(448,448,1)"
@@ -108,6 +108,38 @@ SERIES: dict[str, list[Run]] = {
         ("long_c8", 30, ("conc", 8, 48), _txt(4096, 256)),
         ("r24", 25, ("rate", 24, 360), _txt()),
     ],
+    # run21: the same VL server with `--api-server-count 2` (API_SERVERS=2 in serve.sh): does a second API-server
+    # process raise the saturation throughput of image and text requests? (run20: the one API server was at
+    # 85-93% of a core at every image saturation point.)
+    "api2vl": [
+        ("warmup_small", 25, ("conc", 16, 48), _img(SMALL)),
+        ("warmup_page", 20, ("conc", 4, 8), _img(PAGE)),
+        ("page_r5", 35, ("rate", 5, 90), _img(PAGE)),
+        ("page_r8", 35, ("rate", 8, 120), _img(PAGE)),
+        ("page_c16", 30, ("conc", 16, 64), _img(PAGE)),
+        ("large_r12", 30, ("rate", 12, 240), _img(LARGE)),
+        ("small_r40", 40, ("rate", 40, 480), _img(SMALL)),
+        ("small_c64", 25, ("conc", 64, 256), _img(SMALL)),
+        ("small_r24", 30, ("rate", 24, 360), _img(SMALL)),
+    ],
+    # run21: text server with `--api-server-count 2`: saturation past 22.5 req/s (run20, one API server).
+    "api2text": [
+        ("warmup", 20, ("conc", 16, 48), _txt()),
+        ("r32", 25, ("rate", 32, 400), _txt()),
+        ("r64", 35, ("rate", 64, 640), _txt()),
+        ("c64", 25, ("conc", 64, 256), _txt()),
+        ("c128", 30, ("conc", 128, 384), _txt()),
+    ],
+    # run22: text server, one API server (vLLM's default), past saturation with short prompts and 1, 32 and 128
+    # output tokens: separates the API server's work per request from its work per streamed token (run21 showed
+    # that a second API server raised text saturation from 22.5 to 28.5 req/s).
+    "api1text": [
+        ("warmup", 20, ("conc", 16, 48), _txt()),
+        ("i256_o1_r150", 25, ("rate", 150, 900), _txt(256, 1)),
+        ("i256_o32_r100", 25, ("rate", 100, 800), _txt(256, 32)),
+        ("i256_o128_r80", 30, ("rate", 80, 600), _txt(256, 128)),
+        ("i1024_o32_r100", 25, ("rate", 100, 800), _txt(1024, 32)),
+    ],
 }
 
 BASE_URL = "http://127.0.0.1:8000"
@@ -145,6 +177,14 @@ def process_cpu(root_pid: int) -> dict[str, dict[str, float | str]]:
             "threads": float(fields[17]),
         }
     return out
+
+
+def _self_cpu() -> float:
+    """CPU seconds (user + system) of this process, which runs the `vllm bench serve` client."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def bench_argv(model: str, model_dir: str, label: str, seed: int, load: tuple, data: tuple, res: str) -> list[str]:
@@ -216,7 +256,7 @@ def main() -> int:
             "label": full, "plan": args.plan, "seed": seed, "argv": argv, "load": list(load), "dataset": list(data),
             "series_script_version": SCRIPT_VERSION, "series_script_sha256": script_sha,
             "metrics_before": metrics_snapshot(), "cpu_before": process_cpu(args.server_pid),
-            "wall_start": time.time(),
+            "wall_start": time.time(), "client_cpu_before": _self_cpu(),
         }
         t0 = time.time()
         try:
@@ -226,6 +266,7 @@ def main() -> int:
             record["status"] = f"error: {type(exc).__name__}: {exc}"
         record["wall_s"] = time.time() - t0
         record["cpu_after"] = process_cpu(args.server_pid)
+        record["client_cpu_after"] = _self_cpu()
         record["metrics_after"] = metrics_snapshot()
         with open(os.path.join(args.res, f"{full}.run.json"), "w") as fh:
             json.dump(record, fh)

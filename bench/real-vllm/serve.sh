@@ -32,13 +32,17 @@ MD=/tmp/model_$KIND; mkdir -p $MD; cp $SRC/*.json $MD/
 
 SERVE_ARGS="--served-model-name $NAME --load-format dummy --max-model-len 16384 --port 8000 --seed 0"
 [ "$KIND" = vl ] && SERVE_ARGS="$SERVE_ARGS --limit-mm-per-prompt {\"image\":1,\"video\":0}"
+# API_SERVERS=N serves with --api-server-count N (vLLM's default is 1); it is part of the server's identity.
+API_SERVERS=${API_SERVERS:-1}
+[ "$API_SERVERS" != 1 ] && SERVE_ARGS="$SERVE_ARGS --api-server-count $API_SERVERS"
+IDENT=$KIND-api$API_SERVERS
 RUNNING=$(cat /tmp/server_kind 2>/dev/null)
-if [ "$RUNNING" != "$KIND" ] || ! healthy; then
+if [ "$RUNNING" != "$IDENT" ] || ! healthy; then
   if [ -f /tmp/server_pid ]; then kill -- -$(cat /tmp/server_pid) 2>/dev/null; sleep 5; kill -9 -- -$(cat /tmp/server_pid) 2>/dev/null; sleep 2; fi
   echo "[$(el)s] serve $MD $SERVE_ARGS"
   echo "python3 -m vllm.entrypoints.cli.main serve $MD $SERVE_ARGS" > $RES/serve_cmd_$KIND.txt
   setsid python3 -m vllm.entrypoints.cli.main serve $MD $SERVE_ARGS > $RES/server_$KIND.log 2>&1 &
-  SPID=$!; echo $SPID > /tmp/server_pid; echo $KIND > /tmp/server_kind
+  SPID=$!; echo $SPID > /tmp/server_pid; echo $IDENT > /tmp/server_kind
   while [ $(date +%s) -lt $(( DEADLINE - 30 )) ]; do
     healthy && break
     kill -0 $SPID 2>/dev/null || { echo "[$(el)s] SERVER DIED"; pack; tail -60 $RES/server_$KIND.log | cut -c1-300; exit 3; }
@@ -47,6 +51,10 @@ if [ "$RUNNING" != "$KIND" ] || ! healthy; then
   healthy || { echo "[$(el)s] not healthy in time"; pack; tail -40 $RES/server_$KIND.log | cut -c1-300; exit 4; }
   echo "[$(el)s] server healthy"
   grep -iE "KV cache|concurrency|max_num_seqs|max_num_batched|chunked|graph|backend|Model loading|memory|profil|encoder" $RES/server_$KIND.log | cut -c1-240 | head -40
+fi
+# PREPROC=1: time the API server's image work (decode, HF processor) on this host's CPU before the series
+if [ "${PREPROC:-0}" = 1 ] && [ "$KIND" = vl ] && [ ! -f $RES/preproc.json ]; then
+  echo "[$(el)s] preproc"; python3 $HERE/preproc.py $MD $RES/preproc.json > $RES/preproc.log 2>&1; tail -3 $RES/preproc.log | cut -c1-300
 fi
 # provenance of this call
 { echo "date_utc: $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
