@@ -32,6 +32,8 @@ class ServingConfig:
     """None: vLLM's default (999 per modality, capped by max_model_len)."""
     mm_processor_options: dict[str, Any] = field(default_factory=dict)
     """Processor kwargs (e.g. max_pixels) that bound the largest image vLLM profiles."""
+    api_server_count: int = 1
+    """API-server processes in front of the engine (vLLM's ``--api-server-count``; its default is 1)."""
 
     @property
     def num_gpus(self) -> int:

@@ -701,6 +701,20 @@ def frontend_ms(cal: Calibration, input_megapixels: float, processed_megapixels:
             + cal.value("frontend_ms_per_processed_megapixel") * processed_megapixels)
 
 
+def api_server_ms(cal: Calibration, input_tokens: Any, output_tokens: Any, images: Any, input_megapixels: Any) -> Any:
+    """How long one request holds one API-server process (vLLM's ``--api-server-count`` processes, each one
+    Python event loop): tokenising its prompt, decoding and preprocessing its images, streaming its output tokens
+    back (scalars, or numpy arrays of one value per request). The load models queue requests for these processes
+    (first come, first served); at low load the wait is nil and the request's latency outside the engine is
+    ``frontend_ms``'s; near saturation the queue caps the replica's throughput at
+    ``api_server_count / api_server_ms`` (planner.calibrate.api_server)."""
+    return (cal.value("api_server_ms_per_request")
+            + cal.value("api_server_ms_per_input_token") * input_tokens
+            + cal.value("api_server_ms_per_output_token") * output_tokens
+            + cal.value("api_server_ms_per_image") * images
+            + cal.value("api_server_ms_per_megapixel") * input_megapixels)
+
+
 def vision_call_host_ms(cal: Calibration, images: int) -> float:
     """The engine's host work around one vision-encoder call (input layout, position ids, the model runner's
     bookkeeping; fitted from real serving): it holds the engine step like the GPU work does, once per call

@@ -34,8 +34,10 @@ from planner.load.stepcost import StepCost
 from planner.memory import memory_breakdown
 from planner.workload import ImageSize, IntDist, Workload
 
-RUN_DIR = "calibration/measurements/h200-141gb/run20_real_vllm"
-"""The real-vLLM runs shipped with vlmplan, under catalogs/."""
+RUN_DIRS = ("calibration/measurements/h200-141gb/run20_real_vllm",
+            "calibration/measurements/h200-141gb/run21_api_servers")
+"""The real-vLLM runs shipped with vlmplan, under catalogs/ (run21: two API servers, and text past one API
+server's saturation)."""
 
 HELD_OUT = frozenset({
     # The whole 1280x960 photo series, text-only prompts to the VL server, every ranged-length run, the long
@@ -44,6 +46,10 @@ HELD_OUT = frozenset({
     "vl2_large_c32", "vl2_vltext_r10", "vl2_vltext_c16", "vl2_small_mix_r10", "vl2_small_mix_c16",
     "text_mix_r16", "text_long_c8", "text_r24", "text_c16", "vl1_small_c16", "vl1_small_r16", "vl2_page_r2",
     "vl2_page_c4",
+    # run21/run22 (2026-12-03): every run but the one that fitted the API server's per-output-token cost.
+    "api2vl_page_r5", "api2vl_page_r8", "api2vl_page_c16", "api2vl_large_r12", "api2vl_small_r40", "api2vl_small_c64",
+    "api2vl_small_r24", "api2text_r32", "api2text_r64", "api2text_c64", "api2text_c128", "api1text_i256_o1_r150",
+    "api1text_i256_o32_r100", "api1text_i1024_o32_r100",
 })
 
 MODEL_DIRS = {"Qwen/Qwen2.5-7B-Instruct": "bench/real-vllm/model/Qwen2.5-7B-Instruct"}
@@ -78,6 +84,8 @@ class RealRun:
     """ttft_p50/p95, tpot_p50/p95 (ms), throughput (req/s), as the benchmark reported them."""
     server: dict[str, float] = field(default_factory=dict)
     """Means over the run from the server's /metrics (ms) and its processes' CPU time per request."""
+    api_servers: int = 1
+    """The server's --api-server-count."""
 
     @property
     def held_out(self) -> bool:
@@ -94,7 +102,7 @@ def _server_means(run: dict[str, Any]) -> dict[str, float]:
     for name, key in (("server_ttft_ms", "time_to_first_token"), ("queue_ms", "request_queue_time"),
                       ("prefill_ms", "request_prefill_time"), ("decode_ms", "request_decode_time")):
         n = d.get(f"vllm:{key}_seconds_count", 0.0)
-        if n:
+        if n and f"vllm:{key}_seconds_sum" in d:  # a run of 1-token outputs has no decode time
             out[name] = 1e3 * d[f"vllm:{key}_seconds_sum"] / n
     if {"server_ttft_ms", "queue_ms", "prefill_ms"} <= out.keys():
         # Arrival at the API server to the scheduler's first look: tokenising, image processing, hand-off.
@@ -114,11 +122,14 @@ def _parse_image(text: str | None) -> tuple[int, int] | None:
 
 def load_runs(root: Path | None = None) -> list[RealRun]:
     """Every run of the shipped real-vLLM measurements (warm-ups included; see ``RealRun.warmup``)."""
-    folder = (root or catalog_root()) / RUN_DIR
+    paths = [p for d in RUN_DIRS for p in sorted(((root or catalog_root()) / d).glob("*.json"))
+             if p.name != "preproc.json"]
     runs: list[RealRun] = []
-    for path in sorted(folder.glob("*.json")):
+    for path in paths:
         doc = json.loads(path.read_text())
-        model = "Qwen/Qwen2.5-7B-Instruct" if doc["plan"] == "text" else "Qwen/Qwen2.5-VL-7B-Instruct"
+        model = "Qwen/Qwen2.5-7B-Instruct" if "text" in doc["plan"] else "Qwen/Qwen2.5-VL-7B-Instruct"
+        cmd = doc["serve_command"].split()
+        api_servers = int(cmd[cmd.index("--api-server-count") + 1]) if "--api-server-count" in cmd else 1
         for r in doc["runs"]:
             s = r["summary"]
             kind, value, prompts = r["load"]
@@ -133,7 +144,7 @@ def load_runs(root: Path | None = None) -> list[RealRun]:
                 measured={"ttft_p50": s["median_ttft_ms"], "ttft_p95": s["p95_ttft_ms"],
                           "tpot_p50": s["median_tpot_ms"], "tpot_p95": s["p95_tpot_ms"],
                           "throughput": s["request_throughput"]},
-                server=_server_means(r)))
+                server=_server_means(r), api_servers=api_servers))
     return runs
 
 
@@ -147,7 +158,7 @@ def run_model(run: RealRun, repo: Path | None = None) -> ModelSpec:
 def run_config(run: RealRun, model: ModelSpec | None = None) -> ServingConfig:
     gpu = load_gpus().get("H200-141GB")
     cfg = ServingConfig(model=model or run_model(run), gpu=gpu, **SERVER,  # type: ignore[arg-type]
-                        limit_images_per_prompt=1 if run.image else None)
+                        limit_images_per_prompt=1 if run.image else None, api_server_count=run.api_servers)
     return resolve(cfg, load_engine())
 
 
@@ -206,6 +217,8 @@ def predict_run(run: RealRun, cal: Calibration | None = None, seeds: int = 4,
         end = float(np.max(res.finish_s))
         thr.append(len(out) / (end - start) if end > start else math.nan)
     t, p = np.concatenate(ttft), np.concatenate(tpot)
+    if not len(p):  # one output token: no TPOT
+        p = np.array([math.nan])
     return Prediction(ttft_p50=float(np.percentile(t, 50)), ttft_p95=float(np.percentile(t, 95)),
                       tpot_p50=float(np.percentile(p, 50)), tpot_p95=float(np.percentile(p, 95)),
                       throughput=float(np.mean(thr)), kv_tokens=int(mem.kv_capacity_tokens), visual_tokens=visual)

@@ -383,6 +383,11 @@ CALIBRATION_CONSTANTS = (
     "request_latency_ms",
     "frontend_ms_per_image",
     "vision_call_overhead_ms",
+    "api_server_ms_per_request",
+    "api_server_ms_per_input_token",
+    "api_server_ms_per_output_token",
+    "api_server_ms_per_image",
+    "api_server_ms_per_megapixel",
 )
 
 

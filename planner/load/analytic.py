@@ -77,6 +77,7 @@ from planner.catalog.schema import Calibration
 from planner.deployment import ServingConfig
 from planner.estimate import Percentiles, RequestShape, shape_frontend_ms
 from planner.load.stepcost import StepCost, prefill_pairs
+from planner.speed import api_server_ms
 
 _LEVELS = (0.5, 0.9, 0.95, 0.99)
 _NAMES = ("p50", "p90", "p95", "p99")
@@ -244,19 +245,109 @@ def predict(cost: StepCost, cfg: ServingConfig, shape: RequestShape, arrival: st
     (``concurrency`` clients with zero think time).
     """
     cur = _curves(cost, cfg, shape, kv_capacity_tokens)
+    api = _ApiQueue.of(cost, cfg, shape)
     if arrival == "single" or (arrival == "closed" and concurrency == 1):
         pred = _single(cost, cfg, shape, cur)
     elif arrival in ("poisson", "trace"):
         if rate_per_s is None or rate_per_s <= 0:
             raise ValueError("poisson arrival needs a positive rate_per_s")
-        pred = _poisson(cost, cfg, shape, cur, float(rate_per_s))
+        pred = _poisson(cost, cfg, shape, cur, float(rate_per_s), api)
     elif arrival == "closed":
         if concurrency is None or concurrency < 1:
             raise ValueError("closed-loop arrival needs concurrency >= 1")
         pred = _closed(cost, cfg, shape, cur, int(concurrency))
     else:
         raise ValueError(f"arrival '{arrival}' is not single, poisson or closed")
-    return _with_frontend(pred, shape_frontend_ms(cost.cal, shape), closed=arrival in ("single", "closed"))
+    pred = _with_frontend(pred, shape_frontend_ms(cost.cal, shape), closed=arrival in ("single", "closed"))
+    if arrival == "closed" and (concurrency or 1) > 1:
+        pred = api.closed_loop(pred, int(concurrency or 1))
+    if pred.requests_per_s > api.max_rate:  # saturated by the API servers, or a loop they slow down
+        slow = api.max_rate / pred.requests_per_s
+        pred = replace(pred, requests_per_s=api.max_rate, output_tokens_per_s=pred.output_tokens_per_s * slow)
+    return replace(pred, max_requests_per_s=min(pred.max_requests_per_s, api.max_rate))
+
+
+@dataclass(frozen=True)
+class _ApiQueue:
+    """The replica's API-server processes: ``servers`` first-come-first-served servers that each request holds
+    for ``hold_ms`` on average (``speed.api_server_ms``), with squared coefficient of variation ``cs2``."""
+
+    servers: int
+    hold_ms: float
+    cs2: float
+
+    @staticmethod
+    def of(cost: StepCost, cfg: ServingConfig, shape: RequestShape) -> _ApiQueue:
+        def one(s: RequestShape) -> float:
+            return api_server_ms(cost.cal, s.text_tokens, s.output_tokens, s.images, s.input_megapixels)
+
+        if shape.classes:
+            p = np.array([q for q, _ in shape.classes])
+            v = np.array([one(c) for _, c in shape.classes])
+            mean = float(p @ v)
+            cs2 = max(0.0, float(p @ v**2) - mean * mean) / mean**2 if mean > 0 else 0.0
+        else:
+            mean, cs2 = one(shape), 0.0
+        return _ApiQueue(servers=max(1, int(cfg.api_server_count)), hold_ms=mean, cs2=cs2)
+
+    @property
+    def max_rate(self) -> float:
+        """Requests/s at which the API servers are busy all the time."""
+        return self.servers * 1e3 / self.hold_ms if self.hold_ms > 0 else math.inf
+
+    def wait(self, lam_ms: float) -> tuple[float, float]:
+        """P(a Poisson arrival waits) and its mean wait given that it does (ms): Erlang C, with the wait scaled
+        by (1 + cs2) / 2 for a service that is not exponential (Allen-Cunneen's approximation of M/G/c)."""
+        c = self.servers
+        a = lam_ms * self.hold_ms
+        if self.hold_ms <= 0 or a <= 0:
+            return 0.0, 0.0
+        if a >= c:
+            return 1.0, math.inf
+        term, total = 1.0, 1.0
+        for k in range(1, c):
+            term *= a / k
+            total += term
+        last = term * a / c / (1 - a / c)
+        p_wait = last / (total + last)
+        return p_wait, self.hold_ms / (c - a) * (1 + self.cs2) / 2
+
+    def with_wait(self, w: np.ndarray, lo: np.ndarray, width: np.ndarray, lam_ms: float) -> Atoms:
+        """Atoms of a time plus the wait of a Poisson arrival for an API server. Given that it waits, the wait is
+        the rest of the service ahead of it (uniform, mean E[S^2] / 2E[S] / servers: what a light load sees)
+        plus, for the rest of the mean, whole services ahead of it (exponential: what a heavy load sees)."""
+        p_wait, mean_w = self.wait(lam_ms)
+        if p_wait <= 1e-4 or not math.isfinite(mean_w):
+            return w, lo, width
+        rest = min(mean_w, self.hold_ms * (1 + self.cs2) / 2 / self.servers)
+        w, lo, width = ((np.concatenate([w * (1 - p_wait), w * p_wait]), np.concatenate([lo, lo]),
+                         np.concatenate([width, width + 2 * rest * np.ones_like(width)])))
+        if mean_w - rest <= 1e-9:
+            return w, lo, width
+        # The exponential part applies to the waiting half only.
+        n = len(w) // 2
+        ws, los, wids = _with_wait(w[n:] / p_wait, lo[n:], width[n:], 1.0 - 1e-9, mean_w - rest)
+        return np.concatenate([w[:n], ws * p_wait]), np.concatenate([lo[:n], los]), np.concatenate([width[:n], wids])
+
+    def closed_loop(self, pred: LoadPrediction, clients: int) -> LoadPrediction:
+        """A closed loop through the API servers: below their capacity each request waits as a Poisson arrival
+        at the loop's rate would (mean wait added to TTFT and e2e); at it, the loop runs at their capacity and the
+        clients' extra cycle time is the wait."""
+        if self.hold_ms <= 0 or pred.requests_per_s <= 0:
+            return pred
+        rate = pred.requests_per_s
+        if rate < self.max_rate * 0.98:
+            p_wait, mean_w = self.wait(rate * 1e-3)
+            extra = p_wait * mean_w
+        else:
+            rate = self.max_rate * 0.98
+            extra = clients * 1e3 / rate - pred.e2e.mean
+        if not math.isfinite(extra) or extra <= 0:
+            return pred
+        slow = pred.e2e.mean / (pred.e2e.mean + extra)
+        return replace(pred, ttft=pred.ttft.shifted(extra), e2e=pred.e2e.shifted(extra),
+                       requests_per_s=pred.requests_per_s * slow,
+                       output_tokens_per_s=pred.output_tokens_per_s * slow)
 
 
 def _with_frontend(pred: LoadPrediction, fe_ms: float, closed: bool = False) -> LoadPrediction:
@@ -270,11 +361,7 @@ def _with_frontend(pred: LoadPrediction, fe_ms: float, closed: bool = False) -> 
         pred = replace(pred, requests_per_s=pred.requests_per_s * slow,
                        output_tokens_per_s=pred.output_tokens_per_s * slow)
 
-    def shift(p: Percentiles) -> Percentiles:
-        return Percentiles(mean=p.mean + fe_ms, p50=p.p50 + fe_ms, p90=p.p90 + fe_ms, p95=p.p95 + fe_ms,
-                           p99=p.p99 + fe_ms)
-
-    return replace(pred, ttft=shift(pred.ttft), e2e=shift(pred.e2e))
+    return replace(pred, ttft=pred.ttft.shifted(fe_ms), e2e=pred.e2e.shifted(fe_ms))
 
 
 def _single(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curves) -> LoadPrediction:
@@ -322,8 +409,9 @@ def _saturated(cur: _Curves, shape: RequestShape) -> LoadPrediction:
 # --------------------------------------------------------------------------- Poisson arrivals
 
 
-def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curves, lam: float) -> LoadPrediction:
-    if lam >= cur.max_rate:
+def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curves, lam: float,
+             api: _ApiQueue | None = None) -> LoadPrediction:
+    if lam >= cur.max_rate or (api is not None and lam >= api.max_rate):
         return _saturated(cur, shape)
     P = shape.prompt_tokens
     Pn = max(1, P - shape.cached_tokens)
@@ -397,21 +485,30 @@ def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curv
         # Past the peak of lambda(N) (a full batch completes fewer requests/s than a smaller one) the slot
         # queue, once full, only grows.
         return _saturated(cur, shape)
-    if p_wait > 1e-4:
-        # Waiting times given a wait: exponential (the chain's queue beyond c is geometric), 16 quantile bins.
-        edges = np.array([0, .1, .2, .3, .4, .5, .6, .7, .8, .9, .95, .98, .99, .995, .999, .9999])
-        q = -mean_w * np.log1p(-edges)
-        ew = np.concatenate([[1 - p_wait], p_wait * np.diff(edges)])
-        elo = np.concatenate([[0.0], q[:-1]])
-        ewid = np.concatenate([[0.0], np.diff(q)])
-        w = (w[:, None] * ew[None, :]).ravel()
-        lo = (lo[:, None] + elo[None, :]).ravel()
-        width = (width[:, None] + ewid[None, :]).ravel()
+    w, lo, width = _with_wait(w, lo, width, p_wait, mean_w)
+    if api is not None:
+        # Before all that, the wait for an API-server process (its own queue, ahead of the engine's).
+        w, lo, width = api.with_wait(w, lo, width, lam_ms)
     ttft = _mixture_uniform(w, lo, width)
     e2e = _e2e(ttft, tpot, L)
     return LoadPrediction(ttft=ttft, tpot=tpot, e2e=e2e, requests_per_s=lam,
                           output_tokens_per_s=lam * shape.output_tokens, saturated=False,
                           max_requests_per_s=cur.max_rate, mean_batch=min(float(c), load))
+
+
+def _with_wait(w: np.ndarray, lo: np.ndarray, width: np.ndarray, p_wait: float,
+               mean_w: float) -> Atoms:
+    """Atoms of a time plus an independent wait that is 0 with probability 1 - ``p_wait`` and else exponential
+    with mean ``mean_w`` (a queue beyond its servers is geometric), in 16 quantile bins."""
+    if p_wait <= 1e-4 or not math.isfinite(mean_w):
+        return w, lo, width
+    edges = np.array([0, .1, .2, .3, .4, .5, .6, .7, .8, .9, .95, .98, .99, .995, .999, .9999])
+    q = -mean_w * np.log1p(-edges)
+    ew = np.concatenate([[1 - p_wait], p_wait * np.diff(edges)])
+    elo = np.concatenate([[0.0], q[:-1]])
+    ewid = np.concatenate([[0.0], np.diff(q)])
+    return ((w[:, None] * ew[None, :]).ravel(), (lo[:, None] + elo[None, :]).ravel(),
+            (width[:, None] + ewid[None, :]).ravel())
 
 
 def _slot_wait(cur: _Curves, lam: float, held: float, dispersion: float) -> tuple[float, float]:

@@ -45,7 +45,7 @@ import numpy as np
 from planner.deployment import ServingConfig
 from planner.estimate import processed_megapixels
 from planner.load.stepcost import StepCost, prefill_pairs
-from planner.speed import frontend_ms
+from planner.speed import api_server_ms, frontend_ms
 from planner.vision_tokens import image_tokens
 from planner.workload import Workload
 
@@ -68,6 +68,10 @@ class SimRequests:
     frontend_ms: np.ndarray | None = None
     """API-server CPU time on the request's images before the engine sees it (``speed.frontend_ms``): added to
     its TTFT and e2e; an independent delay per request, so the engine still sees Poisson arrivals."""
+    api_ms: np.ndarray | None = None
+    """How long the request holds one API-server process (``speed.api_server_ms``): requests queue for the
+    replica's ``api_server_count`` processes first come, first served, and the wait delays the engine's arrival
+    and adds to TTFT and e2e. None: no API-server queue."""
 
     def __len__(self) -> int:
         return len(self.prompt)
@@ -88,6 +92,7 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
     visual = np.zeros(n, dtype=np.int64)
     vision = np.zeros(n)
     frontend = np.full(n, frontend_ms(cost.cal, 0.0, 0.0, 0))
+    sent_mp = np.zeros(n)
     memo: dict[tuple[int, ...], tuple[int, float, float]] = {}
     for i, imgs in enumerate(sample.images):
         if not imgs:
@@ -102,10 +107,13 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
             hit = (tok, cost.vision_ms(len(imgs), patches, seqs), fe)
             memo[imgs] = hit
         visual[i], vision[i], frontend[i] = hit
+        sent_mp[i] = sum(sample.sizes[k].width * sample.sizes[k].height for k in imgs) / 1e6
+    n_images = np.array([len(imgs) for imgs in sample.images], dtype=float)
+    api = api_server_ms(cost.cal, sample.prompt_tokens, sample.output_tokens, n_images, sent_mp)
     prompt = sample.prompt_tokens + visual
     cached = np.floor(workload.prefix_cache_hit * prompt).astype(np.int64)
     return SimRequests(prompt=prompt, cached=cached, output=sample.output_tokens.astype(np.int64),
-                       enc_tokens=visual, vision_ms=vision, frontend_ms=frontend)
+                       enc_tokens=visual, vision_ms=vision, frontend_ms=frontend, api_ms=np.asarray(api, dtype=float))
 
 
 def fixed_requests(n: int, prompt: int, output: int, cached: int = 0, enc_tokens: int = 0,
@@ -238,6 +246,13 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
     if arrival == "closed" and not concurrency:
         raise ValueError("closed-loop arrival needs concurrency")
     arr = arrival_times(n, arrival, rate_per_s, trace_s, seed)
+    servers = max(1, int(cfg.api_server_count))
+    front_ms = reqs.frontend_ms.copy() if reqs.frontend_ms is not None else None
+    if arr is not None and reqs.api_ms is not None:
+        # Open loop: the API servers serve arrivals in order; the engine sees each request after its wait.
+        wait = api_queue_wait(arr, reqs.api_ms * 1e-3, servers)
+        arr = arr + wait
+        front_ms = (front_ms if front_ms is not None else np.zeros(n)) + wait * 1e3
     out_arr = np.full(n, np.nan)
     out_first = np.full(n, np.nan)
     out_fin = np.full(n, np.nan)
@@ -257,8 +272,11 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
         lane_arr = arr[ids] if arr is not None else None
         r = _Lane(cost, reqs, ids, lane_arr, conc, kv_capacity_tokens // lanes,
                   max(1, cfg.max_num_seqs // lanes), int(cfg.max_num_batched_tokens),  # type: ignore[operator,arg-type]
-                  block_size, async_scheduling).run()
+                  block_size, async_scheduling, api_servers=servers if arr is None else 0).run()
         out_arr[ids], out_first[ids], out_fin[ids] = r[0], r[1], r[2]
+        if arr is None and reqs.api_ms is not None:
+            assert front_ms is not None
+            front_ms[ids] += r[7] * 1e3
         busy += r[3]
         end = max(end, r[4])
         preempt += r[5]
@@ -286,7 +304,19 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
     return SimResult(arrival_s=out_arr, first_token_s=out_first, finish_s=out_fin,
                      output_tokens=reqs.output.copy(), measured=measured, window_s=(t0, t1),
                      busy_seq_s=busy, sim_end_s=end, preemptions=preempt, steps=steps, saturated=saturated,
-                     frontend_ms=reqs.frontend_ms, counted=counted)
+                     frontend_ms=front_ms, counted=counted)
+
+
+def api_queue_wait(arrival_s: np.ndarray, hold_s: np.ndarray, servers: int) -> np.ndarray:
+    """Waits (s) of requests arriving at ``arrival_s`` (ascending) for ``servers`` first-come-first-served
+    processes that each request holds for ``hold_s``."""
+    free = [0.0] * servers
+    wait = np.zeros(len(arrival_s))
+    for i, (a, h) in enumerate(zip(arrival_s.tolist(), hold_s.tolist())):
+        start = max(a, heapq.heappop(free))
+        heapq.heappush(free, start + h)
+        wait[i] = start - a
+    return wait
 
 
 @lru_cache(maxsize=1)
@@ -338,8 +368,12 @@ class _Lane:
 
     def __init__(self, cost: StepCost, reqs: SimRequests, ids: np.ndarray, arr: np.ndarray | None,
                  concurrency: int | None, kv_capacity: int, max_seqs: int, budget: int, block_size: int,
-                 async_scheduling: bool = False) -> None:
+                 async_scheduling: bool = False, api_servers: int = 0) -> None:
         self.cost = cost
+        # Closed loop: the replica's API-server processes (first come, first served), as times they free up.
+        self.api_free = [0.0] * api_servers if reqs.api_ms is not None else []
+        self.api_s = (reqs.api_ms[ids] * 1e-3).tolist() if reqs.api_ms is not None else [0.0] * len(ids)
+        self.api_wait = [0.0] * len(ids)
         self.async_scheduling = async_scheduling
         self.front_s = ((reqs.frontend_ms[ids] * 1e-3).tolist() if reqs.frontend_ms is not None
                         else [0.0] * len(ids))
@@ -362,7 +396,7 @@ class _Lane:
         self.enc_budget = max(self.budget, largest)
         self._count = 0
 
-    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int, int]:  # noqa: C901
+    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int, int, np.ndarray]:  # noqa: C901
         cost = self.cost
         n = self.n
         prompt, cached, output, enc, vis = self.prompt, self.cached, self.output, self.enc, self.vis
@@ -414,7 +448,7 @@ class _Lane:
             for i in range(min(self.conc or 1, n)):
                 # Every client sends at t = 0 (vllm bench serve --max-concurrency); the engine receives each
                 # request after the API server's work on it.
-                arr[i] = self.front_s[i]
+                arr[i] = self._sent(i, 0.0)
                 state[i] = 1
                 if arr[i] > 0:
                     self.pending.append((arr[i], i))
@@ -636,7 +670,7 @@ class _Lane:
                 next_arr = self._reissue(t_done, next_arr, arr, state, waiting, t)
 
         ids_arr = np.asarray(arr), np.asarray(first), np.asarray(fin)
-        return ids_arr[0], ids_arr[1], ids_arr[2], busy, t, preempt, steps
+        return ids_arr[0], ids_arr[1], ids_arr[2], busy, t, preempt, steps, np.asarray(self.api_wait)
 
     def _finish(self, heap: list[tuple[int, int, int]], version: list[int], state: list[int], fin: list[float],
                 K: int, t: float, running: dict[int, None]) -> list[int]:
@@ -653,6 +687,15 @@ class _Lane:
             out.append(j)
         return out
 
+    def _sent(self, i: int, t: float) -> float:
+        """Closed loop: request ``i`` is sent at ``t``; when the engine receives it (after its wait for an
+        API-server process, if any, and its time outside the engine)."""
+        if self.api_free:
+            start = max(t, heapq.heappop(self.api_free))
+            heapq.heappush(self.api_free, start + self.api_s[i])
+            self.api_wait[i] = start - t
+        return t + self.api_wait[i] + self.front_s[i]
+
     def _reissue(self, done: list[int], next_arr: int, arr: list[float], state: list[int],
                  waiting: deque[int], t: float) -> int:
         """Closed loop: each finished request's client sends the next request now; the engine receives it
@@ -660,7 +703,7 @@ class _Lane:
         for _ in done:
             if next_arr >= self.n:
                 break
-            arr[next_arr] = t + self.front_s[next_arr]
+            arr[next_arr] = self._sent(next_arr, t)
             state[next_arr] = 1
             if arr[next_arr] > t or self.async_scheduling:
                 self.pending.append((arr[next_arr], next_arr))

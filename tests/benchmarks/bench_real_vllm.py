@@ -2,12 +2,13 @@
 
     python tests/benchmarks/bench_real_vllm.py [--seeds 4] [--json OUT.json]
 
-Reads the shipped real-vLLM measurements (catalogs/calibration/measurements/h200-141gb/run20_real_vllm:
-vLLM 0.26.0 on one H200, Qwen2.5-VL-7B and Qwen2.5-7B), replays each run as `vllm bench serve` ran it
-(planner.calibrate.serving.predict_run) with the shipped H200 calibration, and prints per run the measured and
-predicted TTFT p50/p95, TPOT p50/p95 and throughput, then the median |error| of each metric over the runs
-used in the fit and over the held-out runs (planner.calibrate.serving.HELD_OUT) separately, the KV-cache
-capacity against the server logs, and the saturation throughput of the runs past saturation.
+Reads the shipped real-vLLM measurements (catalogs/calibration/measurements/h200-141gb/run20_real_vllm and
+run21_api_servers: vLLM 0.26.0 on one H200, Qwen2.5-VL-7B and Qwen2.5-7B, one or two API servers), replays each
+run as `vllm bench serve` ran it (planner.calibrate.serving.predict_run) with the shipped H200 calibration, and
+prints per run the measured and predicted TTFT p50/p95, TPOT p50/p95 and throughput, then the median |error| of
+each metric over the runs used in the fit and over the held-out runs (planner.calibrate.serving.HELD_OUT)
+separately, the KV-cache capacity against the server logs, and the saturation throughput of the runs past
+saturation.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from planner.calibrate.serving import KV_TOKENS, METRICS, load_runs, predict_run, relative_error, run_model  # noqa: E402
 from planner.catalog.loader import load_calibration  # noqa: E402
 
-PAST_SATURATION = ("vl1_small_r40", "vl2_page_r5", "vl2_large_r12", "text_r64")
+PAST_SATURATION = ("vl1_small_r40", "vl2_page_r5", "vl2_large_r12", "text_r64", "api2vl_page_r8", "api2vl_large_r12",
+                   "api2vl_small_r40", "api2text_r64", "api1text_i256_o128_r80", "api1text_i1024_o32_r100")
 """Poisson runs offered more than the server could serve: their throughput is the saturation throughput."""
 
 
@@ -38,7 +40,7 @@ def main() -> int:
     runs = [r for r in load_runs() if not r.warmup]
     models = {r.model: run_model(r) for r in runs}
     rows = []
-    print(f"{'run':22s} {'set':4s} | {'TTFT p50 meas/pred':>19s} | {'TTFT p95':>15s} | {'TPOT p50':>13s} | "
+    print(f"{'run':26s} {'set':4s} | {'TTFT p50 meas/pred':>19s} | {'TTFT p95':>15s} | {'TPOT p50':>13s} | "
           f"{'TPOT p95':>13s} | {'req/s':>11s}")
     kv = {}
     for r in runs:
@@ -48,14 +50,15 @@ def main() -> int:
         rows.append({"label": r.label, "held_out": r.held_out, "measured": r.measured,
                      "predicted": {m: getattr(p, m) for m in METRICS}, "error": err})
         m = r.measured
-        print(f"{r.label:22s} {'held' if r.held_out else 'fit':4s} | {m['ttft_p50']:8.1f}/{p.ttft_p50:8.1f} "
+        print(f"{r.label:26s} {'held' if r.held_out else 'fit':4s} | {m['ttft_p50']:8.1f}/{p.ttft_p50:8.1f} "
               f"| {m['ttft_p95']:7.0f}/{p.ttft_p95:6.0f} | {m['tpot_p50']:6.2f}/{p.tpot_p50:5.2f} "
               f"| {m['tpot_p95']:6.2f}/{p.tpot_p95:5.2f} | {m['throughput']:5.2f}/{p.throughput:5.2f}")
     print()
     summary: dict[str, dict[str, float]] = {}
     for name, held in (("fitted", False), ("held-out", True)):
         sel = [row for row in rows if row["held_out"] == held and row["label"] not in PAST_SATURATION]
-        summary[name] = {m: statistics.median(abs(row["error"][m]) for row in sel) for m in METRICS}
+        summary[name] = {m: statistics.median(abs(row["error"][m]) for row in sel
+                                              if row["error"][m] == row["error"][m]) for m in METRICS}
         print(f"median |error| over {len(sel)} {name} runs below saturation: "
               + ", ".join(f"{m} {100 * v:.1f}%" for m, v in summary[name].items()))
     sat = [row for row in rows if row["label"] in PAST_SATURATION]

@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from planner.calibrate.serving import with_constants
 from planner.catalog.loader import load_engine, load_gpus, load_models, load_precisions
 from planner.deployment import ServingConfig, resolve
 from planner.estimate import RequestShape
@@ -16,6 +17,10 @@ PREC = load_precisions()
 CFG = resolve(ServingConfig(model=load_models().get("meta-llama/Llama-3.1-8B-Instruct"),
                             gpu=load_gpus().get("H100"), max_num_seqs=128), ENGINE)
 COST = build_step_cost(CFG)
+# The engine's own properties: without the API-server queue (fixed_requests carries none; the analytic model
+# would otherwise cap at the API servers' capacity, which tests/unit/test_api_server_queue.py checks).
+_API_OFF = {k: 0.0 for k in COST.cal.constants if k.startswith("api_server_ms")}
+COST = type(COST)(COST.cfg, with_constants(COST.cal, _API_OFF), COST.precisions)
 KV = memory_breakdown(CFG, ENGINE, PREC).kv_capacity_tokens
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 

@@ -19,6 +19,10 @@ from planner.workload import PRESETS, ImageSize, IntDist, SizeDist, Workload
 
 ENGINE = load_engine()
 PREC = load_precisions()
+API_OFF = {"api_server_ms_per_input_token": 0.0, "api_server_ms_per_output_token": 0.0,
+           "api_server_ms_per_image": 0.0, "api_server_ms_per_megapixel": 0.0,
+           "api_server_ms_per_request": 0.0}
+"""The API-server queue switched off: the engine's own queueing, which the agreement cases check."""
 TEXT = Workload(name="text-512-256", prompt_tokens=512, output_tokens=256)
 
 CASES = {
@@ -60,10 +64,16 @@ def _setup(model, gpu, kw):
     return cfg, build_step_cost(cfg), memory_breakdown(cfg, ENGINE, PREC).kv_capacity_tokens
 
 
-def agreement(name):
-    """Relative errors (analytic / simulated - 1) per load level and metric."""
+def agreement(name, api=False):
+    """Relative errors (analytic / simulated - 1) per load level and metric; ``api``: with the API-server
+    queue (load levels are then fractions of the lower of the engine's and the API servers' capacity)."""
+    from planner.calibrate.serving import with_constants
+    from planner.load.stepcost import StepCost
+
     model, gpu, wl, kw = CASES[name]
     cfg, cost, kv = _setup(model, gpu, kw)
+    if not api:
+        cost = StepCost(cost.cfg, with_constants(cost.cal, API_OFF), cost.precisions)
     shape = request_shape(cfg, wl)
     top = predict(cost, cfg, shape, "single", None, None, kv).max_requests_per_s
     out = {}
@@ -124,7 +134,8 @@ def _without_request_path(cost):
 
     cal = with_constants(cost.cal, {"request_latency_ms": 0.0, "frontend_ms_per_image": 0.0,
                                     "frontend_ms_per_input_megapixel": 0.0,
-                                    "frontend_ms_per_processed_megapixel": 0.0})
+                                    "frontend_ms_per_processed_megapixel": 0.0,
+                                    **API_OFF})
     return StepCost(cost.cfg, cal, cost.precisions)
 
 
@@ -156,3 +167,14 @@ def test_closed_loop_is_the_settled_waves(prompt, conc):
     assert p.ttft.p95 == pytest.approx(percentiles(sim.ttft_ms)["p95"], rel=0.10)
     assert p.tpot.p50 == pytest.approx(percentiles(sim.tpot_ms)["p50"], rel=0.02)
     assert p.requests_per_s == pytest.approx(sim.requests_per_s, rel=0.02)
+
+
+def test_with_the_api_server_queue_the_analytic_tail_stays_within_10_percent():
+    """With the API servers' queue in front (load levels as fractions of their capacity, which binds here):
+    the analytic model adds their wait to the engine's as if independent, where in the simulator the API server
+    also spaces the engine's arrivals out. TTFT p95 and TPOT stay within 10%; TTFT p50 reads high (+19% and +22%
+    at 60% and 80% of capacity: pessimistic, never optimistic). Known weakness, docs/validation/real_vllm.md."""
+    errs = agreement("llama8b-text", api=True)
+    bad = [f"{m} at {f:.0%}: {e:+.1%}" for (f, m), e in errs.items()
+           if (abs(e) > 0.10 if m != "ttft_p50" else not -0.10 <= e <= 0.25)]
+    assert not bad, "; ".join(bad)

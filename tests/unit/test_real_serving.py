@@ -15,7 +15,9 @@ BY_LABEL = {r.label: r for r in RUNS}
 
 
 def test_the_runs_and_the_held_out_set_are_what_the_harness_wrote():
-    assert len(RUNS) == 46 and sum(r.warmup for r in RUNS) == 4
+    # run20: 46 runs (4 warm-ups); run21/run22: 19 (4 warm-ups), 14 of them with two API servers.
+    assert len(RUNS) == 65 and sum(r.warmup for r in RUNS) == 8
+    assert sum(r.api_servers == 2 for r in RUNS) == 14
     # Every held-out label names a measured run (a typo would silently move a run into the fit).
     assert HELD_OUT <= {r.label for r in RUNS if not r.warmup}
     assert all(r.measured["throughput"] > 0 and r.prompts == len(r.input_lens) for r in RUNS)
@@ -38,8 +40,10 @@ def test_kv_capacity_within_two_percent_of_the_server_log(label, kind):
 
 def test_held_out_runs_are_predicted_within_the_accuracy_targets():
     # Medians over the held-out runs below saturation (issue targets: TTFT 15%, TPOT p50 6%); the fit never saw
-    # them. TPOT p95 is looser (10.7% at the fit; see README's accuracy table).
-    held = [r for r in RUNS if r.held_out and r.label != "vl2_large_r12"]
+    # them. README's accuracy table: 13.0%, 7.3%, 5.2%, 6.1% with 4 seeds; 2 seeds here.
+    past_saturation = {"vl2_large_r12", "api2vl_page_r8", "api2vl_large_r12", "api2vl_small_r40", "api2text_r64",
+                       "api1text_i1024_o32_r100", "api1text_i256_o1_r150"}  # the last: one output token, no TPOT
+    held = [r for r in RUNS if r.held_out and r.label not in past_saturation]
     cal = load_calibration("H200-141GB")
     models = {r.model: run_model(r) for r in held}
     err = {m: [] for m in ("ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95")}
@@ -49,7 +53,7 @@ def test_held_out_runs_are_predicted_within_the_accuracy_targets():
             err[m].append(abs(getattr(p, m) / r.measured[m] - 1))
     med = {m: statistics.median(v) for m, v in err.items()}
     assert med["ttft_p50"] < 0.15 and med["ttft_p95"] < 0.15
-    assert med["tpot_p50"] < 0.07 and med["tpot_p95"] < 0.15
+    assert med["tpot_p50"] < 0.07 and med["tpot_p95"] < 0.10
 
 
 def test_asynchronous_scheduling_makes_an_arrival_during_a_step_wait_for_the_step_after_next():
