@@ -391,6 +391,8 @@ def workload_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Wo
         fields["output_tokens"] = max(1, round(d.mean()))
         fields["output_tokens_dist"] = d if d.kind != "fixed" else None
     if "images" in data:
+        if not isinstance(data["images"] or [], list):
+            raise RequestError(f"images is a list of image sizes (got {type(data['images']).__name__})")
         fields["images"] = [ImageSize.model_validate(v) for v in data["images"] or []]
     sizes = _size_dist("image_size", data["image_size"]) if "image_size" in data else None
     counts = _int_dist("images_per_request", data["images_per_request"]) if "images_per_request" in data else None
@@ -464,4 +466,11 @@ def load_workload(path: str | Path) -> Workload:
     data = load_yaml_file(p, "workload file")
     if data is None:
         raise RequestError(f"workload file {clip(p, 120)} is empty (give at least one workload key, or a preset)")
-    return workload_from_dict(data, p.parent)
+    try:
+        return workload_from_dict(data, p.parent)
+    except (TypeError, AttributeError, KeyError) as exc:  # a value of the wrong kind where a mapping/list/number goes
+        raise RequestError(f"workload file {clip(p, 120)}: a value has the wrong type ({exc})") from exc
+    except ValidationError as exc:
+        from planner.catalog.loader import format_validation_error
+
+        raise RequestError(f"workload file {clip(p, 120)}: {format_validation_error(exc)}") from exc
