@@ -177,6 +177,20 @@ class DeploymentPlan(_Frozen):
     def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
         return {k: _json_value(x) for k, x in v.items()}
 
+    def launch_limits(self) -> str:
+        """What the launch flags refuse or change, in one line: the limits come from the planned workload, so a
+        request beyond them is rejected (context) or downscaled (pixels), which the user should know before
+        serving other traffic with this plan."""
+        parts = [f"a prompt plus output over {self.max_model_len:,} tokens is rejected (--max-model-len, from the "
+                 f"planned workload's longest request)"]
+        images = self.limit_mm_per_prompt.get("image")
+        if images is not None:
+            parts.append(f"more than {images} image(s) per prompt are rejected (--limit-mm-per-prompt)")
+        pixels = self.mm_processor_kwargs.get("max_pixels")
+        if isinstance(pixels, (int, float)):
+            parts.append(f"images over {int(pixels):,} pixels are downscaled before the encoder (max_pixels)")
+        return "limits: " + "; ".join(parts)
+
 
 class Plan(_Frozen):
     schema_version: Literal[1] = 1

@@ -245,6 +245,7 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
         console.print(f"memory per GPU: weights {_f(mem.weights_gib)} GiB, KV cache {_f(mem.kv_cache_gib)} GiB "
                       f"({mem.kv_capacity_tokens:,} tokens), activations {_f(mem.activations_gib)} GiB; serves "
                       f"{_f(d.predicted.requests_per_s, 2)} req/s")
+        console.print(d.launch_limits())
         if d.simulated is not None:
             sim = d.simulated
             console.print(f"simulated: {sim.requests_simulated:,} requests per replica (seed {sim.seed}): "

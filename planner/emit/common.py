@@ -231,6 +231,7 @@ def plan_summary(dep: DeploymentPlan) -> list[str]:
         f"{p.requests_per_s:g} requests/s, memory {p.memory.total_gib:.1f} GiB per GPU "
         f"(KV {p.memory.kv_capacity_tokens} tokens)",
         f"cost: ${dep.cost_per_hour:.2f}/hour at ${dep.price_usd_per_gpu_hour:.2f}/GPU-hour",
+        dep.launch_limits(),
     ]
     return lines
 

@@ -317,3 +317,16 @@ def test_serve_sh_tokens_are_shell_quoted():
     line = next(x for x in script.splitlines() if "--mm-processor-kwargs" in x)
     token = line.strip().removesuffix("\\").strip().split(" ", 1)[1]
     assert shlex.split(token) == ['{"max_pixels":1003520,"note":"a b \'c\'"}']
+
+
+def test_every_launch_file_says_which_requests_its_limits_refuse_or_shrink():
+    """Issue 13, item 5: the context cap, the images per prompt and max_pixels come from the planned workload;
+    the header of every emitted file says what they do to other traffic (the values of the plan, not defaults)."""
+    dep = deployment()  # max_model_len 16384, 2 images per prompt, max_pixels 1,003,520
+    for text in (vllm.render_serve_sh(dep), vllm.render_config_yaml(dep)):
+        line = next(ln for ln in text.splitlines() if "limits:" in ln)
+        assert "over 16,384 tokens is rejected" in line
+        assert "more than 2 image(s) per prompt are rejected" in line
+        assert "over 1,003,520 pixels are downscaled" in line
+    text_only = deployment(limit_mm_per_prompt={}, mm_processor_kwargs={})
+    assert "image" not in text_only.launch_limits()
