@@ -109,6 +109,7 @@ def solve(
     no_image: Annotated[bool, typer.Option("--no-image", help="Text-only requests.")] = False,
     simulate: Annotated[bool, typer.Option("--simulate/--no-simulate", help="Re-check the chosen deployments with the simulator (default on).")] = True,
     max_load: Annotated[float | None, typer.Option(help="Highest offered load per replica as a fraction of its saturation throughput (default 0.85).")] = None,
+    max_model_len: Annotated[str | None, typer.Option("--max-model-len", help="Context of every deployment: 'workload' (default: its longest request), 'model' (the model's own context) or a number of tokens.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write DIR/plan.yaml (and launch configs with --target).")] = None,
     target: Annotated[list[str] | None, typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable (needs --out).")] = None,
     force: ForceOpt = False,
@@ -130,7 +131,8 @@ def solve(
                      kv_cache_dtypes=kv_cache_dtypes, price=price,
                      prices_file=prices_file, objective=objective, rate=rate, concurrency=concurrency,
                      prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image,
-                     images_per_request=images_per_request, no_image=no_image, max_load=max_load)
+                     images_per_request=images_per_request, no_image=no_image, max_load=max_load,
+                     max_model_len=max_model_len)
     req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
     plan = _run(lambda: _plan_of(to_plan, sol, req, model_args, notes))

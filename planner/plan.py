@@ -181,8 +181,8 @@ class DeploymentPlan(_Frozen):
         """What the launch flags refuse or change, in one line: the limits come from the planned workload, so a
         request beyond them is rejected (context) or downscaled (pixels), which the user should know before
         serving other traffic with this plan."""
-        parts = [f"a prompt plus output over {self.max_model_len:,} tokens is rejected (--max-model-len, from the "
-                 f"planned workload's longest request)"]
+        parts = [f"a prompt plus output over {self.max_model_len:,} tokens is rejected (--max-model-len; "
+                 f"`solve --max-model-len model` plans for the model's own context)"]
         images = self.limit_mm_per_prompt.get("image")
         if images is not None:
             parts.append(f"more than {images} image(s) per prompt are rejected (--limit-mm-per-prompt)")

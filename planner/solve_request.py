@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -52,6 +52,8 @@ class SolveInput(BaseModel):
     images: list[str] | None = None
     images_per_request: int | None = None
     no_image: bool = False
+    max_model_len: str | None = None
+    """'workload' (default: the longest planned request), 'model' (the model's context) or a token count."""
     max_load: float | None = None
     """Ceiling on a replica's offered load as a fraction of its saturation throughput (None: the scenario's, else
     the solver's default)."""
@@ -202,8 +204,25 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
                          f"{imgs} in, {workload.output_tokens} out, Poisson {workload.rate_per_s:g} requests/s)")
     req = SolveRequest(model=model, workloads=[workload], slos=slos, budget=budget, gpus=gpus,
                        precisions=precisions, kv_cache_dtypes=kvs, objective=inp.objective,  # type: ignore[arg-type]
-                       verify=inp.verify, max_load=_max_load(inp.max_load))
+                       verify=inp.verify, max_load=_max_load(inp.max_load),
+                       max_model_len=_max_model_len_choice(inp.max_model_len))
     return req, notes, {workload.name: model_arg}
+
+
+def _max_model_len_choice(text: str | None) -> int | Literal["workload", "model"]:
+    """--max-model-len: 'workload', 'model' or a positive number of tokens."""
+    if text is None or text.strip() == "workload":
+        return "workload"
+    if text.strip() == "model":
+        return "model"
+    try:
+        value = int(text.strip().replace("_", ""))
+    except ValueError:
+        msg = f"--max-model-len takes 'workload', 'model' or a number of tokens (got {text[:40]!r})"
+        raise RequestError(msg) from None
+    if not 1 <= value <= 1 << 30:
+        raise RequestError(f"--max-model-len must be between 1 and {1 << 30:,} tokens (got {value})")
+    return value
 
 
 def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[str, str]]:
@@ -263,7 +282,8 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
     req = SolveRequest(model=models[first], workloads=workloads, slos=slos_of[first], budget=budget,  # type: ignore
                        gpus=gpus, precisions=precisions, kv_cache_dtypes=kvs,  # type: ignore[arg-type]
                        objective=merged.objective, models=models, workload_slos=slos_of,  # type: ignore
-                       verify=inp.verify, max_load=_max_load(merged.max_load))
+                       verify=inp.verify, max_load=_max_load(merged.max_load),
+                       max_model_len=_max_model_len_choice(inp.max_model_len))
     return req, notes, model_args
 
 

@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_precisions
 from planner.catalog.schema import GpuSpec, KvCacheDtype, ModelSpec, Precision
 from planner.deployment import ServingConfig, resolve
-from planner.errors import PlannerError
+from planner.errors import PlannerError, RequestError
 from planner.estimate import Percentiles, RequestShape, request_shape
 from planner.load.analytic import MAX_LOAD, LoadPrediction, build_step_cost, meets_slos, predict
 from planner.memory import MemoryBreakdown, memory_breakdown
@@ -120,6 +120,9 @@ class SolveRequest:
     verify_rounds: int = VERIFY_ROUNDS
     max_load: float = MAX_LOAD
     """A replica's offered Poisson rate may reach at most this fraction of its saturation throughput."""
+    max_model_len: int | Literal["workload", "model"] = "workload"
+    """--max-model-len of every deployment: 'workload' (its longest request plus template room), 'model' (the
+    model's own context) or a number of tokens (at least the workload's longest request)."""
 
     def model_of(self, workload: str) -> ModelSpec:
         return self.models.get(workload, self.model)
@@ -238,6 +241,23 @@ def _max_model_len(model: ModelSpec, workload: Workload, base: ServingConfig) ->
         visual = workload.max_images * per_image
     need = workload.max_prompt_tokens + visual + workload.max_output_tokens + TEMPLATE_ROOM_TOKENS
     return min(model.decoder.max_position_embeddings, math.ceil(need / 1024) * 1024)
+
+
+def _chosen_max_model_len(choice: int | str, model: ModelSpec, workload: Workload, base: ServingConfig) -> int:
+    """The deployment's --max-model-len for the user's choice (``SolveRequest.max_model_len``)."""
+    need = _max_model_len(model, workload, base)
+    top = model.decoder.max_position_embeddings
+    if choice == "workload":
+        return need
+    if choice == "model":
+        return top
+    assert isinstance(choice, int)
+    if choice > top:
+        raise RequestError(f"--max-model-len {choice} is above {model.name}'s context ({top:,} tokens)")
+    if choice < need:
+        raise RequestError(f"--max-model-len {choice} is below workload '{workload.name}''s longest request "
+                           f"({need:,} tokens with template room): vLLM would reject those requests")
+    return choice
 
 
 def _mm_options(model: ModelSpec, workload: Workload) -> tuple[dict[str, int], dict[str, object]]:
@@ -410,7 +430,7 @@ def _configs(req: SolveRequest, workload: Workload, screen: Screening, start: in
                         except PlannerError as exc:
                             screen.unsupported.append(f"{workload.name}: {exc}")
                             return []
-                        max_len = _max_model_len(model, workload, base)
+                        max_len = _chosen_max_model_len(req.max_model_len, model, workload, base)
                     base = replace(base, max_model_len=max_len)
                     out.append(_Config(start + len(out), workload, base, shape, gpu.price.price_usd_per_gpu_hour))
     return out

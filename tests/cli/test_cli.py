@@ -28,6 +28,8 @@ def run(*args):
         (["solve", "--budget", "4xH100X"], "unknown gpu"),
         (["solve", "--target", "vllm"], "give --out DIR too"),
         (["solve", "--max-load", "1.5"], "give a fraction of the saturation throughput"),
+        (["solve", "--max-model-len", "100", "--budget", "1xL4"], "below workload 'default''s longest request"),
+        (["solve", "--max-model-len", "long"], "takes 'workload', 'model' or a number of tokens"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle):
@@ -99,3 +101,15 @@ def test_estimate_says_the_offered_load_and_flags_it_above_the_solver_ceiling(ra
     text = " ".join(run(*args).output.split())
     assert f"offered load {rate / sat:.0%} of it" in text
     assert ("ceiling" in text) == (rate / sat > MAX_LOAD)
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("model", 128000), ("6144", 6144)])
+def test_solve_max_model_len_plans_the_asked_context(choice, expected):
+    """Issue 13, item 5: --max-model-len model plans for the model's own context (Qwen2.5-VL-7B's config.json:
+    max_position_embeddings 128,000), a number for that many tokens; the default stays the workload's longest
+    request (256 text + one 640x480 image + 256 out, rounded up to 1,024: 2,048)."""
+    args = ["solve", "--budget", "1xH100", "--json", "--no-simulate"]
+    got = json.loads(run(*args, "--max-model-len", choice).output)["deployments"][0]["max_model_len"]
+    assert got == expected
+    default = json.loads(run(*args).output)["deployments"][0]["max_model_len"]
+    assert default == 2048

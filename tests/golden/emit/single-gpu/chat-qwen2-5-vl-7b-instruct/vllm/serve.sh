@@ -9,7 +9,7 @@
 # max_num_seqs=64, max_model_len=16384, max_num_batched_tokens=8192, gpu_memory_utilization=0.92
 # predicted: TTFT p95 180 ms, TPOT p95 26.0 ms, 2.5 requests/s, memory 70.0 GiB per GPU (KV 500000 tokens)
 # cost: $9.52/hour at $4.76/GPU-hour
-# limits: a prompt plus output over 16,384 tokens is rejected (--max-model-len, from the planned workload's longest request); more than 2 image(s) per prompt are rejected (--limit-mm-per-prompt); images over 1,003,520 pixels are downscaled before the encoder (max_pixels)
+# limits: a prompt plus output over 16,384 tokens is rejected (--max-model-len; `solve --max-model-len model` plans for the model's own context); more than 2 image(s) per prompt are rejected (--limit-mm-per-prompt); images over 1,003,520 pixels are downscaled before the encoder (max_pixels)
 #
 # Extra vLLM flags given to this script are appended (and win), e.g. ./serve.sh --port 8001.
 # Gated models need HF_TOKEN in the environment. Several replicas on one host: give each its own

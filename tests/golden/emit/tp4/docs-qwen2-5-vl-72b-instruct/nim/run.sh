@@ -9,7 +9,7 @@
 # max_num_seqs=128, max_model_len=32768, max_num_batched_tokens=32768, gpu_memory_utilization=0.92
 # predicted: TTFT p95 180 ms, TPOT p95 26.0 ms, 2.5 requests/s, memory 70.0 GiB per GPU (KV 500000 tokens)
 # cost: $19.04/hour at $4.76/GPU-hour
-# limits: a prompt plus output over 32,768 tokens is rejected (--max-model-len, from the planned workload's longest request); more than 4 image(s) per prompt are rejected (--limit-mm-per-prompt); images over 1,003,520 pixels are downscaled before the encoder (max_pixels)
+# limits: a prompt plus output over 32,768 tokens is rejected (--max-model-len; `solve --max-model-len model` plans for the model's own context); more than 4 image(s) per prompt are rejected (--limit-mm-per-prompt); images over 1,003,520 pixels are downscaled before the encoder (max_pixels)
 #
 # Profile: auto-selected; to pin one, list them with: docker run --rm --gpus all -e NGC_API_KEY nvcr.io/nim/nvidia/llm-nim:latest list-model-profiles
 # and set NIM_MODEL_PROFILE to the fp8 tp4-pp1 profile.

@@ -9,7 +9,7 @@
 # max_num_seqs=256, max_model_len=32768, max_num_batched_tokens=16384, gpu_memory_utilization=0.92
 # predicted: TTFT p95 180 ms, TPOT p95 26.0 ms, 2.5 requests/s, memory 70.0 GiB per GPU (KV 500000 tokens)
 # cost: $76.16/hour at $4.76/GPU-hour
-# limits: a prompt plus output over 32,768 tokens is rejected (--max-model-len, from the planned workload's longest request); more than 2 image(s) per prompt are rejected (--limit-mm-per-prompt)
+# limits: a prompt plus output over 32,768 tokens is rejected (--max-model-len; `solve --max-model-len model` plans for the model's own context); more than 2 image(s) per prompt are rejected (--limit-mm-per-prompt)
 #
 # Needs kubectl, helm, and NGC_API_KEY in the environment (read here, never written to disk).
 set -euo pipefail
