@@ -149,6 +149,8 @@ class SimCheck:
     """The first SLO it breaks, in words (empty when it meets them all)."""
     peak_in_system: int = 0
     """Most requests ever waiting or running at once: below max_num_seqs, the slot limit never bound."""
+    preemptions: int = 0
+    """Requests the engine evicted from the KV cache (vLLM's recompute preemption) during the run."""
 
 
 @dataclass(frozen=True)
@@ -872,7 +874,7 @@ def _simulate(space: _Space, c: Candidate) -> SimCheck:
     return SimCheck(ttft=to_percentiles(res.ttft_ms), tpot=to_percentiles(res.tpot_ms),
                     e2e=to_percentiles(res.e2e_ms), requests=n, seed=seed, saturated=res.saturated,
                     requests_per_s=res.requests_per_s, meets=ok, failed=failed,
-                    peak_in_system=_peak_in_system(res.arrival_s, res.finish_s))
+                    peak_in_system=_peak_in_system(res.arrival_s, res.finish_s), preemptions=res.preemptions)
 
 
 def _peak_in_system(arrival: Any, finish: Any) -> int:
@@ -1043,6 +1045,9 @@ def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[C
             out.append(f"{c.workload}: {s.key} {c.metric(s.key):.1f} ms of {s.limit_ms:g} ms "
                        f"({room * 100:.0f}% headroom) is the tightest SLO; {c.replicas} replica(s) needed"
                        + _why_replicas(req, c, slos))
+        tail = _tail_shaper(c)
+        if tail:
+            out.append(f"{c.workload}: tail: {tail}")
         options = [k for k in kept if k.workload == c.workload]
         if not options:
             continue
@@ -1051,6 +1056,35 @@ def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[C
             out.append(f"{c.workload}: budget/inventory: the cheapest option ({cheapest.gpus} x "
                        f"{cheapest.cfg.gpu.name}, ${cheapest.cost_per_hour:.2f}/h) does not fit the budget")
     return out
+
+
+TAIL_RATIO = 2.0
+"""Simulated TTFT p99 over p95 above which the binding line calls the tail out (a queue's exponential tail has
+p99 / p95 = 1.5; twice p95 means something else, slots or KV blocks, holds requests back)."""
+
+
+def _tail_shaper(c: Candidate) -> str:
+    """What shapes the chosen deployment's tail beyond the SLO it was sized for, with numbers: requests of the
+    planned length that fit in the KV cache at once (when fewer than max_num_seqs), preemptions, and a simulated
+    TTFT p99 far above its p95. Empty when none does."""
+    sim = c.simulated
+    parts: list[str] = []
+    per_request = c.shape.prompt_tokens + c.shape.output_tokens
+    fit = c.memory.kv_capacity_tokens // max(1, per_request)
+    seqs = c.cfg.max_num_seqs or 0
+    kv_bound = fit < seqs
+    if kv_bound:
+        parts.append(f"the KV cache holds {c.memory.kv_capacity_tokens:,} tokens, {fit} requests of "
+                     f"{per_request:,} tokens at once, fewer than max_num_seqs {seqs}: it caps the batch")
+    if sim is not None and sim.preemptions:
+        parts.append(f"{sim.preemptions} preemption(s) in {sim.requests:,} simulated requests (KV cache full)")
+    if sim is not None and sim.ttft.p95 > 0 and sim.ttft.p99 > TAIL_RATIO * sim.ttft.p95:
+        parts.append(f"simulated TTFT p99 {sim.ttft.p99:,.0f} ms is {sim.ttft.p99 / sim.ttft.p95:.1f}x its p95 "
+                     f"{sim.ttft.p95:,.0f} ms" + (" (requests wait for KV space)" if kv_bound or sim.preemptions
+                                                  else ""))
+    if not parts or (len(parts) == 1 and kv_bound and sim is not None and sim.peak_in_system <= fit):
+        return ""  # the KV bound never bit: the simulated load never held that many requests
+    return "; ".join(parts)
 
 
 def _why_replicas(req: SolveRequest, c: Candidate, slos: list[Slo]) -> str:

@@ -113,3 +113,20 @@ def test_solve_max_model_len_plans_the_asked_context(choice, expected):
     assert got == expected
     default = json.loads(run(*args).output)["deployments"][0]["max_model_len"]
     assert default == 2048
+
+
+def test_the_binding_line_names_a_tail_the_kv_cache_shapes():
+    """Issue 13, item 4: Llama-3.1-70B fp8 on one H100 keeps 22,704 KV tokens, 44 requests of 256 + 256 tokens,
+    below max_num_seqs 64; the simulator then preempts and TTFT p99 runs far above p95. The binding line says so
+    with the plan's own numbers; the default plan (no such bound) has no tail line."""
+    d = json.loads(run("solve", "--model", "meta-llama/Llama-3.1-70B-Instruct", "--slo", "ttft_p95=200ms",
+                       "--budget", "8xH100", "--json").output)
+    dep = d["deployments"][0]
+    tail = [b for b in d["binding"] if ": tail: " in b]
+    assert len(tail) == 1, d["binding"]
+    kv = dep["predicted"]["memory"]["kv_capacity_tokens"]
+    assert f"holds {kv:,} tokens, {kv // 512} requests of 512 tokens" in tail[0]
+    sim = dep["simulated"]["ttft_ms"]
+    assert sim["p99"] > 2 * sim["p95"] and f"p99 {sim['p99']:,.0f} ms" in tail[0]
+    default = json.loads(run("solve", "--json").output)
+    assert not [b for b in default["binding"] if ": tail: " in b]
