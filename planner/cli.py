@@ -95,6 +95,7 @@ def solve(
     budget: Annotated[str | None, typer.Option(help="4xA100, A100:4, 8xH100,16xL40S, $40/h, or both.")] = None,
     gpus: Annotated[str | None, typer.Option(help="Restrict to these GPU types (comma-separated).")] = None,
     calibrated_only: Annotated[bool, typer.Option("--calibrated-only", help="Only GPUs whose speed model is calibrated (see catalogs/calibration/validation_status.yaml).")] = False,
+    uncalibrated_margin: Annotated[float | None, typer.Option(help="On uncalibrated GPUs the SLO limits are multiplied by 1 - this (default 0.2, from catalogs/calibration/validation_status.yaml; 0 turns it off).")] = None,
     precisions: Annotated[str | None, typer.Option(help="Restrict weight precisions (bf16,fp8,int8,int4).")] = None,
     kv_cache_dtypes: Annotated[str | None, typer.Option(help="Restrict KV-cache dtypes (auto,fp8).")] = None,
     price: Annotated[list[str] | None, typer.Option(help="Price override GPU=USD_PER_HOUR; repeatable.")] = None,
@@ -132,7 +133,7 @@ def solve(
                      prices_file=prices_file, objective=objective, rate=rate, concurrency=concurrency,
                      prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image,
                      images_per_request=images_per_request, no_image=no_image, max_load=max_load,
-                     max_model_len=max_model_len)
+                     max_model_len=max_model_len, uncalibrated_margin=uncalibrated_margin)
     req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
     plan = _run(lambda: _plan_of(to_plan, sol, req, model_args, notes))

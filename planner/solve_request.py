@@ -52,6 +52,8 @@ class SolveInput(BaseModel):
     images: list[str] | None = None
     images_per_request: int | None = None
     no_image: bool = False
+    uncalibrated_margin: float | None = None
+    """Margin on the SLOs of uncalibrated GPUs (None: the catalog's default)."""
     max_model_len: str | None = None
     """'workload' (default: the longest planned request), 'model' (the model's context) or a token count."""
     max_load: float | None = None
@@ -205,8 +207,20 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
     req = SolveRequest(model=model, workloads=[workload], slos=slos, budget=budget, gpus=gpus,
                        precisions=precisions, kv_cache_dtypes=kvs, objective=inp.objective,  # type: ignore[arg-type]
                        verify=inp.verify, max_load=_max_load(inp.max_load),
-                       max_model_len=_max_model_len_choice(inp.max_model_len))
+                       max_model_len=_max_model_len_choice(inp.max_model_len),
+                       uncalibrated_margin=_margin(inp.uncalibrated_margin))
     return req, notes, {workload.name: model_arg}
+
+
+def _margin(value: float | None) -> float:
+    """--uncalibrated-margin: a fraction in [0, 1); None: the catalog's default."""
+    if value is None:
+        from planner.catalog.loader import uncalibrated_slo_margin
+
+        return uncalibrated_slo_margin()
+    if not 0 <= value < 1:
+        raise RequestError(f"--uncalibrated-margin {value:g}: give a fraction in [0, 1), e.g. 0.2 (0 turns it off)")
+    return value
 
 
 def _max_model_len_choice(text: str | None) -> int | Literal["workload", "model"]:
@@ -283,7 +297,8 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
                        gpus=gpus, precisions=precisions, kv_cache_dtypes=kvs,  # type: ignore[arg-type]
                        objective=merged.objective, models=models, workload_slos=slos_of,  # type: ignore
                        verify=inp.verify, max_load=_max_load(merged.max_load),
-                       max_model_len=_max_model_len_choice(inp.max_model_len))
+                       max_model_len=_max_model_len_choice(inp.max_model_len),
+                       uncalibrated_margin=_margin(inp.uncalibrated_margin))
     return req, notes, model_args
 
 

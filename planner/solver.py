@@ -120,6 +120,9 @@ class SolveRequest:
     verify_rounds: int = VERIFY_ROUNDS
     max_load: float = MAX_LOAD
     """A replica's offered Poisson rate may reach at most this fraction of its saturation throughput."""
+    uncalibrated_margin: float = 0.0
+    """SLO limits on uncalibrated GPUs are multiplied by 1 - this (the CLI passes the catalog's default,
+    catalogs/calibration/validation_status.yaml: uncalibrated_slo_margin)."""
     max_model_len: int | Literal["workload", "model"] = "workload"
     """--max-model-len of every deployment: 'workload' (its longest request plus template room), 'model' (the
     model's own context) or a number of tokens (at least the workload's longest request)."""
@@ -129,6 +132,14 @@ class SolveRequest:
 
     def slos_of(self, workload: str) -> list[Slo]:
         return self.workload_slos.get(workload, self.slos)
+
+    def slos_on(self, workload: str, gpu: str) -> list[Slo]:
+        """The SLOs a deployment on ``gpu`` must meet: tighter by ``uncalibrated_margin`` where the GPU's speed
+        model is uncalibrated (its errors may be tens of percent)."""
+        slos = self.slos_of(workload)
+        if self.uncalibrated_margin <= 0 or not _uncalibrated(gpu):
+            return slos
+        return [replace(s, limit_ms=s.limit_ms * (1 - self.uncalibrated_margin)) for s in slos]
 
 
 @dataclass(frozen=True)
@@ -282,6 +293,12 @@ def _mm_options(model: ModelSpec, workload: Workload) -> tuple[dict[str, int], d
 
 def _desc(cfg: ServingConfig) -> str:
     return f"{cfg.tp * cfg.pp} x {cfg.gpu.name} {cfg.precision}" + (" kv-fp8" if cfg.kv_cache_dtype == "fp8" else "")
+
+
+def _uncalibrated(gpu: str) -> bool:
+    from planner.catalog.loader import calibration_status
+
+    return calibration_status(gpu)[0] == "uncalibrated"
 
 
 def _offered(workload: Workload) -> tuple[str, float]:
@@ -624,7 +641,7 @@ def _screen_config(space: _Space, c: _Config, screen: Screening) -> list[Candida
     fewest replicas) and each later search stops at the best count so far.
     """
     req, workload, shape = space.req, c.workload, c.shape
-    slos = req.slos_of(workload.name)
+    slos = req.slos_on(workload.name, c.gpu)
     cfg0 = resolve(replace(c.base, max_num_seqs=SEQ_CHOICES[0]), space.engine)
     mem0 = memory_breakdown(cfg0, space.engine, space.precisions)
     _note_memory(screen, cfg0, mem0)
@@ -827,7 +844,7 @@ def _simulate(space: _Space, c: Candidate) -> SimCheck:
 
     req = space.req
     w = space.workloads[c.workload]
-    slos = req.slos_of(c.workload)
+    slos = req.slos_on(c.workload, c.cfg.gpu.name)
     cost = space.step_cost(c.cfg)
     seed = 0
     kind, total = _offered(w)
@@ -1038,11 +1055,15 @@ def _alternatives(chosen: list[Candidate], cands: list[Candidate], n: int = 3) -
 def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[Candidate]) -> list[str]:
     out: list[str] = []
     for c in chosen:
-        slos = req.slos_of(c.workload)
+        slos = req.slos_on(c.workload, c.cfg.gpu.name)
         if slos:
             head = sorted(((s.limit_ms - c.metric(s.key)) / s.limit_ms, s.key, s) for s in slos)[0]
             room, _, s = head
-            out.append(f"{c.workload}: {s.key} {c.metric(s.key):.1f} ms of {s.limit_ms:g} ms "
+            margin = ""
+            if slos != req.slos_of(c.workload):
+                margin = (f" (the SLO less a {req.uncalibrated_margin:.0%} margin: {c.cfg.gpu.name}'s speed model is "
+                          f"uncalibrated)")
+            out.append(f"{c.workload}: {s.key} {c.metric(s.key):.1f} ms of {s.limit_ms:g} ms{margin} "
                        f"({room * 100:.0f}% headroom) is the tightest SLO; {c.replicas} replica(s) needed"
                        + _why_replicas(req, c, slos))
         tail = _tail_shaper(c)

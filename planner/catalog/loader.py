@@ -152,6 +152,12 @@ def calibration_status(gpu_name: str) -> tuple[str, str]:
     return "uncalibrated", vs.bands["uncalibrated"]
 
 
+def uncalibrated_slo_margin() -> float:
+    """solve's default margin on the SLOs of uncalibrated GPUs (catalogs/calibration/validation_status.yaml)."""
+    vs = parse_file(catalog_root() / "calibration" / "validation_status.yaml", ValidationStatus)
+    return vs.uncalibrated_slo_margin
+
+
 def calibration_path(gpu_name: str, engine: str = "vllm-0.33", root: Path | None = None) -> Path:
     return (root or catalog_root()) / "calibration" / f"{engine}-{gpu_name.lower()}.yaml"
 

@@ -425,4 +425,6 @@ class ValidationStatus(Strict):
     real_serving: dict[str, str]
     """GPU name -> the band its real-serving check gave."""
     bands: dict[Literal["kernels", "uncalibrated"], str]
+    uncalibrated_slo_margin: float = Field(ge=0, lt=1)
+    """solve's default: SLO limits on uncalibrated GPUs are multiplied by 1 - this."""
     sources: list[Source]

@@ -130,3 +130,17 @@ def test_the_binding_line_names_a_tail_the_kv_cache_shapes():
     assert sim["p99"] > 2 * sim["p95"] and f"p99 {sim['p99']:,.0f} ms" in tail[0]
     default = json.loads(run("solve", "--json").output)
     assert not [b for b in default["binding"] if ": tail: " in b]
+
+
+def test_uncalibrated_gpus_get_a_safety_margin_on_the_slos():
+    """Issue 13, item 3: on an uncalibrated GPU the plan must meet the SLO less the catalog's 20% margin
+    (ttft_p95 500 ms -> 400 ms), and the binding line says so; --uncalibrated-margin 0 turns it off."""
+    off = json.loads(run("solve", "--json", "--uncalibrated-margin", "0").output)
+    on = json.loads(run("solve", "--json").output)
+    d_off, d_on = off["deployments"][0], on["deployments"][0]
+    assert d_off["calibration"] == "uncalibrated" and d_on["calibration"] == "uncalibrated"
+    assert d_off["predicted"]["ttft_ms"]["p95"] > 400  # the cheapest plan without the margin would break it
+    assert d_on["predicted"]["ttft_ms"]["p95"] <= 400 and d_on["simulated"]["ttft_ms"]["p95"] <= 400
+    assert on["cost_per_hour"] > off["cost_per_hour"]
+    assert any("less a 20% margin" in b for b in on["binding"])
+    assert not any("margin" in b for b in off["binding"])
