@@ -137,10 +137,11 @@ def solve(
     req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
     plan = _run(lambda: _plan_of(to_plan, sol, req, model_args, notes))
+    refused: dict[str, str] = {}
     if out is not None and plan.status != "infeasible":
-        def render(folder: Path) -> list[Path]:  # plan.yaml and every target, or nothing
+        def render(folder: Path) -> list[Path]:  # plan.yaml and every target that can be written
             plan.save(folder / "plan.yaml")
-            return [folder / "plan.yaml", *(_emit(plan, folder, target) if target else [])]
+            return [folder / "plan.yaml", *(_emit(plan, folder, target, refused) if target else [])]
 
         stage_outputs(out, force, render)
     if as_json:
@@ -149,6 +150,7 @@ def solve(
         report.print_plan(plan, req, sol)
     if plan.status == "infeasible":
         raise typer.Exit(code=3)
+    _refused_exit(refused, [t for t in dict.fromkeys(target or []) if t not in refused])
 
 
 def _plan_of(to_plan: Any, *args: Any) -> Any:
@@ -166,10 +168,25 @@ def _plan_of(to_plan: Any, *args: Any) -> Any:
         raise RequestError(f"cannot write a plan: {loc}: {first['msg']}") from None
 
 
-def _emit(plan: Any, out: Path, targets: list[str]) -> list[Path]:
-    from planner.emit import emit as run_emit
+def _emit(plan: Any, out: Path, targets: list[str], refused: dict[str, str]) -> list[Path]:
+    """Every target that can be written; the refused ones go into ``refused`` and INCOMPLETE.txt."""
+    from planner.emit import emit_each
 
-    return run_emit(plan, out, targets)
+    written, why = emit_each(plan, out, targets)
+    refused.update(why)
+    if why:
+        note = out / "INCOMPLETE.txt"
+        note.write_text("vlmplan could not write these targets; the folder is incomplete:\n"
+                        + "".join(f"- {t}: {reason}\n" for t, reason in why.items()))
+        written.append(note)
+    return written
+
+
+def _refused_exit(refused: dict[str, str], written: list[str]) -> None:
+    if refused:
+        done = ", ".join(written) or "nothing else"
+        _fail("; ".join(f"target {t} refused: {r}" for t, r in refused.items())
+             + f" (wrote {done}; see INCOMPLETE.txt)")
 
 
 @app.command()
@@ -183,9 +200,11 @@ def emit(
     from planner.plan import Plan
 
     plan = _run(lambda: Plan.load(plan_file))
-    files = stage_outputs(out or plan_file.parent, force, lambda folder: _emit(plan, folder, target))
+    refused: dict[str, str] = {}
+    files = stage_outputs(out or plan_file.parent, force, lambda folder: _emit(plan, folder, target, refused))
     for f in files:
         typer.echo(str(f))
+    _refused_exit(refused, [t for t in dict.fromkeys(target) if t not in refused])
 
 
 @catalog_app.command("gpus")

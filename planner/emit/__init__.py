@@ -8,8 +8,10 @@ sub-folder per target::
     out_dir/chat-qwen2-5-vl-7b-instruct/k8s-vllm/k8s.yaml
     out_dir/chat-qwen2-5-vl-7b-instruct/k8s-nim/k8s.yaml   (values.yaml + install.sh for a multi-node replica)
 
-Every target is checked for every deployment before the first file is written, so a refused target (e.g. ``vllm``
-for a model vLLM 0.33 dropped, ``nim`` on AMD GPUs) leaves nothing half-written.
+Every target is checked for every deployment before its first file is written. ``emit`` refuses the whole request
+when one target is refused (e.g. ``vllm`` for a model vLLM 0.33 dropped, ``nim`` on AMD GPUs); ``emit_each`` writes
+every target that can be written and returns the refused ones with their reasons (the CLI then writes
+``INCOMPLETE.txt`` beside them and exits non-zero, so the folder never looks complete).
 """
 
 from __future__ import annotations
@@ -64,20 +66,42 @@ def folder_names(plan: Plan) -> list[str]:
 
 
 def emit(plan: Plan, out_dir: Path, targets: list[str]) -> list[Path]:
-    """Write launch configs for every deployment of ``plan`` under ``out_dir``; return the files written."""
+    """Write launch configs for every deployment of ``plan`` under ``out_dir``; return the files written. One
+    refused target refuses them all (RequestError) before any file is written."""
+    written, refused = emit_each(plan, out_dir, targets, dry_run_first=True)
+    assert not refused
+    return written
+
+
+def emit_each(plan: Plan, out_dir: Path, targets: list[str],
+              dry_run_first: bool = False) -> tuple[list[Path], dict[str, str]]:
+    """Write every target that every deployment of ``plan`` supports; return the files written and, per refused
+    target, why. ``dry_run_first``: raise the first refusal instead (nothing written)."""
     wanted = _check_targets(targets)
     if plan.status == "infeasible" or not plan.deployments:
         raise RequestError("the plan has no deployment to emit (status: infeasible); relax the SLOs or the budget")
-    for dep in plan.deployments:
-        _check_deployment(dep, wanted)
-    # Render everything once in memory first: a plan vLLM would refuse fails before any file is written.
-    for dep in plan.deployments:
-        if "vllm" in wanted or "k8s-vllm" in wanted:
-            vllm.preflight(dep)
-        if "nim" in wanted or "k8s-nim" in wanted:
-            nim.env_vars(dep)
+    refused: dict[str, str] = {}
+    for target in wanted:
+        try:
+            for dep in plan.deployments:
+                _check_target(dep, target)
+        except RequestError as exc:
+            if dry_run_first:
+                raise
+            refused[target] = str(exc)
+    wanted = [t for t in wanted if t not in refused]
     written: list[Path] = []
     for dep, name in zip(plan.deployments, folder_names(plan)):
         for target in wanted:
             written += _WRITERS[target](dep, Path(out_dir) / name / target)
-    return written
+    return written, refused
+
+
+def _check_target(dep: DeploymentPlan, target: str) -> None:
+    """Refuse (RequestError) a target this deployment cannot be launched with; render it once in memory first, so a
+    plan vLLM would refuse fails before any file is written."""
+    _check_deployment(dep, [target])
+    if target in ("vllm", "k8s-vllm"):
+        vllm.preflight(dep)
+    else:
+        nim.env_vars(dep)

@@ -144,3 +144,22 @@ def test_uncalibrated_gpus_get_a_safety_margin_on_the_slos():
     assert on["cost_per_hour"] > off["cost_per_hour"]
     assert any("less a 20% margin" in b for b in on["binding"])
     assert not any("margin" in b for b in off["binding"])
+
+
+def test_a_refused_target_does_not_discard_the_others(tmp_path):
+    """Issue 13, item 8: on an AMD plan NIM is refused, vLLM and its Kubernetes manifest are not: both are written,
+    INCOMPLETE.txt says what is missing, and the exit is non-zero with one error line naming the refused target.
+    Issue 13, item 9: that serve.sh installs the ROCm build, not the CUDA wheel."""
+    out = tmp_path / "amd"
+    r = run("solve", "--budget", "1xMI300X", "--no-simulate", "--out", str(out),
+            "--target", "vllm", "--target", "nim", "--target", "k8s-vllm")
+    assert r.exit_code == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: target nim refused") and "wrote vllm, k8s-vllm" in lines[0]
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert "INCOMPLETE.txt" in files and "plan.yaml" in files
+    assert any(f.endswith("vllm/serve.sh") for f in files) and any(f.endswith("k8s-vllm/k8s.yaml") for f in files)
+    assert not any("/nim/" in f for f in files)
+    assert "- nim: " in (out / "INCOMPLETE.txt").read_text()
+    serve = next(out.rglob("serve.sh")).read_text()
+    assert "vllm-openai-rocm" in serve and "pip install vllm==" not in serve
