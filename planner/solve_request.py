@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -13,7 +13,7 @@ from planner.engine_support import require_supported
 from planner.errors import RequestError
 from planner.estimate import Percentiles
 from planner.plan import DeploymentPlan, ImageSpec, PercentilesMs, Plan, Predicted, PredictedMemory, Simulated
-from planner.request import Slo, parse_budget, parse_slos
+from planner.request import Budget, Slo, parse_budget, parse_slos
 from planner.resolve import parse_prices, resolve_model
 from planner.solver import Candidate, Objective, Solution, SolveRequest, default_gpus
 from planner.units import GIB
@@ -189,6 +189,7 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
     _slo_notes(slos, notes)
     budget = parse_budget(inp.budget)
     gpus, precisions, kvs = _search_space(inp)
+    _check_budget_meets_filter(budget, gpus)
     if inp.workload is not None:
         _check_flags(inp)
         if any(v is not None for v in (inp.prompt_tokens, inp.output_tokens, inp.images, inp.images_per_request)) \
@@ -221,6 +222,14 @@ def _margin(value: float | None) -> float:
     if not 0 <= value < 1:
         raise RequestError(f"--uncalibrated-margin {value:g}: give a fraction in [0, 1), e.g. 0.2 (0 turns it off)")
     return value
+
+
+def _check_budget_meets_filter(budget: Budget, gpus: list[Any]) -> None:
+    """An inventory with none of the allowed GPU types is a usage error, not an infeasible problem."""
+    if budget.inventory and not any(budget.limit(g.name) for g in gpus):
+        allowed = ", ".join(g.name for g in gpus) or "none"
+        raise RequestError(f"--budget {budget.describe()} holds none of the GPU types allowed by --gpus/"
+                           f"--calibrated-only ({allowed}): nothing to plan on")
 
 
 def _max_model_len_choice(text: str | None) -> int | Literal["workload", "model"]:
@@ -267,6 +276,7 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
     })
     budget = parse_budget(merged.budget)
     gpus, precisions, kvs = _search_space(merged)
+    _check_budget_meets_filter(budget, gpus)
     default_slos = inp.slo if inp.slo is not None else (sc.slo or None)
     if default_slos is None:
         notes.append(f"no SLO in the scenario or on the command line: using {', '.join(DEFAULT_SLOS)}")

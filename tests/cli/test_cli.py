@@ -30,6 +30,7 @@ def run(*args):
         (["solve", "--max-load", "1.5"], "give a fraction of the saturation throughput"),
         (["solve", "--max-model-len", "100", "--budget", "1xL4"], "below workload 'default''s longest request"),
         (["solve", "--max-model-len", "long"], "takes 'workload', 'model' or a number of tokens"),
+        (["solve", "--budget", "4xA100", "--gpus", "H100"], "holds none of the GPU types allowed"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle):
