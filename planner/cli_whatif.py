@@ -37,6 +37,18 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def default_workload_mapping() -> dict[str, Any]:
+    """The embedded default every command uses (planner.workload.DEFAULT_WORKLOAD at Poisson DEFAULT_RATE_PER_S),
+    as a scenario's workload mapping."""
+    from planner.solve_request import DEFAULT_RATE_PER_S
+    from planner.workload import DEFAULT_WORKLOAD
+
+    return {"name": "default", "prompt_tokens": DEFAULT_WORKLOAD.prompt_tokens,
+            "output_tokens": DEFAULT_WORKLOAD.output_tokens,
+            "images": [{"width": i.width, "height": i.height} for i in DEFAULT_WORKLOAD.images],
+            "arrival": "poisson", "rate_per_s": DEFAULT_RATE_PER_S}
+
+
 def build_scenario(scenario_file: Path | None, fixed: bool, *, model: str | None = None, gpu: str | None = None,
                    tp: int | None = None, pp: int | None = None, precision: str | None = None,
                    kv_cache_dtype: str | None = None, max_model_len: str | None = None,
@@ -61,6 +73,8 @@ def build_scenario(scenario_file: Path | None, fixed: bool, *, model: str | None
         upd["model"] = model
     if workload is not None:
         upd["workload"] = workload
+    elif scenario_file is None:
+        upd["workload"] = default_workload_mapping()
     if slo is not None:
         upd["slo"] = list(slo)
     if budget is not None:

@@ -164,3 +164,12 @@ def test_a_refused_target_does_not_discard_the_others(tmp_path):
     assert "- nim: " in (out / "INCOMPLETE.txt").read_text()
     serve = next(out.rglob("serve.sh")).read_text()
     assert "vllm-openai-rocm" in serve and "pip install vllm==" not in serve
+
+
+def test_whatif_and_solve_share_one_embedded_default_workload():
+    """Issue 13, item 6: with no workload flags both commands plan the same request (256 text tokens + one
+    640x480 image in, 256 out, Poisson 5 requests/s) and say so."""
+    solve_note = run("solve", "--no-simulate", "--budget", "1xH100").output
+    assert "embedded default (256 text tokens + 640x480 in, 256 out, Poisson 5 requests/s)" in solve_note
+    held = " ".join(run("whatif", "--vary", "precision=bf16,fp8").output.split())
+    assert "default (256 text tok, 1 x 640x480, 256 out) | Poisson 5 req/s" in held
