@@ -37,16 +37,19 @@ def _capacity(p, o):
     return predict(COST, CFG, _shape(p, o), "single", None, None, KV).max_requests_per_s
 
 
-def _ordered(p):
-    return p["p50"] <= p["p90"] <= p["p95"] <= p["p99"]
-
-
 @SETTINGS
 @given(prompts, outputs, loads, st.integers(0, 3))
-def test_simulated_percentiles_are_ordered(p, o, f, seed):
-    r = simulate(COST, fixed_requests(600, p, o), KV, "poisson", rate_per_s=f * _capacity(p, o), seed=seed)
-    for x in (r.ttft_ms, r.tpot_ms, r.e2e_ms):
-        assert _ordered(percentiles(x))
+def test_no_simulated_request_beats_a_lone_one(p, o, f, seed):
+    """Under Poisson load every request's TTFT and TPOT are at least those of the same request alone (sharing a
+    step never makes it shorter), and its first token comes after its arrival and before its last. (This replaces
+    a test of percentile ordering, which np.percentile guarantees and so could not fail.)"""
+    reqs = fixed_requests(600, p, o)
+    alone = simulate(COST, fixed_requests(3, p, o), KV, "single")
+    r = simulate(COST, reqs, KV, "poisson", rate_per_s=f * _capacity(p, o), seed=seed)
+    assert np.all(r.first_token_s >= r.arrival_s) and np.all(r.finish_s >= r.first_token_s)
+    assert r.ttft_ms.min() >= 0.999 * alone.ttft_ms.min()
+    if o > 1:
+        assert r.tpot_ms.min() >= 0.999 * alone.tpot_ms.min()
 
 
 @SETTINGS
