@@ -81,7 +81,12 @@ def test_larger_budget_never_costs_more():
     assert costs == sorted(costs, reverse=True)
 
 
-def test_every_chosen_deployment_rechecks():
+def test_every_chosen_deployment_holds_in_the_simulator():
+    """The analytic screen chose these; the discrete-event simulator (another model of the same engine, seed 1,
+    not the solver's check) must agree that each replica, at its share of the load, meets the SLOs (5% slack for
+    the simulator's own sampling noise) and fits in memory."""
+    from planner.load.simulator import build_requests, percentiles, simulate
+
     req = request([3.0, 1.0])
     sol = solve(req)
     assert sol.status == "optimal"
@@ -90,9 +95,13 @@ def test_every_chosen_deployment_rechecks():
         mem = memory_breakdown(c.cfg, engine, precisions)
         assert mem.fits
         w = next(w for w in req.workloads if w.name == c.workload)
-        pred = predict(build_step_cost(c.cfg, load_calibration(c.cfg.gpu.name)), c.cfg, c.shape, "poisson",
-                       w.rate_per_s / c.replicas, None, mem.kv_capacity_tokens)
-        assert meets(pred, req.slos)
+        cost = build_step_cost(c.cfg, load_calibration(c.cfg.gpu.name))
+        res = simulate(cost, build_requests(c.cfg, w, cost, 6000, seed=1), mem.kv_capacity_tokens, "poisson",
+                       w.rate_per_s / c.replicas, seed=1, cfg=c.cfg)
+        assert not res.saturated
+        got = {"ttft": percentiles(res.ttft_ms), "tpot": percentiles(res.tpot_ms), "e2e": percentiles(res.e2e_ms)}
+        for s in req.slos:
+            assert got[s.metric][s.stat] <= 1.05 * s.limit_ms, (c.workload, s.key, got[s.metric][s.stat])
 
 
 def test_same_input_same_plan():
