@@ -973,6 +973,12 @@ def solve(req: SolveRequest) -> Solution:
         else:
             kept = [k for n in names if (k := space.cheapest(n)) is not None]
             explanation, relaxation = explain_infeasible(req, screens, kept)
+            if explanation.startswith("budget") and req.budget.inventory:
+                anywhere = _cheapest_anywhere(req)
+                if anywhere is not None and anywhere.chosen:
+                    parts = ", ".join(f"{c.gpus} x {c.cfg.gpu.name}" for c in anywhere.chosen)
+                    total = sum(c.cost_per_hour for c in anywhere.chosen)
+                    relaxation += f"; cheapest on any catalog GPU: {parts} (${total:.2f}/h)"
         return Solution("infeasible", [], [], [], explanation, relaxation, screens, time.perf_counter() - t0, notes)
     if not kept:
         kept = [k for n in names if (k := space.cheapest(n)) is not None]
@@ -1175,10 +1181,23 @@ def explain_infeasible(req: SolveRequest, screens: dict[str, Screening], kept: l
     msg = f"budget: the cheapest feasible plan needs {', '.join(parts)} (${cheapest_cost:.2f}/h)"
     if req.budget.max_usd_per_hour is not None and cheapest_cost > req.budget.max_usd_per_hour:
         msg += f" > ${req.budget.max_usd_per_hour:g}/h"
-    relax = "raise the budget to " + ", ".join(f"{n}x{g}" for g, n in need.items())
-    if req.budget.max_usd_per_hour is not None:
-        relax += f" and ${math.ceil(cheapest_cost * 100) / 100:g}/h"
+    # Only what binds: GPU counts over the inventory, and the hourly limit when the plan costs more.
+    raise_ = [f"{n}x{g}" for g, n in need.items() if (have := req.budget.limit(g)) is not None and n > have]
+    if req.budget.max_usd_per_hour is not None and cheapest_cost > req.budget.max_usd_per_hour:
+        raise_.append(f"${math.ceil(cheapest_cost * 100) / 100:g}/h")
+    relax = "raise the budget to " + " and ".join(raise_) if raise_ else "raise the budget"
     return msg, relax
+
+
+def _cheapest_anywhere(req: SolveRequest) -> Solution | None:
+    """The cheapest plan on any catalog GPU with no budget (prices as the request has them): the relaxation across
+    budgets and GPU types when the budget binds."""
+    from planner.request import Budget
+
+    prices = {g.name: g.price.price_usd_per_gpu_hour for g in req.gpus}
+    gpus = [g for g in default_gpus() if g.name not in prices] + list(req.gpus)
+    sol = solve(replace(req, budget=Budget(), gpus=gpus, verify=False))
+    return sol if sol.status != "infeasible" else None
 
 
 def default_gpus(prices: dict[str, float] | None = None) -> list[GpuSpec]:

@@ -173,3 +173,15 @@ def test_whatif_and_solve_share_one_embedded_default_workload():
     assert "embedded default (256 text tokens + 640x480 in, 256 out, Poisson 5 requests/s)" in solve_note
     held = " ".join(run("whatif", "--vary", "precision=bf16,fp8").output.split())
     assert "default (256 text tok, 1 x 640x480, 256 out) | Poisson 5 req/s" in held
+
+
+def test_an_infeasible_budget_names_what_binds_and_the_cheapest_plan_anywhere():
+    """Issue 13, item 7: with 4 A100s and $2/h only the hourly limit binds (1 A100 is needed, 4 are allowed): the
+    relaxation raises the hourly limit, not the GPU count, and adds the cheapest plan on any catalog GPU, which is
+    what an unrestricted solve finds."""
+    r = run("solve", "--budget", "4xA100,$2/h", "--no-simulate")
+    assert r.exit_code == 3
+    relax = next(line for line in r.output.splitlines() if line.startswith("nearest relaxation:"))
+    assert "raise the budget to $" in relax and "xA100" not in relax
+    free = json.loads(run("solve", "--no-simulate", "--json").output)
+    assert "cheapest on any catalog GPU: " in relax and f"(${free['cost_per_hour']:.2f}/h)" in relax
