@@ -1146,6 +1146,11 @@ def explain_infeasible(req: SolveRequest, screens: dict[str, Screening], kept: l
         label = f"{w.name}: " if len(req.workloads) > 1 else ""
         if s.memory_fits == 0:
             if s.largest_replica_gib == 0:
+                no_ckpt = [u for u in s.unsupported if "no known pre-quantized checkpoint" in u]
+                if no_ckpt and len(no_ckpt) == len(req.precisions):
+                    return (f"{label}{'; '.join(no_ckpt)} (vLLM cannot quantize to int4/int8 at load time)",
+                            "allow bf16 or fp8 (--precisions bf16,fp8), or give a quantized checkpoint's config.json "
+                            "with --model")
                 return (f"{label}no allowed GPU supports the requested precisions "
                         f"({', '.join(req.precisions)}) for {model.name}",
                         "allow more GPU types or precisions (--gpus / --precisions)")

@@ -185,3 +185,13 @@ def test_an_infeasible_budget_names_what_binds_and_the_cheapest_plan_anywhere():
     assert "raise the budget to $" in relax and "xA100" not in relax
     free = json.loads(run("solve", "--no-simulate", "--json").output)
     assert "cheapest on any catalog GPU: " in relax and f"(${free['cost_per_hour']:.2f}/h)" in relax
+
+
+def test_int8_without_a_checkpoint_names_the_missing_checkpoint():
+    """Issue 13, item 7: InternVL3-8B has no known int8 checkpoint in the catalog; --precisions int8 is infeasible
+    because of that, not because 'no GPU supports the precision'."""
+    r = run("solve", "--model", "OpenGVLab/InternVL3-8B", "--precisions", "int8", "--no-simulate")
+    assert r.exit_code == 3
+    text = " ".join(r.output.split())
+    assert "int8: no known pre-quantized checkpoint of OpenGVLab/InternVL3-8B" in text
+    assert "no allowed GPU supports" not in text
