@@ -173,7 +173,7 @@ def print_sweep(result: Any) -> None:
     rows = result.rows
     shown = rows if len(rows) <= MAX_TABLE_ROWS else rows[:MAX_TABLE_ROWS]
     what = (f"one fixed configuration, {result.load} load model" if result.mode == "fixed"
-            else "cheapest deployment per point")
+            else "cheapest deployment per point, analytic load model, not simulated")
     t = Table(title=f"what if ({result.mode}: {what})", caption=escape("held fixed: " + result.held_fixed),
               caption_justify="left")
     dims = [v.dim for v in result.varies]

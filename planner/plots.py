@@ -4,7 +4,8 @@
 * ``latency_vs_rate``: latency percentiles against the request rate (or closed-loop clients), with the SLO
   line, the saturation throughput and the knee (first rate where p95 reaches twice its low-load value).
 * ``memory_breakdown``: stacked weights / KV cache / activations / overhead per GPU, one bar per configuration.
-* ``cost_per_gpu``: the cheapest feasible cost per 1,000 requests for each GPU type (bars per precision).
+* ``cost_per_gpu``: the cheapest feasible cost per 1,000 requests for each GPU type (bars per precision); not drawn
+  when the sweep has a single feasible (GPU, precision) bar.
 
 Every figure is ``FIGSIZE`` inches at ``DPI`` (1000 x 600 pixels); titles say what was held fixed.
 """
@@ -296,7 +297,10 @@ def render_all(result: SweepResult, out_dir: Path) -> list[Path]:
     if any(v.dim in ("rate", "concurrency") for v in result.varies):
         files.append(latency_vs_rate(result, out_dir / "latency_vs_rate.png"))
     files.append(memory_breakdown(result, out_dir / "memory_breakdown.png"))
-    files.append(cost_per_gpu(result, out_dir / "cost_per_gpu.png"))
+    # Cost per GPU type compares GPU types (or precisions on one): one bar compares nothing, so it is not drawn.
+    bars = {(r["gpu"], r["precision"]) for r in result.rows if r.get("feasible") and r.get("gpu")}
+    if len(bars) > 1:
+        files.append(cost_per_gpu(result, out_dir / "cost_per_gpu.png"))
     return files
 
 

@@ -87,3 +87,11 @@ def test_knee_rate_hand_example() -> None:
     assert plots.knee_rate([1, 2], [100, 120]) is None
     # a saturated point (None) right after a finite one: halfway
     assert plots.knee_rate([1, 2, 3], [100, 110, None]) == pytest.approx(2.5)
+
+
+def test_a_single_bar_cost_per_gpu_plot_is_not_drawn(tmp_path: Path) -> None:
+    """Issue 13, item 10: a sweep over one GPU type and one precision has one cost bar: nothing to compare."""
+    sc = load_scenario(CHATBOT).model_copy(update={"budget": None})
+    res = sweep(sc, parse_varies(["gpu=L40S", "precision=int8"]), fixed=False)
+    files = plots.render_all(res, tmp_path)
+    assert "cost_per_gpu.png" not in [f.name for f in files]
