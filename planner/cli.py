@@ -169,16 +169,11 @@ def _plan_of(to_plan: Any, *args: Any) -> Any:
 
 
 def _emit(plan: Any, out: Path, targets: list[str], refused: dict[str, str]) -> list[Path]:
-    """Every target that can be written; the refused ones go into ``refused`` and INCOMPLETE.txt."""
+    """Every target that can be written; the refused ones go into ``refused`` (and INCOMPLETE.txt)."""
     from planner.emit import emit_each
 
     written, why = emit_each(plan, out, targets)
     refused.update(why)
-    if why:
-        note = out / "INCOMPLETE.txt"
-        note.write_text("vlmplan could not write these targets; the folder is incomplete:\n"
-                        + "".join(f"- {t}: {reason}\n" for t, reason in why.items()))
-        written.append(note)
     return written
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 from planner.catalog.loader import calibration_status, load_gpus
-from planner.catalog.schema import KvCacheDtype, Precision
+from planner.catalog.schema import GpuSpec, KvCacheDtype, Precision
 from planner.engine_support import require_supported
 from planner.errors import RequestError
 from planner.estimate import Percentiles
@@ -224,7 +224,7 @@ def _margin(value: float | None) -> float:
     return value
 
 
-def _check_budget_meets_filter(budget: Budget, gpus: list[Any]) -> None:
+def _check_budget_meets_filter(budget: Budget, gpus: list[GpuSpec]) -> None:
     """An inventory with none of the allowed GPU types is a usage error, not an infeasible problem."""
     if budget.inventory and not any(budget.limit(g.name) for g in gpus):
         allowed = ", ".join(g.name for g in gpus) or "none"

@@ -207,6 +207,8 @@ class Screening:
     best: dict[str, tuple[float, str]] = field(default_factory=dict)
     """SLO key -> (lowest value seen on any memory-feasible config, where)."""
     unsupported: list[str] = field(default_factory=list)
+    missing_checkpoints: list[str] = field(default_factory=list)
+    """Precisions (int4, int8) dropped because no pre-quantized checkpoint of the model is known."""
     evaluated: int = 0
     """Configurations (GPU, precision, KV dtype, TP x PP) whose load was modelled."""
     skipped: int = 0
@@ -434,6 +436,7 @@ def _configs(req: SolveRequest, workload: Workload, screen: Screening, start: in
                 note = f"{precision}: no known pre-quantized checkpoint of {model.name}"
                 if note not in screen.unsupported:
                     screen.unsupported.append(note)
+                    screen.missing_checkpoints.append(precision)
                 continue
             for kv in req.kv_cache_dtypes:
                 if kv not in gpu.kv_cache_dtypes:
@@ -1146,9 +1149,10 @@ def explain_infeasible(req: SolveRequest, screens: dict[str, Screening], kept: l
         label = f"{w.name}: " if len(req.workloads) > 1 else ""
         if s.memory_fits == 0:
             if s.largest_replica_gib == 0:
-                no_ckpt = [u for u in s.unsupported if "no known pre-quantized checkpoint" in u]
-                if no_ckpt and len(no_ckpt) == len(req.precisions):
-                    return (f"{label}{'; '.join(no_ckpt)} (vLLM cannot quantize to int4/int8 at load time)",
+                if s.missing_checkpoints and set(s.missing_checkpoints) == set(req.precisions):
+                    missing = "/".join(s.missing_checkpoints)
+                    return (f"{label}{missing}: no known pre-quantized checkpoint of {model.name} (vLLM cannot "
+                            f"quantize to int4/int8 at load time)",
                             "allow bf16 or fp8 (--precisions bf16,fp8), or give a quantized checkpoint's config.json "
                             "with --model")
                 return (f"{label}no allowed GPU supports the requested precisions "
@@ -1199,8 +1203,8 @@ def _cheapest_anywhere(req: SolveRequest) -> Solution | None:
     budgets and GPU types when the budget binds."""
     from planner.request import Budget
 
-    prices = {g.name: g.price.price_usd_per_gpu_hour for g in req.gpus}
-    gpus = [g for g in default_gpus() if g.name not in prices] + list(req.gpus)
+    given = {g.name for g in req.gpus}
+    gpus = [g for g in default_gpus() if g.name not in given] + list(req.gpus)
     sol = solve(replace(req, budget=Budget(), gpus=gpus, verify=False))
     return sol if sol.status != "infeasible" else None
 

@@ -141,10 +141,16 @@ def load_precisions(root: Path | None = None) -> PrecisionTable:
 
 
 @functools.cache
+@functools.cache
+def load_validation_status() -> ValidationStatus:
+    """catalogs/calibration/validation_status.yaml (read once per process)."""
+    return parse_file(catalog_root() / "calibration" / "validation_status.yaml", ValidationStatus)
+
+
 def calibration_status(gpu_name: str) -> tuple[str, str]:
     """(status, error band) of the GPU's predictions: ``real-serving``, ``kernels`` or ``uncalibrated``
     (catalogs/calibration/validation_status.yaml)."""
-    vs = parse_file(catalog_root() / "calibration" / "validation_status.yaml", ValidationStatus)
+    vs = load_validation_status()
     if gpu_name in vs.real_serving:
         return "real-serving", vs.real_serving[gpu_name]
     if load_calibration(gpu_name).calibrated:
@@ -154,8 +160,7 @@ def calibration_status(gpu_name: str) -> tuple[str, str]:
 
 def uncalibrated_slo_margin() -> float:
     """solve's default margin on the SLOs of uncalibrated GPUs (catalogs/calibration/validation_status.yaml)."""
-    vs = parse_file(catalog_root() / "calibration" / "validation_status.yaml", ValidationStatus)
-    return vs.uncalibrated_slo_margin
+    return load_validation_status().uncalibrated_slo_margin
 
 
 def calibration_path(gpu_name: str, engine: str = "vllm-0.33", root: Path | None = None) -> Path:

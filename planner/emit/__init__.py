@@ -76,7 +76,8 @@ def emit(plan: Plan, out_dir: Path, targets: list[str]) -> list[Path]:
 def emit_each(plan: Plan, out_dir: Path, targets: list[str],
               dry_run_first: bool = False) -> tuple[list[Path], dict[str, str]]:
     """Write every target that every deployment of ``plan`` supports; return the files written and, per refused
-    target, why. ``dry_run_first``: raise the first refusal instead (nothing written)."""
+    target, why (also written to ``out_dir/INCOMPLETE.txt``). ``dry_run_first``: raise the first refusal instead
+    (nothing written)."""
     wanted = _check_targets(targets)
     if plan.status == "infeasible" or not plan.deployments:
         raise RequestError("the plan has no deployment to emit (status: infeasible); relax the SLOs or the budget")
@@ -94,6 +95,11 @@ def emit_each(plan: Plan, out_dir: Path, targets: list[str],
     for dep, name in zip(plan.deployments, folder_names(plan)):
         for target in wanted:
             written += _WRITERS[target](dep, Path(out_dir) / name / target)
+    if refused:  # say so in the folder too, so that it never looks complete
+        note = Path(out_dir) / "INCOMPLETE.txt"
+        note.write_text("vlmplan could not write these targets; the folder is incomplete:\n"
+                        + "".join(f"- {t}: {reason}\n" for t, reason in refused.items()))
+        written.append(note)
     return written, refused
 
 

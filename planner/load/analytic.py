@@ -320,14 +320,9 @@ class _ApiQueue:
         if p_wait <= 1e-4 or not math.isfinite(mean_w):
             return w, lo, width
         rest = min(mean_w, self.hold_ms * (1 + self.cs2) / 2 / self.servers)
-        w, lo, width = ((np.concatenate([w * (1 - p_wait), w * p_wait]), np.concatenate([lo, lo]),
-                         np.concatenate([width, width + 2 * rest * np.ones_like(width)])))
-        if mean_w - rest <= 1e-9:
-            return w, lo, width
-        # The exponential part applies to the waiting half only.
-        n = len(w) // 2
-        ws, los, wids = _with_wait(w[n:] / p_wait, lo[n:], width[n:], 1.0 - 1e-9, mean_w - rest)
-        return np.concatenate([w[:n], ws * p_wait]), np.concatenate([lo[:n], los]), np.concatenate([width[:n], wids])
+        # The requests that wait: the residual (uniform, width 2 x rest), then whole services (exponential).
+        ww, wlo, wwidth = _with_wait(w * p_wait, lo, width + 2 * rest, 1.0, max(0.0, mean_w - rest))
+        return np.concatenate([w * (1 - p_wait), ww]), np.concatenate([lo, wlo]), np.concatenate([width, wwidth])
 
     def closed_loop(self, pred: LoadPrediction, clients: int) -> LoadPrediction:
         """A closed loop through the API servers: below their capacity each request waits as a Poisson arrival
@@ -410,8 +405,8 @@ def _saturated(cur: _Curves, shape: RequestShape) -> LoadPrediction:
 
 
 def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curves, lam: float,
-             api: _ApiQueue | None = None) -> LoadPrediction:
-    if lam >= cur.max_rate or (api is not None and lam >= api.max_rate):
+             api: _ApiQueue) -> LoadPrediction:
+    if lam >= min(cur.max_rate, api.max_rate):
         return _saturated(cur, shape)
     P = shape.prompt_tokens
     Pn = max(1, P - shape.cached_tokens)
@@ -486,9 +481,8 @@ def _poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: _Curv
         # queue, once full, only grows.
         return _saturated(cur, shape)
     w, lo, width = _with_wait(w, lo, width, p_wait, mean_w)
-    if api is not None:
-        # Before all that, the wait for an API-server process (its own queue, ahead of the engine's).
-        w, lo, width = api.with_wait(w, lo, width, lam_ms)
+    # Before all that, the wait for an API-server process (its own queue, ahead of the engine's).
+    w, lo, width = api.with_wait(w, lo, width, lam_ms)
     ttft = _mixture_uniform(w, lo, width)
     e2e = _e2e(ttft, tpot, L)
     return LoadPrediction(ttft=ttft, tpot=tpot, e2e=e2e, requests_per_s=lam,
@@ -500,7 +494,7 @@ def _with_wait(w: np.ndarray, lo: np.ndarray, width: np.ndarray, p_wait: float,
                mean_w: float) -> Atoms:
     """Atoms of a time plus an independent wait that is 0 with probability 1 - ``p_wait`` and else exponential
     with mean ``mean_w`` (a queue beyond its servers is geometric), in 16 quantile bins."""
-    if p_wait <= 1e-4 or not math.isfinite(mean_w):
+    if p_wait <= 1e-4 or mean_w <= 1e-9 or not math.isfinite(mean_w):
         return w, lo, width
     edges = np.array([0, .1, .2, .3, .4, .5, .6, .7, .8, .9, .95, .98, .99, .995, .999, .9999])
     q = -mean_w * np.log1p(-edges)

@@ -93,7 +93,7 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
     vision = np.zeros(n)
     frontend = np.full(n, frontend_ms(cost.cal, 0.0, 0.0, 0))
     sent_mp = np.zeros(n)
-    memo: dict[tuple[int, ...], tuple[int, float, float]] = {}
+    memo: dict[tuple[int, ...], tuple[int, float, float, float]] = {}
     for i, imgs in enumerate(sample.images):
         if not imgs:
             continue
@@ -104,10 +104,9 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
             seqs = sum(per_size[k][2] for k in imgs)
             sent = sum(sample.sizes[k].width * sample.sizes[k].height for k in imgs) / 1e6
             fe = frontend_ms(cost.cal, sent, processed_megapixels(cfg, patches), len(imgs))
-            hit = (tok, cost.vision_ms(len(imgs), patches, seqs), fe)
+            hit = (tok, cost.vision_ms(len(imgs), patches, seqs), fe, sent)
             memo[imgs] = hit
-        visual[i], vision[i], frontend[i] = hit
-        sent_mp[i] = sum(sample.sizes[k].width * sample.sizes[k].height for k in imgs) / 1e6
+        visual[i], vision[i], frontend[i], sent_mp[i] = hit
     n_images = np.array([len(imgs) for imgs in sample.images], dtype=float)
     api = api_server_ms(cost.cal, sample.prompt_tokens, sample.output_tokens, n_images, sent_mp)
     prompt = sample.prompt_tokens + visual
@@ -311,12 +310,15 @@ def api_queue_wait(arrival_s: np.ndarray, hold_s: np.ndarray, servers: int) -> n
     """Waits (s) of requests arriving at ``arrival_s`` (ascending) for ``servers`` first-come-first-served
     processes that each request holds for ``hold_s``."""
     free = [0.0] * servers
-    wait = np.zeros(len(arrival_s))
-    for i, (a, h) in enumerate(zip(arrival_s.tolist(), hold_s.tolist())):
-        start = max(a, heapq.heappop(free))
-        heapq.heappush(free, start + h)
-        wait[i] = start - a
-    return wait
+    return np.array([_fcfs_start(free, a, h) - a for a, h in zip(arrival_s.tolist(), hold_s.tolist())])
+
+
+def _fcfs_start(free: list[float], t: float, hold: float) -> float:
+    """First come, first served over servers that free up at the times in the heap ``free``: a request arriving at
+    ``t`` starts at the earliest free time (or ``t``) and holds that server for ``hold``; returns its start."""
+    start = max(t, heapq.heappop(free))
+    heapq.heappush(free, start + hold)
+    return start
 
 
 @lru_cache(maxsize=1)
@@ -691,9 +693,7 @@ class _Lane:
         """Closed loop: request ``i`` is sent at ``t``; when the engine receives it (after its wait for an
         API-server process, if any, and its time outside the engine)."""
         if self.api_free:
-            start = max(t, heapq.heappop(self.api_free))
-            heapq.heappush(self.api_free, start + self.api_s[i])
-            self.api_wait[i] = start - t
+            self.api_wait[i] = _fcfs_start(self.api_free, t, self.api_s[i]) - t
         return t + self.api_wait[i] + self.front_s[i]
 
     def _reissue(self, done: list[int], next_arr: int, arr: list[float], state: list[int],

@@ -89,3 +89,19 @@ def test_below_the_cap_the_wait_is_small_and_grows_toward_it():
     p = [predict(cost, cfg, shape, "poisson", f * cap, None, kv).ttft.p95 for f in (0.2, 0.5, 0.8, 0.95)]
     assert all(b > a for a, b in zip(p, p[1:]))
     assert math.isfinite(p[-1])
+
+
+def test_the_shipped_api_server_constants_are_a_fresh_refit_of_the_measurements():
+    """The five API-server constants in the H200 calibration are what planner.calibrate.api_server fits from the
+    committed run20/run21 files today (rounded as shipped): the catalog cannot drift from its data."""
+    from planner.calibrate.api_server import fit_api_server
+
+    fit = fit_api_server()
+    cal = load_calibration("H200-141GB")
+    for name, value in (("api_server_ms_per_request", fit.ms_per_request),
+                        ("api_server_ms_per_input_token", fit.ms_per_input_token),
+                        ("api_server_ms_per_output_token", fit.ms_per_output_token),
+                        ("api_server_ms_per_image", fit.ms_per_image),
+                        ("api_server_ms_per_megapixel", fit.ms_per_megapixel)):
+        assert cal.value(name) == pytest.approx(value, rel=1e-3, abs=1e-6), name
+    assert fit.runs == cal.constants["api_server_ms_per_request"].fit.n_points  # type: ignore[union-attr]
