@@ -169,7 +169,7 @@ def run_whatif(args: list[str]) -> dict[str, Any]:
     import typer
     from typer.testing import CliRunner
 
-    from planner.cli_whatif import register
+    from planner.cli.whatif import register
 
     app = typer.Typer()
     register(app)

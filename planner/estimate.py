@@ -5,236 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict
-
 from planner.catalog.loader import calibration_status, load_calibration, load_engine, load_precisions
 from planner.catalog.schema import Calibration
-from planner.deployment import ServingConfig, resolve
-from planner.memory import MemoryBreakdown, memory_breakdown
-from planner.speed import (
+from planner.core.stats import Percentiles
+from planner.core.units import GIB
+from planner.load.summary import LoadSummary
+from planner.perf.memory import MemoryBreakdown, memory_breakdown
+from planner.perf.speed import (
     Roofline,
     StepTime,
     decode_step,
     engine_overhead_ms,
-    frontend_ms,
     prefill_step,
+    shape_frontend_ms,
     vision_call_host_ms,
     vision_encode,
 )
-from planner.units import GIB
-from planner.vision_tokens import image_tokens
-from planner.workload import Workload
-
-
-class Percentiles(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    mean: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-
-    @classmethod
-    def constant(cls, value: float) -> Percentiles:
-        return cls(mean=value, p50=value, p90=value, p95=value, p99=value)
-
-    def shifted(self, ms: float) -> Percentiles:
-        """Every figure plus ``ms`` (a delay every request pays)."""
-        return Percentiles(mean=self.mean + ms, p50=self.p50 + ms, p90=self.p90 + ms, p95=self.p95 + ms,
-                           p99=self.p99 + ms)
-
-
-@dataclass(frozen=True)
-class RequestShape:
-    """Tokens of one request as the engine sees them."""
-
-    text_tokens: int
-    visual_tokens: int
-    encoder_patches: int
-    images: int
-    output_tokens: int
-    cached_tokens: int
-    input_megapixels: float = 0.0
-    """Pixels of the images as sent (JPEG decode and resize work)."""
-    processed_megapixels: float = 0.0
-    """Pixels the vision tower sees (encoder patches x patch area)."""
-    encoder_sequences: int = 0
-    """Attention sequences of the ViT over all images: a tiled encoder (InternVL, LLaVA-NeXT, Idefics3...)
-    encodes every tile and thumbnail as its own sequence; 0 means one per image."""
-    classes: tuple[tuple[float, RequestShape], ...] = ()
-    """When the workload's lengths or images vary: (probability, shape) of each kind of request (the fields
-    above are then their means); empty for a fixed request."""
-
-    @property
-    def vit_sequences(self) -> int:
-        """``encoder_sequences``, or one per image when not set."""
-        return self.encoder_sequences or self.images
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.text_tokens + self.visual_tokens
-
-
-MAX_CLASSES_PER_DIM = 6
-"""Distributions with more support points (empirical samples) are binned into this many quantile groups."""
-
-
-def _dist_points(dist: Any, fixed: int) -> list[tuple[float, float]]:
-    """(probability, value) of an integer distribution, at most MAX_CLASSES_PER_DIM of them (equal-mass
-    quantile groups of a long support, each at its group's mean)."""
-    if dist is None:
-        return [(1.0, float(fixed))]
-    p = dist.probabilities()
-    v = np.asarray(dist.values, dtype=float)
-    order = np.argsort(v, kind="stable")
-    p, v = p[order], v[order]
-    if len(v) <= MAX_CLASSES_PER_DIM:
-        return [(float(pi), float(vi)) for pi, vi in zip(p, v) if pi > 0]
-    edges = np.searchsorted(np.cumsum(p), np.linspace(0, 1, MAX_CLASSES_PER_DIM + 1)[1:-1], side="right")
-    out = []
-    for grp_p, grp_v in zip(np.split(p, edges), np.split(v, edges)):
-        if grp_p.sum() > 0:
-            out.append((float(grp_p.sum()), float(grp_p @ grp_v / grp_p.sum())))
-    return out
-
-
-def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
-    """The engine's view of one request of ``workload``: the representative request, or, when its lengths or
-    images vary, the mean over its classes (each class in ``classes``)."""
-    if not workload.has_distributions:
-        return _fixed_shape(cfg, workload)
-    prompts = _dist_points(workload.prompt_tokens_dist, workload.prompt_tokens)
-    outputs = _dist_points(workload.output_tokens_dist, workload.output_tokens)
-    counts = _dist_points(workload.images_per_request_dist, len(workload.images))
-    if workload.image_size_dist is not None:
-        sp = workload.image_size_dist.probabilities()
-        sizes = [(float(q), s) for q, s in zip(sp, workload.image_size_dist.values) if q > 0]
-    else:
-        sizes = [(1.0, None)]  # type: ignore[list-item]
-    classes = []
-    for pp, pv in prompts:
-        for po, ov in outputs:
-            for pc, cv in counts:
-                for ps, sz in sizes:
-                    k = int(round(cv))
-                    imgs = ([sz] * k if sz is not None else list(workload.images)[:k]) if k else []
-                    w = workload.model_copy(update={
-                        "prompt_tokens": int(round(pv)), "output_tokens": max(1, int(round(ov))), "images": imgs,
-                        "prompt_tokens_dist": None, "output_tokens_dist": None, "images_per_request_dist": None,
-                        "image_size_dist": None})
-                    classes.append((pp * po * pc * ps, _fixed_shape(cfg, w)))
-    total = sum(p for p, _ in classes)
-    classes = [(p / total, c) for p, c in classes]
-
-    def mean(attr: str) -> float:
-        return sum(p * getattr(c, attr) for p, c in classes)
-
-    images = mean("images")
-    return RequestShape(
-        text_tokens=int(round(mean("text_tokens"))), visual_tokens=int(round(mean("visual_tokens"))),
-        encoder_patches=int(round(mean("encoder_patches"))),
-        encoder_sequences=int(round(mean("vit_sequences"))),
-        images=max(1, int(round(images))) if images > 0 else 0,
-        output_tokens=max(1, int(round(mean("output_tokens")))), cached_tokens=int(round(mean("cached_tokens"))),
-        input_megapixels=mean("input_megapixels"), processed_megapixels=mean("processed_megapixels"),
-        classes=tuple(classes))
-
-
-def _fixed_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
-    visual = patches = sequences = 0
-    rule = cfg.model.visual_tokens
-    if workload.images and rule is None:
-        from planner.errors import UnsupportedError
-
-        raise UnsupportedError(f"{cfg.model.name} is a text model: it takes no images")
-    sent = 0
-    for img in workload.images:
-        assert rule is not None
-        t = image_tokens(rule, img.width, img.height, cfg.mm_processor_options)
-        visual += t.llm_tokens
-        patches += t.encoder_patches
-        sequences += t.encoder_sequences
-        sent += img.width * img.height
-    prompt = workload.prompt_tokens + visual
-    return RequestShape(
-        text_tokens=workload.prompt_tokens,
-        visual_tokens=visual,
-        encoder_patches=patches,
-        images=len(workload.images),
-        output_tokens=workload.output_tokens,
-        cached_tokens=int(workload.prefix_cache_hit * prompt),
-        input_megapixels=sent / 1e6,
-        processed_megapixels=processed_megapixels(cfg, patches),
-        encoder_sequences=sequences,
-    )
-
-
-def processed_megapixels(cfg: ServingConfig, encoder_patches: int) -> float:
-    """Pixels the vision tower sees: its patches times the patch area."""
-    v = cfg.model.vision
-    return encoder_patches * (v.patch_size**2 if v else 0) / 1e6
-
-
-def shape_frontend_ms(cal: Calibration, shape: RequestShape) -> float:
-    """The request's time outside the engine: its fixed path and the API server's image work
-    (``speed.frontend_ms``)."""
-    return frontend_ms(cal, shape.input_megapixels, shape.processed_megapixels, shape.images)
-
-
-@dataclass(frozen=True)
-class LoadSummary:
-    """The load model's answer for one replica (simulated; the analytic figures for comparison)."""
-
-    method: str
-    """``simulator`` (vLLM V1 scheduler simulation)."""
-    arrival: str
-    rate_per_s: float | None
-    concurrency: int | None
-    requests_simulated: int
-    seed: int
-    saturated: bool
-    """The queue grows without bound: the percentiles then depend on the run length."""
-    saturation_requests_per_s: float
-    """Throughput of the replica when always backlogged (simulated)."""
-    analytic_max_requests_per_s: float
-    mean_batch: float
-    preemptions: int
-    slos: tuple[str, ...] = ()
-    slo_met: bool | None = None
-    slo_max_rate_per_s: float | None = None
-    """Highest Poisson rate whose simulated percentiles still meet every SLO."""
-    slo_max_concurrency: int | None = None
-    """Closed loop: most clients still meeting every SLO."""
-    offered_load: float | None = None
-    """Open loop: the offered rate as a fraction of the saturation throughput."""
-    max_load: float | None = None
-    """The solver's ceiling on that fraction."""
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "method": self.method,
-            "arrival": self.arrival,
-            "rate_per_s": self.rate_per_s,
-            "concurrency": self.concurrency,
-            "requests_simulated": self.requests_simulated,
-            "seed": self.seed,
-            "saturated": self.saturated,
-            "saturation_requests_per_s": _r(self.saturation_requests_per_s),
-            "analytic_max_requests_per_s": _r(self.analytic_max_requests_per_s),
-            "mean_batch": _r(self.mean_batch),
-            "preemptions": self.preemptions,
-            "offered_load": None if self.offered_load is None else _r(self.offered_load),
-            "max_load": self.max_load,
-        }
-        if self.slos:
-            out["slo"] = {
-                "targets": list(self.slos),
-                "met": self.slo_met,
-                "max_rate_per_s": None if self.slo_max_rate_per_s is None else _r(self.slo_max_rate_per_s),
-                "max_concurrency": self.slo_max_concurrency,
-            }
-        return out
+from planner.spec.config import ServingConfig, resolve
+from planner.spec.shape import RequestShape, request_shape
+from planner.spec.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -364,7 +153,7 @@ def estimate(
     (arrival ``single``) latencies are the speed model's; under load (``poisson``,
     ``closed``, ``trace``) they are the simulator's percentiles over ``requests``
     requests drawn from the workload (``seed``), with the saturation throughput
-    and, given ``slos`` (``planner.request.Slo``), the highest rate (or, closed
+    and, given ``slos`` (``planner.spec.slo.Slo``), the highest rate (or, closed
     loop, concurrency) still meeting them.
     """
     engine = load_engine()
@@ -404,7 +193,7 @@ def estimate(
         return Estimate(**common, ttft=Percentiles.constant(ttft), tpot=Percentiles.constant(tpot),  # type: ignore[arg-type]
                         e2e=Percentiles.constant(e2e), requests_per_s=1000.0 / e2e,
                         output_tokens_per_s=shape.output_tokens * 1000.0 / e2e, load_note=note)
-    from planner.load.estimate_load import run_load
+    from planner.load.run import run_load
 
     res = run_load(cfg, cal, precisions, workload, shape, mem.kv_capacity_tokens, slos or [], requests, seed)
     return Estimate(**common, ttft=res.ttft, tpot=res.tpot, e2e=res.e2e,  # type: ignore[arg-type]

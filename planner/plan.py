@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from planner.errors import RequestError
+from planner.core.errors import RequestError
 
 
 class _Frozen(BaseModel):
@@ -215,7 +215,7 @@ class Plan(_Frozen):
 
     @classmethod
     def load(cls, path: Path) -> Plan:
-        from planner.inputs import clip, load_yaml_file
+        from planner.core.inputs import clip, load_yaml_file
 
         data = load_yaml_file(path, "plan")
         try:

@@ -7,7 +7,7 @@ GPUs). Output: a ``Calibration`` (``catalogs/calibration/vllm-0.33-<gpu>.yaml``)
 whose fitted constants each carry provenance: method, dataset file, number of
 points, MAPE of the fitted model on those points, date.
 
-The fit evaluates the planner's own op formulas (``planner.speed.Roofline``),
+The fit evaluates the planner's own op formulas (``planner.perf.speed.Roofline``),
 so each constant means exactly what the model does with it. Few parameters,
 each physical; least squares on log(time) (relative errors):
 
@@ -69,8 +69,8 @@ from scipy.optimize import least_squares
 
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_precisions
 from planner.catalog.schema import Calibration, Constant, FitInfo, GpuSpec, Source
-from planner.errors import PlannerError, RequestError
-from planner.speed import Kernels, Roofline
+from planner.core.errors import PlannerError, RequestError
+from planner.perf.speed import Kernels, Roofline
 
 COPY_MAX_BUFFER_BYTES = 256 * 1024**2
 """Largest copy buffer used for the bandwidth fit (see module docstring)."""
@@ -512,7 +512,7 @@ def read_vllm_bench(path: Path) -> BenchRun:
     selected metric ``mean_/median_/std_/p<N>_{ttft,tpot,itl,e2el}_ms``; the per-request lists ``input_lens``,
     ``output_lens``, ``ttfts``, ``itls`` only with ``--save-detailed``, so they are not required here).
     """
-    from planner.inputs import parse_json, read_text
+    from planner.core.inputs import parse_json, read_text
 
     data = parse_json(read_text(path, "bench file"), f"bench file {path} (expected 'vllm bench serve --save-result')",
                       allow_nan=True)
@@ -565,7 +565,7 @@ def predicted_tpot_parts_ms(cfg: Any, cal: Calibration, run: BenchRun) -> tuple[
     Steady state of continuous batching with ``B`` running requests: every step decodes ``B`` sequences holding on
     average ``prompt + output / 2`` tokens, and ``B / output`` prompts start per step, whose prefill GPU time lands
     in some step (chunked prefill), so it is spread over the steps as ``(B / output) x prefill``."""
-    from planner.speed import decode_step, prefill_step
+    from planner.perf.speed import decode_step, prefill_step
 
     rf = Roofline(cfg.gpu, cal)
     prec = load_precisions()

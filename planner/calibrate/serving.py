@@ -28,11 +28,11 @@ import numpy as np
 from planner.catalog.hf_import import load_model_from_path
 from planner.catalog.loader import catalog_root, load_calibration, load_engine, load_gpus, load_models, load_precisions
 from planner.catalog.schema import Calibration, ModelSpec
-from planner.deployment import ServingConfig, resolve
 from planner.load.simulator import build_requests, simulate
-from planner.load.stepcost import StepCost
-from planner.memory import memory_breakdown
-from planner.workload import ImageSize, IntDist, Workload
+from planner.perf.memory import memory_breakdown
+from planner.perf.stepcost import StepCost
+from planner.spec.config import ServingConfig, resolve
+from planner.spec.workload import ImageSize, IntDist, Workload
 
 RUN_DIRS = ("calibration/measurements/h200-141gb/run20_real_vllm",
             "calibration/measurements/h200-141gb/run21_api_servers")

@@ -36,7 +36,7 @@ from planner.catalog.schema import (
     VisualTokenRuleName,
     WindowAttention,
 )
-from planner.errors import CatalogError, UnsupportedError
+from planner.core.errors import CatalogError, UnsupportedError
 
 Cfg = dict[str, Any]
 
@@ -110,8 +110,8 @@ def _check_sizes(file: Path, data: Any, where: str = "") -> None:
 
 
 def _read_json(file: Path) -> Cfg:
-    from planner.errors import RequestError
-    from planner.inputs import parse_json, read_text
+    from planner.core.errors import RequestError
+    from planner.core.inputs import parse_json, read_text
 
     try:
         data = parse_json(read_text(file, "model config"), f"model config {file}", allow_nan=True)

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from planner.catalog.schema import Calibration, EngineSpec, GpuSpec, ModelSpec, PrecisionTable, ValidationStatus
-from planner.errors import CatalogError
+from planner.core.errors import CatalogError
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's safe loader (10x faster) where PyYAML was built with it, else the pure-Python one."""
@@ -178,7 +178,7 @@ def load_calibration(gpu_name: str, engine: str = "vllm-0.33", root: Path | None
 
 def load_calibration_file(path: Path) -> Calibration:
     """A user's calibration file (--calibration): read with the bounded input reader."""
-    from planner.inputs import load_yaml_file
+    from planner.core.inputs import load_yaml_file
 
     data = load_yaml_file(path, "calibration file")
     try:

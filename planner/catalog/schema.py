@@ -239,7 +239,7 @@ VisualTokenRuleName = Literal[
 
 
 class VisualTokenRule(Strict):
-    """How an image of W x H pixels becomes LLM tokens; see planner/vision_tokens.py."""
+    """How an image of W x H pixels becomes LLM tokens; see planner/catalog/vision_tokens.py."""
 
     rule: VisualTokenRuleName
     params: dict[str, Any]

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from planner.core.errors import RequestError
 from planner.emit import k8s, nim, vllm
 from planner.emit.common import check_text, deployment_slug
-from planner.errors import RequestError
 from planner.plan import DeploymentPlan, Plan
 
 TARGETS = ("vllm", "nim", "k8s-vllm", "k8s-nim")

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from planner.errors import PlannerError, RequestError
+from planner.core.errors import PlannerError, RequestError
 from planner.plan import DeploymentPlan
 
 VLLM_VERSION = "0.33.0"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.core.errors import RequestError
 from planner.emit import vllm_flags
 from planner.emit.common import (
     MASTER_PORT,
@@ -41,7 +42,6 @@ from planner.emit.common import (
     plan_summary,
     write_text,
 )
-from planner.errors import RequestError
 from planner.plan import DeploymentPlan
 
 

@@ -74,10 +74,11 @@ from scipy.special import bdtr, betainc, gammaln, pdtr
 
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.catalog.schema import Calibration
-from planner.deployment import ServingConfig
-from planner.estimate import Percentiles, RequestShape, shape_frontend_ms
-from planner.load.stepcost import StepCost, prefill_pairs
-from planner.speed import api_server_ms
+from planner.core.stats import Percentiles
+from planner.perf.speed import api_server_ms, shape_frontend_ms
+from planner.perf.stepcost import StepCost, prefill_pairs
+from planner.spec.config import ServingConfig
+from planner.spec.shape import RequestShape
 
 _LEVELS = (0.5, 0.9, 0.95, 0.99)
 _NAMES = ("p50", "p90", "p95", "p99")

@@ -42,12 +42,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from planner.deployment import ServingConfig
-from planner.estimate import processed_megapixels
-from planner.load.stepcost import StepCost, prefill_pairs
-from planner.speed import api_server_ms, frontend_ms
-from planner.vision_tokens import image_tokens
-from planner.workload import Workload
+from planner.catalog.vision_tokens import image_tokens
+from planner.perf.speed import api_server_ms, frontend_ms
+from planner.perf.stepcost import StepCost, prefill_pairs
+from planner.spec.config import ServingConfig
+from planner.spec.shape import processed_megapixels
+from planner.spec.workload import Workload
 
 PCTS = (50, 90, 95, 99)
 
@@ -84,7 +84,7 @@ def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: in
     per_size = []
     for size in sample.sizes:
         if rule is None:
-            from planner.errors import UnsupportedError
+            from planner.core.errors import UnsupportedError
 
             raise UnsupportedError(f"{cfg.model.name} is a text model: it takes no images")
         t = image_tokens(rule, size.width, size.height, cfg.mm_processor_options)

@@ -17,13 +17,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
 from planner.catalog.loader import load_engine, load_gpus, load_models, load_precisions  # noqa: E402
-from planner.deployment import ServingConfig, resolve  # noqa: E402
-from planner.estimate import estimate, request_shape  # noqa: E402
+from planner.estimate import estimate  # noqa: E402
 from planner.load.analytic import build_step_cost, predict  # noqa: E402
-from planner.load.estimate_load import saturation_throughput  # noqa: E402
+from planner.load.run import saturation_throughput  # noqa: E402
 from planner.load.simulator import build_requests, fixed_requests, simulate  # noqa: E402
-from planner.memory import memory_breakdown  # noqa: E402
-from planner.workload import PRESETS, Workload  # noqa: E402
+from planner.perf.memory import memory_breakdown  # noqa: E402
+from planner.spec.config import ServingConfig, resolve  # noqa: E402
+from planner.spec.shape import request_shape  # noqa: E402
+from planner.spec.workload import PRESETS, Workload  # noqa: E402
 
 ENGINE = load_engine()
 PREC = load_precisions()

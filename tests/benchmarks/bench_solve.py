@@ -20,7 +20,7 @@ FLEET = ROOT / "examples" / "fleet" / "fleet.yaml"
 _CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from planner.solve_request import SolveInput, build_request
+from planner.app.solve_request import SolveInput, build_request
 from planner.solver import solve
 t1 = time.perf_counter()
 inp = SolveInput(**json.loads(sys.argv[1]))
@@ -53,7 +53,7 @@ def _in_process(inp: dict) -> dict:
 
 def _cli(args: list[str]) -> tuple[float, int]:
     exe = Path(sys.executable).with_name("vlmplan")
-    cmd = [str(exe), *args, "--json"] if exe.exists() else [sys.executable, "-m", "planner.cli", *args, "--json"]
+    cmd = [str(exe), *args, "--json"] if exe.exists() else [sys.executable, "-m", "planner.cli.main", *args, "--json"]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd="/tmp", capture_output=True, text=True)
     return time.perf_counter() - t0, out.returncode

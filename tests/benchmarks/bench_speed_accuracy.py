@@ -11,7 +11,7 @@ random weights, see ``planner/calibrate/validation_models.py``) are never used
 in any fit: every point printed here is held out.
 
 Each validation point is rebuilt as a ``ServingConfig`` from the dimensions it
-recorded and predicted with ``planner.speed`` using the ``TORCH_REFERENCE``
+recorded and predicted with ``planner.perf.speed`` using the ``TORCH_REFERENCE``
 kernel profile (the kernels the validation script launched):
 
 * decode step: CUDA-graph replay time (``time_ms``), ``speed.decode_step``;
@@ -56,8 +56,8 @@ from planner.catalog.schema import (  # noqa: E402
     VisionSpec,
     WindowAttention,
 )
-from planner.deployment import ServingConfig  # noqa: E402
-from planner.speed import TORCH_REFERENCE, Op, Roofline, StepTime, decode_step, prefill_step, vision_encode  # noqa: E402
+from planner.perf.speed import TORCH_REFERENCE, Op, Roofline, StepTime, decode_step, prefill_step, vision_encode  # noqa: E402
+from planner.spec.config import ServingConfig  # noqa: E402
 
 MEAS = ROOT / "catalogs" / "calibration" / "measurements"
 VALIDATION = {

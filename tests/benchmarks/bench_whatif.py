@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from planner.scenario import load_scenario  # noqa: E402
-from planner.whatif import parse_varies, sweep  # noqa: E402
+from planner.app.scenario import load_scenario  # noqa: E402
+from planner.app.whatif import parse_varies, sweep  # noqa: E402
 
 LIMIT_S = 30.0
 SWEEPS = [

@@ -12,7 +12,7 @@ import pytest
 
 from planner.catalog.loader import catalog_root, load_gpus, parse_file
 from planner.catalog.schema import GPU_FIGURES, GpuSpec
-from planner.errors import CatalogError
+from planner.core.errors import CatalogError
 
 GPU_FILES = sorted((catalog_root() / "gpus").glob("*.yaml"))
 GPUS = list(load_gpus())

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from planner.cli import app
+from planner.cli.main import app
 
 runner = CliRunner()
 

@@ -6,11 +6,11 @@ from hypothesis import strategies as st
 
 from planner.calibrate.serving import with_constants
 from planner.catalog.loader import load_engine, load_gpus, load_models, load_precisions
-from planner.deployment import ServingConfig, resolve
-from planner.estimate import RequestShape
 from planner.load.analytic import build_step_cost, predict
 from planner.load.simulator import fixed_requests, percentiles, simulate
-from planner.memory import memory_breakdown
+from planner.perf.memory import memory_breakdown
+from planner.spec.config import ServingConfig, resolve
+from planner.spec.shape import RequestShape
 
 ENGINE = load_engine()
 PREC = load_precisions()

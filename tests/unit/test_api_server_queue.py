@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
-from planner.deployment import ServingConfig, resolve
-from planner.estimate import request_shape
 from planner.load.analytic import build_step_cost, predict
 from planner.load.simulator import api_queue_wait, build_requests, simulate
-from planner.memory import memory_breakdown
-from planner.speed import api_server_ms
-from planner.workload import Workload
+from planner.perf.memory import memory_breakdown
+from planner.perf.speed import api_server_ms
+from planner.spec.config import ServingConfig, resolve
+from planner.spec.shape import request_shape
+from planner.spec.workload import Workload
 
 
 @pytest.mark.parametrize("rho", [0.3, 0.6, 0.85])

@@ -8,7 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from planner.catalog.loader import calibration_status, load_calibration
-from planner.cli import app
+from planner.cli.main import app
 
 runner = CliRunner()
 

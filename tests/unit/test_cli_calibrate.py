@@ -1,4 +1,4 @@
-"""`vlmplan calibrate fit --bench` / `calibrate run` through their own typer app (planner.cli_calibrate.register)."""
+"""`vlmplan calibrate fit --bench` / `calibrate run` through their own typer app (planner.cli.calibrate.register)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from planner.calibrate import fit as F
 from planner.catalog.loader import load_calibration, load_calibration_file, load_gpus, load_models, load_precisions
-from planner.cli_calibrate import register
-from planner.deployment import ServingConfig
-from planner.speed import Roofline, decode_step, prefill_step
+from planner.cli.calibrate import register
+from planner.perf.speed import Roofline, decode_step, prefill_step
+from planner.spec.config import ServingConfig
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "vllm-bench"
 C16 = FIX / "llama8b-h100-c16.json"

@@ -34,9 +34,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from planner.core.errors import RequestError
 from planner.emit import TARGETS, common, emit, nim, vllm_flags
 from planner.emit.common import is_local_path
-from planner.errors import RequestError
 from planner.plan import DeploymentPlan, Plan
 
 
@@ -208,7 +208,7 @@ def test_solved_plans_emit_configs_that_pass_the_validators(case: str, tmp_path:
     """Plans the solver really produces (not synthetic ones) pass every validator in every target."""
     from typer.testing import CliRunner
 
-    from planner.cli import app
+    from planner.cli.main import app
 
     res = CliRunner().invoke(app, ["solve", *SOLVED[case], "--out", str(tmp_path), *sum((["--target", t] for t in
                                                                                           TARGETS), [])])

@@ -22,8 +22,8 @@ from emit_support import (
     validate_vllm_argv,
 )
 
+from planner.core.errors import RequestError
 from planner.emit import common, k8s, vllm
-from planner.errors import RequestError
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 @pytest.mark.parametrize("plan", [single_gpu_plan, tp4_plan])

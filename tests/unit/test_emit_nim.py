@@ -20,8 +20,8 @@ from emit_support import (
     two_node_plan,
 )
 
+from planner.core.errors import RequestError
 from planner.emit import nim, vllm
-from planner.errors import RequestError
 
 CHART_VALUES = ROOT / "tests" / "fixtures" / "nim-llm-values-1.1.2.yaml"
 

@@ -23,8 +23,8 @@ from emit_support import (
     validate_vllm_argv,
 )
 
+from planner.core.errors import RequestError
 from planner.emit import vllm, vllm_flags
-from planner.errors import RequestError
 
 FIXTURE = ROOT / "tests" / "fixtures" / "vllm-0.33-flags.txt"
 

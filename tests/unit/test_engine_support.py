@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from planner.app.scenario import load_scenario
+from planner.catalog.engine_support import load_support_table, model_support, require_supported, tp_problem
 from planner.catalog.loader import load_gpus, load_models
-from planner.cli import app
-from planner.engine_support import load_support_table, model_support, require_supported, tp_problem
-from planner.errors import UnsupportedError
-from planner.scenario import load_scenario
+from planner.cli.main import app
+from planner.core.errors import UnsupportedError
 from planner.solver import _parallel_choices
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from planner.app.scenario import load_scenario
+from planner.app.whatif import evaluate_scenario
 from planner.catalog.loader import load_gpus
-from planner.scenario import load_scenario
-from planner.whatif import evaluate_scenario
-from planner.workload import load_workload
+from planner.spec.workload import load_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -6,9 +6,9 @@ import pytest
 
 from planner.calibrate.fit import fit_frontend
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_models
-from planner.deployment import ServingConfig
 from planner.estimate import estimate
-from planner.workload import PRESETS, ImageSize, Workload
+from planner.spec.config import ServingConfig
+from planner.spec.workload import PRESETS, ImageSize, Workload
 
 CAL = load_calibration("default")
 RUN6 = catalog_root() / "calibration" / "measurements" / "host-cpu" / "run6_preprocess.json"

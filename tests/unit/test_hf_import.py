@@ -22,7 +22,7 @@ from planner.catalog.hf_import import (
 )
 from planner.catalog.loader import load_models
 from planner.catalog.schema import ModelSpec
-from planner.errors import CatalogError, UnsupportedError
+from planner.core.errors import CatalogError, UnsupportedError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hf_configs"
 

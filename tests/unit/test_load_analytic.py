@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from planner.catalog.loader import load_engine, load_gpus, load_models, load_precisions
-from planner.deployment import ServingConfig, resolve
-from planner.estimate import estimate, request_shape
+from planner.estimate import estimate
 from planner.load.analytic import build_step_cost, predict
 from planner.load.simulator import build_requests, percentiles, simulate
-from planner.memory import memory_breakdown
-from planner.workload import PRESETS, ImageSize, IntDist, SizeDist, Workload
+from planner.perf.memory import memory_breakdown
+from planner.spec.config import ServingConfig, resolve
+from planner.spec.shape import request_shape
+from planner.spec.workload import PRESETS, ImageSize, IntDist, SizeDist, Workload
 
 ENGINE = load_engine()
 PREC = load_precisions()
@@ -68,7 +69,7 @@ def agreement(name, api=False):
     """Relative errors (analytic / simulated - 1) per load level and metric; ``api``: with the API-server
     queue (load levels are then fractions of the lower of the engine's and the API servers' capacity)."""
     from planner.calibrate.serving import with_constants
-    from planner.load.stepcost import StepCost
+    from planner.perf.stepcost import StepCost
 
     model, gpu, wl, kw = CASES[name]
     cfg, cost, kv = _setup(model, gpu, kw)
@@ -130,7 +131,7 @@ def _without_request_path(cost):
     its clients come straight back; with a request path and the asynchronous scheduler the simulator's
     clients bunch into waves instead, which the analytic closed loop does not model: see Known limits)."""
     from planner.calibrate.serving import with_constants
-    from planner.load.stepcost import StepCost
+    from planner.perf.stepcost import StepCost
 
     cal = with_constants(cost.cal, {"request_latency_ms": 0.0, "frontend_ms_per_image": 0.0,
                                     "frontend_ms_per_input_megapixel": 0.0,

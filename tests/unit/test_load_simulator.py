@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
-from planner.deployment import ServingConfig, resolve
 from planner.load.simulator import build_requests, fixed_requests, percentiles, simulate
-from planner.load.stepcost import StepCost, prefill_pairs
-from planner.memory import memory_breakdown
-from planner.workload import PRESETS
+from planner.perf.memory import memory_breakdown
+from planner.perf.stepcost import StepCost, prefill_pairs
+from planner.spec.config import ServingConfig, resolve
+from planner.spec.workload import PRESETS
 
 ENGINE = load_engine()
 PREC = load_precisions()
@@ -125,15 +125,15 @@ def test_percentiles_helper():
 def test_slo_max_rate_is_the_simulators_boundary():
     # The reported highest rate meeting the SLO meets it in the simulator (same requests and seed), 4% more does
     # not (the search stops within 1.5%), and it stays below the saturation throughput.
-    from planner.estimate import request_shape
-    from planner.load.estimate_load import (
+    from planner.load.run import (
         SLO_SEARCH_REQUESTS,
         _analytic_max_rate,
         _slo_max_rate,
         meets,
         saturation_throughput,
     )
-    from planner.request import parse_slos
+    from planner.spec.shape import request_shape
+    from planner.spec.slo import parse_slos
 
     cfg, cost, kv = setup("Qwen/Qwen2.5-VL-7B-Instruct")
     wl = PRESETS["visual-reasoning"]

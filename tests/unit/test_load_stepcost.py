@@ -1,11 +1,11 @@
-"""StepCost (the simulator's and solver's fast step times) against the per-op roofline in planner.speed."""
+"""StepCost (the simulator's and solver's fast step times) against the per-op roofline in planner.perf.speed."""
 
 import pytest
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
-from planner.deployment import ServingConfig, resolve
-from planner.load.stepcost import StepCost, prefill_pairs
-from planner.speed import Roofline, decode_step, engine_overhead_ms, prefill_step, vision_encode
+from planner.perf.speed import Roofline, decode_step, engine_overhead_ms, prefill_step, vision_encode
+from planner.perf.stepcost import StepCost, prefill_pairs
+from planner.spec.config import ServingConfig, resolve
 
 ENGINE = load_engine()
 PREC = load_precisions()

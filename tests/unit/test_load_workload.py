@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from planner.errors import RequestError
-from planner.workload import (
+from planner.core.errors import RequestError
+from planner.spec.workload import (
     DEFAULT_WORKLOAD,
     PRESETS,
     ImageSize,

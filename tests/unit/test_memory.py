@@ -5,15 +5,15 @@ import math
 import pytest
 
 from planner.catalog.loader import load_engine, load_gpus, load_models, load_precisions
-from planner.deployment import ServingConfig, resolve
-from planner.errors import UnsupportedError
-from planner.memory import (
+from planner.core.errors import UnsupportedError
+from planner.perf.memory import (
     cross_attention_kv_bytes_per_image,
     kv_bytes_per_sequence,
     kv_bytes_per_token,
     memory_breakdown,
     weights_bytes,
 )
+from planner.spec.config import ServingConfig, resolve
 
 ENGINE = load_engine()
 PREC = load_precisions()

@@ -10,10 +10,10 @@ pytest.importorskip("matplotlib")
 
 from matplotlib import image as mpimg  # noqa: E402
 
-from planner import plots  # noqa: E402
-from planner.errors import RequestError  # noqa: E402
-from planner.scenario import load_scenario  # noqa: E402
-from planner.whatif import SweepResult, parse_varies, sweep  # noqa: E402
+from planner.app import plots  # noqa: E402
+from planner.app.scenario import load_scenario  # noqa: E402
+from planner.app.whatif import SweepResult, parse_varies, sweep  # noqa: E402
+from planner.core.errors import RequestError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CHATBOT = ROOT / "examples" / "chatbot-rtx4090" / "scenario.yaml"

@@ -8,7 +8,7 @@ import pytest
 from planner.calibrate.serving import HELD_OUT, KV_TOKENS, load_runs, predict_run, run_config, run_model
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.load.simulator import fixed_requests, simulate
-from planner.load.stepcost import StepCost
+from planner.perf.stepcost import StepCost
 
 RUNS = load_runs()
 BY_LABEL = {r.label: r for r in RUNS}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from planner.errors import RequestError
-from planner.request import parse_budget, parse_slos
+from planner.core.errors import RequestError
+from planner.spec.slo import parse_budget, parse_slos
 
 
 @pytest.mark.parametrize(

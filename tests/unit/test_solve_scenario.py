@@ -10,11 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from planner import solver as S
+from planner.app.solve_request import SolveInput, build_request_models
 from planner.catalog.loader import load_gpus, load_models
-from planner.cli import app
-from planner.request import parse_budget, parse_slos
-from planner.solve_request import SolveInput, build_request_models
-from planner.workload import ImageSize, Workload
+from planner.cli.main import app
+from planner.spec.slo import parse_budget, parse_slos
+from planner.spec.workload import ImageSize, Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "examples" / "fleet" / "fleet.yaml"

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
 from planner.load.analytic import build_step_cost, predict
-from planner.memory import memory_breakdown
-from planner.request import Budget, parse_budget, parse_slos
+from planner.perf.memory import memory_breakdown
 from planner.solver import Screening, SolveRequest, candidates_for, meets, solve
-from planner.workload import ImageSize, Workload
+from planner.spec.slo import Budget, parse_budget, parse_slos
+from planner.spec.workload import ImageSize, Workload
 
 MODEL = load_models().get("Qwen/Qwen2.5-VL-3B-Instruct")
 GPU_NAMES = ["L4", "L40S", "A100-80GB", "H100"]
@@ -213,10 +213,10 @@ def test_a_bursty_trace_is_checked_by_replaying_it():
 def test_replica_search_equals_a_linear_scan(hint_offset):
     # Document pages on one L4 under a 2 s TTFT p95: tens of replicas, each at a small share of 3 req/s. The
     # galloping/bisecting search (and its sibling hint, right or wrong) must find the first count a scan finds.
-    from planner.deployment import ServingConfig, resolve
-    from planner.estimate import request_shape
     from planner.solver import _replicas_for
-    from planner.workload import PRESETS
+    from planner.spec.config import ServingConfig, resolve
+    from planner.spec.shape import request_shape
+    from planner.spec.workload import PRESETS
 
     cfg = resolve(ServingConfig(model=load_models().get("Qwen/Qwen2.5-VL-7B-Instruct"), gpu=load_gpus().get("L4"),
                                 precision="fp8"), load_engine())

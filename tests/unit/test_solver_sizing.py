@@ -1,9 +1,9 @@
 """The planned engine limits admit the workload's largest request, not just its mean one."""
 
 from planner.catalog.loader import load_gpus, load_models
-from planner.request import Budget, parse_slos
 from planner.solver import TEMPLATE_ROOM_TOKENS, SolveRequest, solve
-from planner.workload import ImageSize, IntDist, SizeDist, Workload
+from planner.spec.slo import Budget, parse_slos
+from planner.spec.workload import ImageSize, IntDist, SizeDist, Workload
 
 MODEL = load_models().get("Qwen/Qwen2.5-VL-3B-Instruct")
 

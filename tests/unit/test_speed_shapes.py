@@ -7,7 +7,7 @@ import json
 import pytest
 
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_precisions
-from planner.speed import Roofline, attention_head_dim, gemm_aligned
+from planner.perf.speed import Roofline, attention_head_dim, gemm_aligned
 
 RUN4 = json.loads((catalog_root() / "calibration/measurements/h200-141gb/run4_shape_effects.json").read_text())
 GPU = load_gpus().get("H200")
@@ -97,8 +97,8 @@ def test_fused_moe_experts_share_waves():
     (timing each expert as its own wave-quantised GEMM made 1,025 tokens cost half of 1,024), and once every
     expert is touched a step reads all expert weights once (memory-bound)."""
     from planner.catalog.loader import load_models
-    from planner.deployment import ServingConfig
-    from planner.speed import decode_step
+    from planner.perf.speed import decode_step
+    from planner.spec.config import ServingConfig
 
     cfg = ServingConfig(model=load_models().get("Qwen/Qwen3-VL-30B-A3B-Instruct"), gpu=H100)
     moe = cfg.model.decoder.moe

@@ -9,8 +9,8 @@ import pytest
 from planner.calibrate import fit as F
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_models, load_precisions
 from planner.catalog.schema import CALIBRATION_CONSTANTS
-from planner.deployment import ServingConfig
-from planner.speed import Kernels, Roofline, decode_step, prefill_step
+from planner.perf.speed import Kernels, Roofline, decode_step, prefill_step
+from planner.spec.config import ServingConfig
 
 PREC = load_precisions()
 H100 = load_gpus().get("H100-SXM-80GB")

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
-from planner.deployment import ServingConfig, resolve
-from planner.estimate import estimate, request_shape
-from planner.load.stepcost import StepCost
-from planner.speed import Roofline, vision_encode
-from planner.workload import ImageSize, Workload
+from planner.estimate import estimate
+from planner.perf.speed import Roofline, vision_encode
+from planner.perf.stepcost import StepCost
+from planner.spec.config import ServingConfig, resolve
+from planner.spec.shape import request_shape
+from planner.spec.workload import ImageSize, Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 MEAS = ROOT / "catalogs" / "calibration" / "measurements" / "h100-sxm-80gb"

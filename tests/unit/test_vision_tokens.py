@@ -1,7 +1,7 @@
-"""Tests of planner/vision_tokens.py against hand calculations from the published processor rules.
+"""Tests of planner/catalog/vision_tokens.py against hand calculations from the published processor rules.
 
 Each expected value is worked out in the comment beside it, following the source file named in
-planner/vision_tokens.py's docstring for that rule (vLLM 0.33 model files, transformers 5.20 image
+planner/catalog/vision_tokens.py's docstring for that rule (vLLM 0.33 model files, transformers 5.20 image
 processors, mistral_common, the Phi-3.5-vision / MiniCPM-V remote code).
 """
 
@@ -12,8 +12,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from planner.catalog.schema import VisualTokenRule
-from planner.errors import CatalogError, RequestError
-from planner.vision_tokens import ImageTokens, image_tokens, max_image_tokens
+from planner.catalog.vision_tokens import ImageTokens, image_tokens, max_image_tokens
+from planner.core.errors import CatalogError, RequestError
 
 
 def rule(name: str, **params: object) -> VisualTokenRule:

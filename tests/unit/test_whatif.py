@@ -12,10 +12,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from planner.app.scenario import load_scenario, parse_tokens, scenario_from_dict
+from planner.app.whatif import parse_varies, parse_vary, points, sweep
 from planner.catalog.loader import load_gpus
-from planner.errors import RequestError
-from planner.scenario import load_scenario, parse_tokens, scenario_from_dict
-from planner.whatif import parse_varies, parse_vary, points, sweep
+from planner.core.errors import RequestError
 
 ROOT = Path(__file__).resolve().parents[2]
 CHATBOT = ROOT / "examples" / "chatbot-rtx4090" / "scenario.yaml"
@@ -249,7 +249,7 @@ def test_solver_mode_explains_infeasible_points() -> None:
 
 
 def _app() -> typer.Typer:
-    from planner.cli_whatif import register
+    from planner.cli.whatif import register
 
     app = typer.Typer()
     register(app)
@@ -309,7 +309,7 @@ def test_cli_plot_without_matplotlib_is_a_clear_error(monkeypatch: pytest.Monkey
 
 
 def test_compare_two_scenarios() -> None:
-    from planner.compare import compare_files
+    from planner.app.compare import compare_files
 
     cmp = compare_files(CHATBOT, DOCS)
     rows = {r.key: r for r in cmp.rows}
@@ -323,7 +323,7 @@ def test_compare_two_scenarios() -> None:
 
 
 def _plan(tmp_path: Path, gpu: str) -> Path:
-    from planner.solve_request import SolveInput, build_request, to_plan
+    from planner.app.solve_request import SolveInput, build_request, to_plan
     from planner.solver import solve
 
     inp = SolveInput(model="Qwen/Qwen2.5-VL-7B-Instruct", gpus=gpu, precisions="bf16", rate=1.0,
@@ -336,7 +336,7 @@ def _plan(tmp_path: Path, gpu: str) -> Path:
 
 
 def test_compare_two_plans_and_a_plan_with_a_scenario(tmp_path: Path) -> None:
-    from planner.compare import compare_files, load_side
+    from planner.app.compare import compare_files, load_side
 
     a, b = _plan(tmp_path, "L40S"), _plan(tmp_path, "A100-SXM-80GB")
     cmp = compare_files(a, b)

@@ -40,17 +40,17 @@ from typing import Annotated, Any
 
 import typer
 
-from planner.cli_common import ForceOpt, check_out_file, write_file
-from planner.cli_common import fail as _fail
-from planner.cli_common import run_or_exit as _run
+from planner.cli.common import ForceOpt, check_out_file, write_file
+from planner.cli.common import fail as _fail
+from planner.cli.common import run_or_exit as _run
 
 
 def fit_bench(bench: list[Path], model: str, gpu: str, tp: int, pp: int, precision: str, kv_cache_dtype: str,
               calibration: Path | None, fitted_on: str | None = None) -> tuple[Any, Any, list[str]]:
     """(EngineFit, calibration with the fitted overhead, warnings) for the given bench files and configuration."""
+    from planner.app.estimate_request import EstimateRequest, build_config
     from planner.calibrate import fit as F
     from planner.catalog.loader import load_calibration, load_calibration_file
-    from planner.estimate_request import EstimateRequest, build_config
 
     cfg = build_config(EstimateRequest(model=model, gpu=gpu, tp=tp, pp=pp, precision=precision,
                                        kv_cache_dtype=kv_cache_dtype))

@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 
 from planner.catalog.schema import Calibration, PrecisionTable
-from planner.deployment import ServingConfig
-from planner.estimate import LoadSummary, Percentiles, RequestShape
+from planner.core.stats import Percentiles
 from planner.load.analytic import MAX_LOAD, meets_slos, predict
 from planner.load.simulator import SimResult, build_requests, percentiles, simulate
-from planner.load.stepcost import StepCost
-from planner.workload import Workload
+from planner.load.summary import LoadSummary
+from planner.perf.stepcost import StepCost
+from planner.spec.config import ServingConfig
+from planner.spec.shape import RequestShape
+from planner.spec.workload import Workload
 
 POISSON_REQUESTS = 12000
 """Requests simulated for an open-loop estimate. Near saturation a short run is both noisy and optimistic: for

@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict
 
 from planner.catalog.loader import load_calibration_file
 from planner.catalog.schema import KvCacheDtype, Precision
-from planner.deployment import ServingConfig
-from planner.errors import RequestError
+from planner.core.errors import RequestError
 from planner.estimate import Estimate, estimate
-from planner.resolve import parse_json_option, resolve_gpu, resolve_model
-from planner.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
+from planner.spec.config import ServingConfig
+from planner.spec.lookup import parse_json_option, resolve_gpu, resolve_model
+from planner.spec.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
 
 
 class EstimateRequest(BaseModel):
@@ -46,7 +46,7 @@ class EstimateRequest(BaseModel):
     request flags (--prompt-tokens, --output-tokens, --image, --no-image); --rate / --concurrency still
     override its arrivals."""
     slo: list[str] | None = None
-    """SLOs as planner.request.parse_slos reads them, e.g. ``ttft_p95=200ms``, ``tpot_p99=40ms``."""
+    """SLOs as planner.spec.slo.parse_slos reads them, e.g. ``ttft_p95=200ms``, ``tpot_p99=40ms``."""
     requests: int | None = None
     """Requests to simulate under load (default: 12000; closed loop 8 per client, at least 2000)."""
     seed: int = 0
@@ -74,7 +74,7 @@ def build_config(req: EstimateRequest) -> ServingConfig:
     if req.limit_images is not None and req.limit_images < 0:
         raise RequestError(f"--limit-images must be >= 0 (got {req.limit_images})")
     model = resolve_model(req.model)
-    from planner.engine_support import require_supported
+    from planner.catalog.engine_support import require_supported
 
     require_supported(model)
     gpu = resolve_gpu(req.gpu)
@@ -147,7 +147,7 @@ def run_estimate(req: EstimateRequest) -> Estimate:
         if req.context > ceiling:
             raise RequestError(f"--context {req.context:,} exceeds the max_model_len {ceiling:,} of the configuration")
     cal = load_calibration_file(req.calibration) if req.calibration else None
-    from planner.request import parse_slos
+    from planner.spec.slo import parse_slos
 
     slos = parse_slos(req.slo)
     _positive("--requests", req.requests)

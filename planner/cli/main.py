@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from planner.cli_common import ForceOpt, OneLineErrorsGroup, check_out_folder, stage_outputs
-from planner.cli_common import fail as _fail
-from planner.cli_common import print_json as _print_json
-from planner.cli_common import run_or_exit as _run
+from planner.cli.common import ForceOpt, OneLineErrorsGroup, check_out_folder, stage_outputs
+from planner.cli.common import fail as _fail
+from planner.cli.common import print_json as _print_json
+from planner.cli.common import run_or_exit as _run
 
 app = typer.Typer(
     cls=OneLineErrorsGroup,
@@ -62,8 +62,8 @@ def estimate(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Memory and latency of one configuration (exit 3 when it does not fit)."""
-    from planner import report
-    from planner.estimate_request import EstimateRequest, run_estimate
+    from planner.app import report
+    from planner.app.estimate_request import EstimateRequest, run_estimate
 
     req = EstimateRequest(
         model=model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv_cache_dtype,
@@ -123,8 +123,8 @@ def solve(
         check_out_folder(out)
         if (out / "plan.yaml").exists() and not force:
             _fail(f"--out {out} already holds {out / 'plan.yaml'}; pass --force to replace it")
-    from planner import report
-    from planner.solve_request import SolveInput, build_request_models, to_plan
+    from planner.app import report
+    from planner.app.solve_request import SolveInput, build_request_models, to_plan
     from planner.solver import solve as run_solve
 
     inp = SolveInput(model=model, scenario=scenario, workload=workload, verify=simulate, slo=slo, budget=budget,
@@ -158,7 +158,7 @@ def _plan_of(to_plan: Any, *args: Any) -> Any:
     line, not a traceback."""
     from pydantic import ValidationError
 
-    from planner.errors import RequestError
+    from planner.core.errors import RequestError
 
     try:
         return to_plan(*args)
@@ -205,7 +205,7 @@ def emit(
 @catalog_app.command("gpus")
 def catalog_gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """GPUs with memory, bandwidth, throughput and price."""
-    from planner import report
+    from planner.app import report
 
     report.print_gpus(as_json)
 
@@ -213,15 +213,15 @@ def catalog_gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 @catalog_app.command("models")
 def catalog_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Models with parameters, KV bytes per token and visual-token rule."""
-    from planner import report
+    from planner.app import report
 
     report.print_models(as_json)
 
 
-from planner.cli_whatif import register as _register_whatif  # noqa: E402  (needs `app` defined above)
+from planner.cli.whatif import register as _register_whatif  # noqa: E402  (needs `app` defined above)
 
 _register_whatif(app)
-from planner.cli_calibrate import register as _register_calibrate  # noqa: E402
+from planner.cli.calibrate import register as _register_calibrate  # noqa: E402
 
 _register_calibrate(app)
 

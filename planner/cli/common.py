@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 import typer.core
 
-from planner.errors import PlannerError
+from planner.core.errors import PlannerError
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ def _check_value(flag: str, value: Any) -> None:
     """Any float must be finite, any int within MAX_CLI_INT, any text within MAX_CLI_TEXT characters."""
     import math
 
-    from planner.inputs import clip
+    from planner.core.inputs import clip
 
     if isinstance(value, (list, tuple)):
         for v in value:
@@ -143,7 +143,7 @@ class OneLineErrorsGroup(typer.core.TyperGroup):
         except Exception as exc:  # a bug: still one line, unless asked for the traceback
             if os.environ.get("VLMPLAN_TRACEBACK"):
                 raise
-            from planner.inputs import clip
+            from planner.core.inputs import clip
 
             typer.echo(f"error: internal error ({type(exc).__name__}: {clip(one_line(str(exc)), 200)}); please "
                        "report it (VLMPLAN_TRACEBACK=1 shows the traceback)", err=True)
@@ -162,7 +162,7 @@ def check_out_folder(out: Path, flag: str = "--out") -> None:
     """``out`` may be created or is a folder we can write to; else one error line."""
     import os
 
-    from planner.inputs import clip
+    from planner.core.inputs import clip
 
     shown = clip(out, 120)
     if out.exists() and not out.is_dir():
@@ -180,7 +180,7 @@ def check_out_folder(out: Path, flag: str = "--out") -> None:
 
 def check_out_file(out: Path, force: bool, flag: str = "--out") -> None:
     """``out`` is a file we may write: not a folder, in a writable folder, not existing unless ``force``."""
-    from planner.inputs import clip
+    from planner.core.inputs import clip
 
     shown = clip(out, 120)
     if out.is_dir():

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from planner.catalog.schema import EngineSpec, GpuSpec, KvCacheDtype, ModelSpec, Precision
-from planner.errors import RequestError, UnsupportedError
+from planner.core.errors import RequestError, UnsupportedError
 
 EncoderTpMode = Literal["weights", "data"]
 
@@ -73,7 +73,7 @@ def check(cfg: ServingConfig) -> None:
     gpu = cfg.gpu
     if cfg.tp < 1 or cfg.pp < 1:
         raise RequestError(f"tp and pp must be >= 1 (got tp={cfg.tp}, pp={cfg.pp})")
-    from planner.engine_support import tp_problem
+    from planner.catalog.engine_support import tp_problem
 
     problem = tp_problem(cfg.model, cfg.tp)
     if problem:  # vLLM would refuse to start: heads, KV heads and MLP width must split over tp

@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from planner.errors import RequestError
+from planner.core.errors import RequestError
 
 MAX_COUNT = 1 << 30
 """Largest token or image count a workload may give (far above any model's context)."""
@@ -437,7 +437,7 @@ def _trace(data: dict[str, Any], base_dir: Path | None) -> list[float]:
         path = Path(data["trace_file"])
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        from planner.inputs import read_text
+        from planner.core.inputs import read_text
 
         lines = read_text(path, "trace_file").splitlines()
         raw = [line.split(",")[0] for line in lines if line.strip() and not line.startswith("#")]
@@ -456,7 +456,7 @@ def _trace(data: dict[str, Any], base_dir: Path | None) -> list[float]:
 
 def load_workload(path: str | Path) -> Workload:
     """Read a YAML workload file (see the module docstring); a preset name is accepted too."""
-    from planner.inputs import clip, load_yaml_file
+    from planner.core.inputs import clip, load_yaml_file
 
     p = Path(path)
     if str(path) in PRESETS and not p.exists():

@@ -1,4 +1,4 @@
-"""Fast step times of one engine step, derived from the per-op roofline in ``planner.speed``.
+"""Fast step times of one engine step, derived from the per-op roofline in ``planner.perf.speed``.
 
 The simulator and the solver ask for thousands of step times; calling
 ``speed.decode_step`` / ``speed.prefill_step`` for each (tens of microseconds)
@@ -35,10 +35,8 @@ from functools import lru_cache
 import numpy as np
 
 from planner.catalog.schema import Calibration, PrecisionTable
-from planner.deployment import ServingConfig
-from planner.memory import kv_heads_per_gpu
-from planner.modeldesc import full_attention_layers
-from planner.speed import (
+from planner.perf.memory import kv_heads_per_gpu
+from planner.perf.speed import (
     ACT,
     Roofline,
     attention_prefill_tiles,
@@ -50,6 +48,8 @@ from planner.speed import (
     vision_call_host_ms,
     vision_encode,
 )
+from planner.spec.config import ServingConfig
+from planner.spec.modeldesc import full_attention_layers
 
 _NOT_LINEAR = ("attention", "attention_sliding", "cross_attention", "lm_head")
 """Ops of ``speed.decode_step`` that do not scale with the step's tokens alone."""
@@ -120,7 +120,7 @@ class StepCost:
         self.cross_layers = len(d.cross_attention_layers)
         self.cross_states = 0
         if self.cross_layers and cfg.model.visual_tokens is not None:
-            from planner.vision_tokens import max_image_tokens
+            from planner.catalog.vision_tokens import max_image_tokens
 
             item = max_image_tokens(cfg.model.visual_tokens, cfg.mm_processor_options)
             self.cross_states = item.cross_attention_tokens

@@ -25,7 +25,7 @@
       objective: cost
       prices: {RTX-4090: 0.6}
 
-The workload mapping is the YAML workload format of ``planner.workload``;
+The workload mapping is the YAML workload format of ``planner.spec.workload``;
 relative file names resolve against the scenario's folder.
 
 A *fleet* (``vlmplan solve --scenario``) lists several workloads sharing the
@@ -54,8 +54,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from planner.errors import RequestError
-from planner.workload import PRESETS, Workload, load_workload, workload_from_dict
+from planner.core.errors import RequestError
+from planner.spec.workload import PRESETS, Workload, load_workload, workload_from_dict
 
 MAX_TOKENS = 1 << 30
 """Largest token count any input takes (far above any model's context)."""
@@ -256,7 +256,7 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None, source: str = "s
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
-    from planner.inputs import load_yaml_file
+    from planner.core.inputs import load_yaml_file
 
     return load_yaml_file(path, what)
 

@@ -7,17 +7,17 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
+from planner.catalog.engine_support import require_supported
 from planner.catalog.loader import calibration_status, load_gpus
 from planner.catalog.schema import GpuSpec, KvCacheDtype, Precision
-from planner.engine_support import require_supported
-from planner.errors import RequestError
-from planner.estimate import Percentiles
+from planner.core.errors import RequestError
+from planner.core.stats import Percentiles
+from planner.core.units import GIB
 from planner.plan import DeploymentPlan, ImageSpec, PercentilesMs, Plan, Predicted, PredictedMemory, Simulated
-from planner.request import Budget, Slo, parse_budget, parse_slos
-from planner.resolve import parse_prices, resolve_model
 from planner.solver import Candidate, Objective, Solution, SolveRequest, default_gpus
-from planner.units import GIB
-from planner.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
+from planner.spec.lookup import parse_prices, resolve_model
+from planner.spec.slo import Budget, Slo, parse_budget, parse_slos
+from planner.spec.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_RATE_PER_S = 5.0
@@ -30,7 +30,7 @@ class SolveInput(BaseModel):
     model: str | None = None
     """None: the scenario's model, else ``DEFAULT_MODEL``."""
     scenario: Path | None = None
-    """Scenario file (planner.scenario format; ``workloads`` for a fleet). Flags override its keys."""
+    """Scenario file (planner.app.scenario format; ``workloads`` for a fleet). Flags override its keys."""
     workload: str | None = None
     """Workload file or preset (one workload); --rate / --concurrency override its arrivals."""
     verify: bool = True
@@ -250,7 +250,7 @@ def _max_model_len_choice(text: str | None) -> int | Literal["workload", "model"
 
 def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[str, str]]:
     """A scenario file's workloads (one, or a fleet) sharing one budget; flags override the file's keys."""
-    from planner.scenario import load_scenario
+    from planner.app.scenario import load_scenario
 
     assert inp.scenario is not None
     flags = [f for f, v in (("--rate", inp.rate), ("--concurrency", inp.concurrency),

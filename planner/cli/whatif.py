@@ -1,6 +1,6 @@
 """`vlmplan whatif` and `vlmplan compare` (registered on the main app by ``register``).
 
-Parse, call ``planner.whatif`` / ``planner.compare`` / ``planner.plots``, print. No decisions here.
+Parse, call ``planner.app.whatif`` / ``planner.app.compare`` / ``planner.app.plots``, print. No decisions here.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from planner.cli_common import ForceOpt, check_out_file, check_out_folder, stage_outputs
-from planner.cli_common import fail as _fail
-from planner.cli_common import run_or_exit as _run
-from planner.errors import RequestError
+from planner.cli.common import ForceOpt, check_out_file, check_out_folder, stage_outputs
+from planner.cli.common import fail as _fail
+from planner.cli.common import run_or_exit as _run
+from planner.core.errors import RequestError
 
 T = TypeVar("T")
 PROGRESS_MIN_POINTS = 50
@@ -38,10 +38,10 @@ def _json_safe(obj: Any) -> Any:
 
 
 def default_workload_mapping() -> dict[str, Any]:
-    """The embedded default every command uses (planner.workload.DEFAULT_WORKLOAD at Poisson DEFAULT_RATE_PER_S),
+    """The embedded default every command uses (planner.spec.workload.DEFAULT_WORKLOAD at Poisson DEFAULT_RATE_PER_S),
     as a scenario's workload mapping."""
-    from planner.solve_request import DEFAULT_RATE_PER_S
-    from planner.workload import DEFAULT_WORKLOAD
+    from planner.app.solve_request import DEFAULT_RATE_PER_S
+    from planner.spec.workload import DEFAULT_WORKLOAD
 
     return {"name": "default", "prompt_tokens": DEFAULT_WORKLOAD.prompt_tokens,
             "output_tokens": DEFAULT_WORKLOAD.output_tokens,
@@ -61,8 +61,8 @@ def build_scenario(scenario_file: Path | None, fixed: bool, *, model: str | None
     Fixed mode: --gpu/--precision/... set the configuration (created on --gpu, default H100, when the file has
     none). Solver mode: --gpu and --precision restrict the solver's search like --gpus / --precisions.
     """
-    from planner.resolve import DEFAULT_GPU, DEFAULT_MODEL
-    from planner.scenario import FixedConfig, Scenario, SearchSpace, load_scenario, parse_tokens
+    from planner.app.scenario import FixedConfig, Scenario, SearchSpace, load_scenario, parse_tokens
+    from planner.spec.lookup import DEFAULT_GPU, DEFAULT_MODEL
 
     if scenario_file is not None:
         sc = load_scenario(scenario_file)
@@ -124,7 +124,7 @@ def _validate(cls: Any, data: dict[str, Any], where: str) -> Any:
 
 def _workload_overrides(prompt_tokens: int | None, output_tokens: int | None, image: list[str] | None,
                         no_image: bool, rate: float | None, concurrency: int | None) -> dict[str, Any]:
-    from planner.workload import ImageSize, parse_image_size
+    from planner.spec.workload import ImageSize, parse_image_size
 
     images = None
     if no_image and image:
@@ -167,7 +167,7 @@ def print_sweep(result: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from planner.whatif import COLUMN
+    from planner.app.whatif import COLUMN
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     rows = result.rows
@@ -207,7 +207,7 @@ def print_sweep(result: Any) -> None:
 def write_csv(rows: list[dict[str, Any]], path: Path, force: bool = False) -> None:
     import io
 
-    from planner.cli_common import write_file
+    from planner.cli.common import write_file
 
     keys = list(dict.fromkeys(k for r in rows for k in r))
     fh = io.StringIO(newline="")
@@ -287,14 +287,14 @@ def register(app: typer.Typer) -> None:
         force: ForceOpt = False,
     ) -> None:
         """What if: sweep GPUs, precisions, rates, image sizes, context caps, ... over a base scenario."""
-        from planner.whatif import parse_varies, sweep
-        from planner.whatif import points as all_points
+        from planner.app.whatif import parse_varies, sweep
+        from planner.app.whatif import points as all_points
 
         if plot is not None:
-            from planner.plots import require_matplotlib
+            from planner.app.plots import require_matplotlib
 
             _run(require_matplotlib)
-        from planner.whatif import MAX_POINTS
+        from planner.app.whatif import MAX_POINTS
 
         if not 1 <= points <= MAX_POINTS:
             _fail(f"--points must be between 1 and {MAX_POINTS:,} (got {points:,})")
@@ -315,7 +315,7 @@ def register(app: typer.Typer) -> None:
                              load="simulate" if simulate else "analytic"), total, quiet=False))
         files: list[Path] = []
         if plot is not None:
-            from planner.plots import render_all
+            from planner.app.plots import render_all
 
             files = stage_outputs(plot, force, lambda folder: render_all(result, folder), "--plot")
         if csv_file is not None:
@@ -339,7 +339,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
     ) -> None:
         """Two scenarios or plans side by side, differences highlighted."""
-        from planner.compare import compare_files, print_comparison
+        from planner.app.compare import compare_files, print_comparison
 
         cmp = _run(lambda: compare_files(a, b, fixed=False if solve else None))
         if as_json:

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError
 
 from planner.catalog.loader import catalog_root, format_validation_error, read_yaml
 from planner.catalog.schema import ModelSpec, Strict
-from planner.errors import CatalogError, UnsupportedError
+from planner.core.errors import CatalogError, UnsupportedError
 
 
 class EngineRow(Strict):

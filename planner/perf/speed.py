@@ -42,9 +42,10 @@ from typing import Any
 import numpy as np
 
 from planner.catalog.schema import Calibration, GpuSpec, PrecisionTable, VisionSpec
-from planner.deployment import ServingConfig
-from planner.memory import kv_heads_per_gpu
-from planner.modeldesc import decoder_layers, full_attention_layers
+from planner.perf.memory import kv_heads_per_gpu
+from planner.spec.config import ServingConfig
+from planner.spec.modeldesc import decoder_layers, full_attention_layers
+from planner.spec.shape import RequestShape
 
 ACT = 2  # bytes of a 16-bit activation
 
@@ -588,7 +589,7 @@ def decode_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, ba
         ops.append(rf.attention_decode("attention_sliding", batch, window, heads, kv_heads, d.head_dim, kv_b,
                                        d.num_sliding_window_layers))
     if d.cross_attention_layers and cfg.model.visual_tokens is not None:
-        from planner.vision_tokens import max_image_tokens
+        from planner.catalog.vision_tokens import max_image_tokens
 
         states = max_image_tokens(cfg.model.visual_tokens, cfg.mm_processor_options).cross_attention_tokens
         ops.append(rf.attention_decode("cross_attention", batch, states, heads, kv_heads, d.head_dim, kv_b,
@@ -725,3 +726,9 @@ def vision_call_host_ms(cal: Calibration, images: int) -> float:
 def engine_overhead_ms(cal: Calibration, running_seqs: int) -> float:
     """CPU time per engine step (scheduling, input prep, sampling, detokenising)."""
     return cal.value("engine_step_overhead_ms") + cal.value("engine_per_seq_overhead_ms") * running_seqs
+
+
+def shape_frontend_ms(cal: Calibration, shape: RequestShape) -> float:
+    """The request's time outside the engine: its fixed path and the API server's image work
+    (``speed.frontend_ms``)."""
+    return frontend_ms(cal, shape.input_megapixels, shape.processed_megapixels, shape.images)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.errors import RequestError
-from planner.scenario import read_yaml_file, scenario_from_dict
+from planner.app.scenario import read_yaml_file, scenario_from_dict
+from planner.core.errors import RequestError
 
 INPUT_KEYS = ("model", "mode", "workload", "prompt_tokens", "visual_tokens", "image", "output_tokens", "arrival",
               "rate_per_s", "concurrency", "slo", "budget")
@@ -53,7 +53,7 @@ class DiffRow:
 
 
 def _scenario_side(path: Path, data: dict[str, Any], fixed: bool | None) -> Side:
-    from planner.whatif import evaluate_scenario
+    from planner.app.whatif import evaluate_scenario
 
     sc = scenario_from_dict(data, path.parent, str(path))
     row = evaluate_scenario(sc, fixed)

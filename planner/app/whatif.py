@@ -33,12 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
+from planner.app.scenario import Scenario, parse_tokens
 from planner.catalog.schema import KvCacheDtype, Precision
-from planner.errors import PlannerError, RequestError, UnsupportedError
-from planner.request import Slo, parse_budget, parse_slos
-from planner.scenario import Scenario, parse_tokens
-from planner.units import GIB
-from planner.workload import ImageSize, Workload, parse_image_size
+from planner.core.errors import PlannerError, RequestError, UnsupportedError
+from planner.core.units import GIB
+from planner.spec.slo import Slo, parse_budget, parse_slos
+from planner.spec.workload import ImageSize, Workload, parse_image_size
 
 DEFAULT_POINTS = 10
 MAX_POINTS = 100_000
@@ -303,13 +303,13 @@ def apply_workload_overrides(wl: Workload, overrides: dict[str, Any]) -> Workloa
 
 
 def _base(scenario: Scenario, fixed: bool, overrides: dict[str, Any] | None = None) -> Base:
-    from planner.resolve import parse_prices, resolve_model
+    from planner.spec.lookup import parse_prices, resolve_model
 
     if fixed and scenario.config is None:
         raise RequestError(f"scenario '{scenario.name}' has no 'config' block: --fixed needs a configuration "
                            "(gpu, precision, ...) or --gpu")
     model = resolve_model(scenario.model)
-    from planner.engine_support import require_supported
+    from planner.catalog.engine_support import require_supported
 
     require_supported(model)
     if fixed and scenario.config is not None:
@@ -573,10 +573,10 @@ class FixedEvaluator:
         return key, entry
 
     def _build(self, key: tuple) -> _ConfigEntry:
-        from planner.deployment import ServingConfig, resolve
         from planner.load.analytic import build_step_cost
-        from planner.memory import memory_breakdown
-        from planner.resolve import resolve_gpu
+        from planner.perf.memory import memory_breakdown
+        from planner.spec.config import ServingConfig, resolve
+        from planner.spec.lookup import resolve_gpu
 
         gpu_name, tp, pp, precision, kv, max_len, seqs = key
         c = self.base.scenario.config
@@ -595,7 +595,7 @@ class FixedEvaluator:
         return _ConfigEntry(cfg=cfg, mem=mem, cost=cost)
 
     def _shape(self, cfg: Any, wl: Workload) -> Any:
-        from planner.estimate import request_shape
+        from planner.spec.shape import request_shape
 
         key = (id(cfg.model), tuple(sorted((k, repr(v)) for k, v in cfg.mm_processor_options.items())),
                tuple((i.width, i.height) for i in wl.images), wl.prompt_tokens, wl.output_tokens,
@@ -675,7 +675,7 @@ class FixedEvaluator:
 def _simulate(entry: _ConfigEntry, wl: Workload, arrival: str, rate: float | None, conc: int | None,
               max_requests_per_s: float) -> Any:
     """A LoadPrediction from the discrete-event simulator (percentiles of the measured requests)."""
-    from planner.estimate import Percentiles
+    from planner.core.stats import Percentiles
     from planner.load.analytic import LoadPrediction
     from planner.load.simulator import build_requests, percentiles, simulate
 

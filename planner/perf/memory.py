@@ -21,14 +21,14 @@ import math
 from dataclasses import dataclass
 
 from planner.catalog.schema import EngineSpec, PrecisionTable
-from planner.deployment import ServingConfig
-from planner.modeldesc import (
+from planner.catalog.vision_tokens import max_image_tokens
+from planner.core.units import GIB
+from planner.spec.config import ServingConfig
+from planner.spec.modeldesc import (
     decoder_layers,
     full_attention_layers,
     param_counts,
 )
-from planner.units import GIB
-from planner.vision_tokens import max_image_tokens
 
 ACT_BYTES = 2  # activations stay 16-bit between kernels, whatever the weight precision
 

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from planner.errors import RequestError
-from planner.whatif import COLUMN, UNITS, SweepResult, point_label
+from planner.app.whatif import COLUMN, UNITS, SweepResult, point_label
+from planner.core.errors import RequestError
 
 FIGSIZE = (10.0, 6.0)
 DPI = 100

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from planner.errors import RequestError
+from planner.core.errors import RequestError
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 """Largest input file read (a trace of a million arrivals fits easily)."""

@@ -93,7 +93,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.catalog.schema import VisualTokenRule
-from planner.errors import CatalogError, RequestError
+from planner.core.errors import CatalogError, RequestError
 
 __all__ = ["ImageTokens", "image_tokens", "max_image_tokens", "RULE_DEFAULTS"]
 

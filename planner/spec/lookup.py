@@ -9,7 +9,7 @@ from typing import Any
 
 from planner.catalog.loader import load_gpus, load_models
 from planner.catalog.schema import GpuSpec, ModelSpec, Price
-from planner.errors import RequestError
+from planner.core.errors import RequestError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_GPU = "H100-SXM-80GB"
@@ -19,7 +19,7 @@ MAX_PRICE_USD_PER_HOUR = 100_000.0
 def resolve_model(name_or_path: str) -> ModelSpec:
     """A catalog id (case-insensitive, with or without the org) or a local
     config.json / folder holding one."""
-    from planner.inputs import clip
+    from planner.core.inputs import clip
 
     if len(name_or_path) > 1024 or "\x00" in name_or_path:
         raise RequestError(f"model '{clip(name_or_path)}' is not a catalog id or a path ({len(name_or_path):,} "
@@ -53,7 +53,7 @@ def parse_prices(items: list[str] | None, prices_file: Path | None = None) -> di
     {canonical GPU name: USD per GPU-hour}. Later entries win."""
     raw: list[tuple[str, Any]] = []
     if prices_file is not None:
-        from planner.inputs import load_json_file, load_yaml_file
+        from planner.core.inputs import load_json_file, load_yaml_file
 
         data = (load_yaml_file(prices_file, "prices file") if prices_file.suffix in (".yaml", ".yml")
                 else load_json_file(prices_file, "prices file"))

@@ -65,14 +65,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_precisions
 from planner.catalog.schema import GpuSpec, KvCacheDtype, ModelSpec, Precision
-from planner.deployment import ServingConfig, resolve
-from planner.errors import PlannerError, RequestError
-from planner.estimate import Percentiles, RequestShape, request_shape
+from planner.catalog.vision_tokens import image_tokens
+from planner.core.errors import PlannerError, RequestError
+from planner.core.stats import Percentiles
 from planner.load.analytic import MAX_LOAD, LoadPrediction, build_step_cost, meets_slos, predict
-from planner.memory import MemoryBreakdown, memory_breakdown
-from planner.request import Budget, Slo
-from planner.vision_tokens import image_tokens
-from planner.workload import Workload
+from planner.perf.memory import MemoryBreakdown, memory_breakdown
+from planner.spec.config import ServingConfig, resolve
+from planner.spec.shape import RequestShape, request_shape
+from planner.spec.slo import Budget, Slo
+from planner.spec.workload import Workload
 
 if TYPE_CHECKING:
     from planner.load.simulator import SimResult
@@ -407,7 +408,7 @@ class _Config:
 
 
 def _parallel_choices(model: ModelSpec, gpu: GpuSpec) -> list[tuple[int, int]]:
-    from planner.engine_support import tp_problem
+    from planner.catalog.engine_support import tp_problem
 
     # TP sizes vLLM can start the model at (heads, KV heads and MLP width divide as it requires).
     tps = [t for t in TP_CHOICES if t <= gpu.gpus_per_node and tp_problem(model, t) is None]
@@ -841,8 +842,8 @@ def _optimise(space: _Space) -> tuple[str, list[Candidate], list[Candidate]]:
 
 def _simulate(space: _Space, c: Candidate) -> SimCheck:
     """One replica of ``c`` at its share of the workload, through the discrete-event simulator."""
-    from planner.load.estimate_load import meets as sim_meets
-    from planner.load.estimate_load import to_percentiles
+    from planner.load.run import meets as sim_meets
+    from planner.load.run import to_percentiles
     from planner.load.simulator import build_requests, percentiles, simulate
 
     req = space.req
@@ -924,7 +925,7 @@ def solve(req: SolveRequest) -> Solution:
     t0 = time.perf_counter()
     names = [w.name for w in req.workloads]
     if len(set(names)) != len(names):
-        from planner.errors import RequestError
+        from planner.core.errors import RequestError
 
         dup = sorted({n for n in names if names.count(n) > 1})
         raise RequestError(f"workload names must be unique (got '{dup[0]}' twice)")
@@ -1201,7 +1202,7 @@ def explain_infeasible(req: SolveRequest, screens: dict[str, Screening], kept: l
 def _cheapest_anywhere(req: SolveRequest) -> Solution | None:
     """The cheapest plan on any catalog GPU with no budget (prices as the request has them): the relaxation across
     budgets and GPU types when the budget binds."""
-    from planner.request import Budget
+    from planner.spec.slo import Budget
 
     given = {g.name for g in req.gpus}
     gpus = [g for g in default_gpus() if g.name not in given] + list(req.gpus)
@@ -1210,7 +1211,7 @@ def _cheapest_anywhere(req: SolveRequest) -> Solution | None:
 
 
 def default_gpus(prices: dict[str, float] | None = None) -> list[GpuSpec]:
-    from planner.resolve import with_price
+    from planner.spec.lookup import with_price
 
     out = []
     for g in load_gpus():

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.catalog.loader import load_gpus, load_models
+from planner.core.units import GIB
 from planner.estimate import Estimate
-from planner.modeldesc import full_attention_layers, param_counts
-from planner.units import GIB
+from planner.spec.modeldesc import full_attention_layers, param_counts
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from planner.catalog.loader import load_gpus
-from planner.errors import RequestError
+from planner.core.errors import RequestError
 
 Metric = Literal["ttft", "tpot", "e2e"]
 Stat = Literal["mean", "p50", "p90", "p95", "p99"]
