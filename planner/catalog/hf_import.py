@@ -21,25 +21,16 @@ from typing import Any
 
 from planner.catalog.families.family import Family
 from planner.catalog.families.reader import Cfg, Reader, first_error
-from planner.catalog.families.registry import (
-    SUPPORTED_HINT,
-    SUPPORTED_MODEL_TYPES,
-    TEXT_MODEL_TYPES,
-    VLM_MODEL_TYPES,
-    family_of,
-)
+from planner.catalog.families.registry import SUPPORTED_HINT, SUPPORTED_MODEL_TYPES, family_of
 from planner.catalog.families.text import check_required, decoder
 from planner.catalog.quantization import QuantizationInfo, quantization_of
 from planner.catalog.schema import ModelSpec, Source
 from planner.core.errors import CatalogError
 
 __all__ = [
-    "SUPPORTED_MODEL_TYPES", "TEXT_MODEL_TYPES", "VLM_MODEL_TYPES", "QuantizationInfo",
-    "load_model_from_path", "read_quantization", "detect_checkpoint_precision",
+    "SUPPORTED_MODEL_TYPES", "QuantizationInfo", "load_model_from_path", "read_quantization",
+    "detect_checkpoint_precision",
 ]  # fmt: skip
-
-_SUPPORTED = SUPPORTED_HINT
-"""Ends every error that refuses a config file, so the user sees what would be read."""
 
 # --------------------------------------------------------------------------- file reading
 
@@ -50,7 +41,7 @@ def _config_file(path: Path) -> Path:
     if not file.is_file():
         raise CatalogError(
             f"{file}: no such config file (pass a Hugging Face config.json or a folder holding one; "
-            f"supported model_type values: {_SUPPORTED})"
+            f"supported model_type values: {SUPPORTED_HINT})"
         )
     return file
 
@@ -77,16 +68,17 @@ def _check_sizes(file: Path, data: Any, where: str = "") -> None:
 
 
 def _read_json(file: Path) -> Cfg:
+    """A JSON object from ``file``; NaN is let through so that _check_sizes can name the key that holds it."""
     from planner.core.errors import RequestError
     from planner.core.inputs import parse_json, read_text
 
     try:
         data = parse_json(read_text(file, "model config"), f"model config {file}", allow_nan=True)
     except RequestError as exc:
-        raise CatalogError(f"{exc}; supported model_type values: {_SUPPORTED}") from None
+        raise CatalogError(f"{exc}; supported model_type values: {SUPPORTED_HINT}") from None
     if not isinstance(data, dict):
         raise CatalogError(
-            f"{file}: expected a JSON object, got {type(data).__name__}; supported model_type values: {_SUPPORTED}"
+            f"{file}: expected a JSON object, got {type(data).__name__}; supported model_type values: {SUPPORTED_HINT}"
         )
     return data
 
@@ -124,11 +116,13 @@ def _family(cfg: Cfg, file: Path) -> tuple[str, Family]:
     model_type = cfg.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise CatalogError(
-            f"{file}: config lacks required key(s) model_type; supported model_type values: {_SUPPORTED}"
+            f"{file}: config lacks required key(s) model_type; supported model_type values: {SUPPORTED_HINT}"
         )
     family = family_of(model_type)
     if family is None:
-        raise CatalogError(f"{file}: unsupported model_type '{model_type}'; supported model_type values: {_SUPPORTED}")
+        raise CatalogError(
+            f"{file}: unsupported model_type '{model_type}'; supported model_type values: {SUPPORTED_HINT}"
+        )
     return model_type, family
 
 
@@ -146,7 +140,7 @@ def load_model_from_path(path: Path) -> ModelSpec:
     path = Path(path)
     file = _config_file(path)
     cfg = _read_json(file)
-    r = Reader(file, pp_file=file.parent / "preprocessor_config.json", hint=_SUPPORTED)
+    r = Reader(file, pp_file=file.parent / "preprocessor_config.json", hint=SUPPORTED_HINT)
     model_type, family = _family(cfg, file)
     text = family.text_part(cfg, model_type, r)
     check_required(text, model_type, r)

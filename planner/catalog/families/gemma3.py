@@ -98,26 +98,15 @@ def _count(p: Params, width: int, height: int) -> ImageTokens:
     return ImageTokens.tiled(llm, images, grid * grid, p["image_size"], p["image_size"])
 
 
-FAMILY = Family(
-    "Gemma 3",
-    {"gemma3": "Gemma3ForConditionalGeneration"},
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule(
-            "gemma3",
-            {
-                "image_size": 896,
-                "patch_size": 14,
-                "tokens_per_image": 256,
-                "do_pan_and_scan": False,
-                "pan_and_scan_min_crop_size": 256,
-                "pan_and_scan_max_num_crops": 4,
-                "pan_and_scan_min_ratio_to_activate": 1.2,
-            },
-            _count,
-            # vLLM Gemma3ProcessingInfo.get_image_size_with_most_features: image_size x image_size*max_crops.
-            lambda p: (p["image_size"], p["image_size"] * p["pan_and_scan_max_num_crops"]),
-        ),
-    ),
-)
+_DEFAULTS = {"image_size": 896, "patch_size": 14, "tokens_per_image": 256, "do_pan_and_scan": False,
+             "pan_and_scan_min_crop_size": 256, "pan_and_scan_max_num_crops": 4,
+             "pan_and_scan_min_ratio_to_activate": 1.2}
+
+def _max_size(p: Params) -> tuple[int, int]:
+    """vLLM ``Gemma3ProcessingInfo.get_image_size_with_most_features``: image_size x image_size*max_crops."""
+    return p["image_size"], p["image_size"] * p["pan_and_scan_max_num_crops"]
+
+
+_RULE = TokenRule("gemma3", _DEFAULTS, _count, _max_size)
+
+FAMILY = Family("Gemma 3", {"gemma3": "Gemma3ForConditionalGeneration"}, _text_part, _vision, rules=(_RULE,))

@@ -106,22 +106,13 @@ def _count(p: Params, width: int, height: int) -> ImageTokens:
     return ImageTokens.tiled(llm, tiles, per_tile, rw, rh)
 
 
-FAMILY = Family(
-    "Idefics3 / SmolVLM",
-    {"idefics3": "Idefics3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration"},
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule(
-            "idefics3",
-            {"tile_size": 364, "longest_edge": 1456, "tokens_per_tile": 169, "patch_size": 14,
-             "do_image_splitting": True},
-            _count,
-            lambda p: (p["tile_size"], p["tile_size"]),  # dummy image: max_image_size square
-            {
-                "size": size_edges({"longest_edge": "longest_edge"}),
-                "max_image_size": size_edges({"longest_edge": "tile_size"}),
-            },
-        ),
-    ),
-)
+_DEFAULTS = {"tile_size": 364, "longest_edge": 1456, "tokens_per_tile": 169, "patch_size": 14,
+             "do_image_splitting": True}
+_ALIASES = {"size": size_edges({"longest_edge": "longest_edge"}),
+            "max_image_size": size_edges({"longest_edge": "tile_size"})}
+# vLLM's dummy image: a max_image_size square.
+_RULE = TokenRule("idefics3", _DEFAULTS, _count, lambda p: (p["tile_size"], p["tile_size"]), _ALIASES)
+
+FAMILY = Family("Idefics3 / SmolVLM", {
+    "idefics3": "Idefics3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration",
+}, _text_part, _vision, rules=(_RULE,))  # fmt: skip

@@ -146,27 +146,10 @@ def _max_size(p: Params) -> tuple[int, int]:
     return best_size
 
 
-FAMILY = Family(
-    "InternVL",
-    {"internvl": "InternVLForConditionalGeneration", "internvl_chat": "InternVLChatModel"},
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule(
-            "internvl",
-            {
-                "tile_size": 448,
-                "patch_size": 14,
-                "downsample_ratio": 0.5,
-                "min_tiles": 1,
-                "max_tiles": 12,
-                "use_thumbnail": True,
-                "dynamic_image_size": True,
-            },
-            _count,
-            _max_size,
-            {"min_dynamic_patch": rename("min_tiles"), "max_dynamic_patch": rename("max_tiles")},
-        ),
-    ),
-    remote_code=frozenset({"internvl_chat"}),
-)
+_DEFAULTS = {"tile_size": 448, "patch_size": 14, "downsample_ratio": 0.5, "min_tiles": 1, "max_tiles": 12,
+             "use_thumbnail": True, "dynamic_image_size": True}
+_RULE = TokenRule("internvl", _DEFAULTS, _count, _max_size,
+                  {"min_dynamic_patch": rename("min_tiles"), "max_dynamic_patch": rename("max_tiles")})
+
+FAMILY = Family("InternVL", {"internvl": "InternVLForConditionalGeneration", "internvl_chat": "InternVLChatModel"},
+                _text_part, _vision, rules=(_RULE,), remote_code=frozenset({"internvl_chat"}))

@@ -43,12 +43,9 @@ def _vision(cfg: Cfg, model_type: str, text_hidden: int, pp: Cfg, r: Reader) -> 
     projector = ProjectorSpec(kind="mlp", input_dim=shuffled, hidden_dim=out, output_dim=text_hidden, params=params)
     vision = vision_spec(vit_name("llama4_vision_model", vit), vit, projector)
     pr = r.pre()
-    tokens = {
-        "tile_size": pr.side(pp, "size", vit.image),
-        "patch_size": vit.patch,
-        "max_tiles": pr.req_int(pp, "max_patches", 16),
-        "pixel_shuffle_ratio": shuffle_ratio,
-    }
+    tile = pr.side(pp, "size", vit.image)
+    tokens = {"tile_size": tile, "patch_size": vit.patch, "max_tiles": pr.req_int(pp, "max_patches", 16),
+              "pixel_shuffle_ratio": shuffle_ratio}
     return vision, VisualTokenRule(rule="llama4", params=tokens)
 
 
@@ -106,19 +103,9 @@ def _count(p: Params, width: int, height: int) -> ImageTokens:
     return ImageTokens.tiled(llm, tiles, grid * grid + 1, canvas_w, canvas_h)
 
 
-FAMILY = Family(
-    "Llama 4",
-    {"llama4": "Llama4ForConditionalGeneration"},
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule(
-            "llama4",
-            {"tile_size": 336, "patch_size": 14, "max_tiles": 16, "pixel_shuffle_ratio": 0.5,
-             "resize_to_max_canvas": False},
-            _count,
-            lambda p: (p["tile_size"], p["tile_size"] * p["max_tiles"]),
-            {"max_patches": rename("max_tiles")},
-        ),
-    ),
-)
+_DEFAULTS = {"tile_size": 336, "patch_size": 14, "max_tiles": 16, "pixel_shuffle_ratio": 0.5,
+             "resize_to_max_canvas": False}
+_RULE = TokenRule("llama4", _DEFAULTS, _count, lambda p: (p["tile_size"], p["tile_size"] * p["max_tiles"]),
+                  {"max_patches": rename("max_tiles")})
+
+FAMILY = Family("Llama 4", {"llama4": "Llama4ForConditionalGeneration"}, _text_part, _vision, rules=(_RULE,))

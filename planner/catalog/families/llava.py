@@ -157,26 +157,18 @@ def _llava_next_max_size(p: Params) -> tuple[int, int]:
     return best_size
 
 
-FAMILY = Family(
-    "LLaVA",
-    {
-        "llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration",
-        "llava_onevision": "LlavaOnevisionForConditionalGeneration",
-    },
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule("llava", {"image_size": 336, "patch_size": 14}, _llava,
-                  lambda p: (p["image_size"], p["image_size"])),
-        TokenRule(
-            "llava_next", {"image_size": 336, "patch_size": 14, "grid_pinpoints": _NEXT_PINPOINTS},
-            lambda p, w, h: _anyres(p, w, h, onevision=False), _llava_next_max_size,
-        ),
-        TokenRule(
-            "llava_onevision",
-            {"image_size": 384, "patch_size": 14, "grid_pinpoints": _ONEVISION_PINPOINTS, "max_num_patches": 9},
-            lambda p, w, h: _anyres(p, w, h, onevision=True),
-            lambda p: (1153, 944),  # vLLM hard-codes ImageSize(width=1153, height=944)
-        ),
-    ),
-)  # fmt: skip
+_LLAVA_RULE = TokenRule("llava", {"image_size": 336, "patch_size": 14}, _llava,
+                        lambda p: (p["image_size"], p["image_size"]))
+_NEXT_RULE = TokenRule("llava_next", {"image_size": 336, "patch_size": 14, "grid_pinpoints": _NEXT_PINPOINTS},
+                       lambda p, w, h: _anyres(p, w, h, onevision=False), _llava_next_max_size)
+_ONEVISION_RULE = TokenRule(
+    "llava_onevision",
+    {"image_size": 384, "patch_size": 14, "grid_pinpoints": _ONEVISION_PINPOINTS, "max_num_patches": 9},
+    lambda p, w, h: _anyres(p, w, h, onevision=True),
+    lambda p: (1153, 944),  # vLLM hard-codes ImageSize(width=1153, height=944)
+)
+
+FAMILY = Family("LLaVA", {
+    "llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration",
+    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+}, _text_part, _vision, rules=(_LLAVA_RULE, _NEXT_RULE, _ONEVISION_RULE))  # fmt: skip

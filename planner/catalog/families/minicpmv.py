@@ -109,19 +109,9 @@ def _count(p: Params, width: int, height: int) -> ImageTokens:
     return ImageTokens(llm, encoder, slices + 1, 0, slice_w * cols, slice_h * rows, slices + 1)
 
 
-FAMILY = Family(
-    "MiniCPM-V",
-    {"minicpmv": "MiniCPMV"},
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule(
-            "minicpmv",
-            {"slice_size": 448, "max_slice_nums": 9, "query_num": 64, "patch_size": 14, "use_image_id": True,
-             "slice_mode": True},
-            _count,
-            lambda p: (p["slice_size"], p["slice_size"] * p["max_slice_nums"]),
-        ),
-    ),
-    remote_code=frozenset({"minicpmv"}),
-)
+_DEFAULTS = {"slice_size": 448, "max_slice_nums": 9, "query_num": 64, "patch_size": 14, "use_image_id": True,
+             "slice_mode": True}
+_RULE = TokenRule("minicpmv", _DEFAULTS, _count, lambda p: (p["slice_size"], p["slice_size"] * p["max_slice_nums"]))
+
+FAMILY = Family("MiniCPM-V", {"minicpmv": "MiniCPMV"}, _text_part, _vision, rules=(_RULE,),
+                remote_code=frozenset({"minicpmv"}))

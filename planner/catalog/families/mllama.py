@@ -85,19 +85,11 @@ def _count(p: Params, width: int, height: int) -> ImageTokens:
     )
 
 
-FAMILY = Family(
-    "Mllama",
-    {"mllama": "MllamaForConditionalGeneration"},
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule(
-            "mllama",
-            {"tile_size": 560, "patch_size": 14, "max_tiles": 4},
-            _count,
-            lambda p: (p["tile_size"], p["tile_size"] * p["max_tiles"]),  # (max_tiles x 1) arrangement
-            {"max_image_tiles": rename("max_tiles")},
-        ),
-    ),
-    vllm_supported=False,
+_RULE = TokenRule(
+    "mllama", {"tile_size": 560, "patch_size": 14, "max_tiles": 4}, _count,
+    lambda p: (p["tile_size"], p["tile_size"] * p["max_tiles"]),  # (max_tiles x 1) arrangement
+    {"max_image_tiles": rename("max_tiles")},
 )
+
+FAMILY = Family("Mllama", {"mllama": "MllamaForConditionalGeneration"}, _text_part, _vision, rules=(_RULE,),
+                vllm_supported=False)

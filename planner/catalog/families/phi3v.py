@@ -77,16 +77,8 @@ def _count(p: Params, width: int, height: int) -> ImageTokens:
     return ImageTokens.tiled(llm, items, (crop // 14) ** 2 + 1, new_w, new_h)
 
 
-FAMILY = Family(
-    "Phi-3.5-vision",
-    {"phi3_v": "Phi3VForCausalLM"},
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule(
-            "phi3v", {"crop_size": 336, "num_crops": 4}, _count,
-            lambda p: (50, 8000),  # vLLM: ImageSize(height=8000, width=50)
-        ),
-    ),
-    remote_code=frozenset({"phi3_v"}),
-)
+_RULE = TokenRule("phi3v", {"crop_size": 336, "num_crops": 4}, _count,
+                  lambda p: (50, 8000))  # vLLM: ImageSize(height=8000, width=50)
+
+FAMILY = Family("Phi-3.5-vision", {"phi3_v": "Phi3VForCausalLM"}, _text_part, _vision, rules=(_RULE,),
+                remote_code=frozenset({"phi3_v"}))

@@ -77,19 +77,11 @@ def _count(p: Params, width: int, height: int) -> ImageTokens:
     return ImageTokens.single(rows * cols + rows, (rows * merge) * (cols * merge), cols * unit, rows * unit)
 
 
-FAMILY = Family(
-    "Mistral 3",
-    {"mistral3": "Mistral3ForConditionalGeneration"},
-    _text_part,
-    _vision,
-    rules=(
-        TokenRule(
-            "pixtral",
-            {"patch_size": 16, "merge_size": 1, "max_image_size": 1024, "resize_rounding": "round"},
-            _count,
-            lambda p: (p["max_image_size"], p["max_image_size"]),
-            {"size": size_edges({"longest_edge": "max_image_size"})},
-            {"resize_rounding": ("round", "floor")},
-        ),
-    ),
+_RULE = TokenRule(
+    "pixtral", {"patch_size": 16, "merge_size": 1, "max_image_size": 1024, "resize_rounding": "round"}, _count,
+    lambda p: (p["max_image_size"], p["max_image_size"]),
+    aliases={"size": size_edges({"longest_edge": "max_image_size"})},
+    choices={"resize_rounding": ("round", "floor")},
 )
+
+FAMILY = Family("Mistral 3", {"mistral3": "Mistral3ForConditionalGeneration"}, _text_part, _vision, rules=(_RULE,))

@@ -168,25 +168,14 @@ def _max_size(p: Params) -> tuple[int, int]:
 
 
 _QWEN_ALIASES = {"size": size_edges({"shortest_edge": "min_pixels", "longest_edge": "max_pixels"})}
+# transformers Qwen2VLImageProcessor class defaults (the HF repos ship max_pixels 12845056).
+_QWEN2_RULE = TokenRule("qwen2_vl", {"patch_size": 14, "merge_size": 2, "min_pixels": 56 * 56,
+                                     "max_pixels": 28 * 28 * 1280}, _count, _max_size, _QWEN_ALIASES)
+# Qwen3-VL preprocessor_config.json: size.shortest_edge 65536, longest_edge 16777216.
+_QWEN3_RULE = TokenRule("qwen3_vl", {"patch_size": 16, "merge_size": 2, "min_pixels": 65536,
+                                     "max_pixels": 16777216}, _count, _max_size, _QWEN_ALIASES)
 
-FAMILY = Family(
-    "Qwen-VL",
-    {
-        "qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-        "qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
-    },
-    _text_part,
-    _vision,
-    rules=(
-        # transformers Qwen2VLImageProcessor class defaults (the HF repos ship max_pixels 12845056).
-        TokenRule(
-            "qwen2_vl", {"patch_size": 14, "merge_size": 2, "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280},
-            _count, _max_size, _QWEN_ALIASES,
-        ),
-        # Qwen3-VL preprocessor_config.json: size.shortest_edge 65536, longest_edge 16777216.
-        TokenRule(
-            "qwen3_vl", {"patch_size": 16, "merge_size": 2, "min_pixels": 65536, "max_pixels": 16777216},
-            _count, _max_size, _QWEN_ALIASES,
-        ),
-    ),
-)  # fmt: skip
+FAMILY = Family("Qwen-VL", {
+    "qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+}, _text_part, _vision, rules=(_QWEN2_RULE, _QWEN3_RULE))  # fmt: skip

@@ -10,7 +10,9 @@ text type here too, since several VLM families share each text type.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from planner.catalog.families.family import Family, TextPart
 from planner.catalog.families.reader import Cfg, Reader, first_error
@@ -170,41 +172,47 @@ def decoder(text: TextPart, root: Cfg, r: Reader) -> DecoderSpec:
         raise CatalogError(f"{r.file}: inconsistent text config ({first_error(exc)})") from None
 
 
+def _windowed(
+    size: int | None, layer_types: list[Any] | None, kind: str, count: Callable[[], int]
+) -> tuple[int | None, int]:
+    """(window or chunk size, layers using it): none without a size; counted from ``layer_types`` where the
+    config lists every layer's kind, else by the type's own layout rule ``count`` (read only then)."""
+    if size is None:
+        return None, 0
+    if layer_types is not None:
+        return size, sum(1 for t in layer_types if t == kind)
+    return size, count()
+
+
+def _rope_layers(tc: Cfg, layers: int, r: Reader) -> int:
+    """Llama 4 layers with RoPE, which use chunked attention (every ``no_rope_layer_interval``-th is NoPE)."""
+    interval = r.req_int(tc, "no_rope_layer_interval", 4)
+    no_rope = r.int_list(tc, "no_rope_layers", None)
+    if not no_rope:
+        no_rope = [int((i + 1) % interval != 0) for i in range(layers)]
+    # 1 = a RoPE layer, which uses chunked attention; 0 = a NoPE layer with global attention.
+    return sum(1 for v in no_rope[:layers] if v)
+
+
 def _sliding_window(tc: Cfg, ttype: str, layers: int, max_pos: int, r: Reader) -> tuple[int | None, int]:
     """(window or chunk size, number of layers that use it)."""
     layer_types = tc.get("layer_types")
     if not isinstance(layer_types, list) or len(layer_types) != layers:
         layer_types = None
     if ttype in ("gemma2", "gemma3_text"):
-        window = r.opt_int(tc, "sliding_window", 4096)
-        if window is None:
-            return None, 0
-        if layer_types is not None:
-            return window, sum(1 for t in layer_types if t == "sliding_attention")
-        pattern = 2 if ttype == "gemma2" else r.req_int(tc, "sliding_window_pattern", 6)
-        return window, sum(1 for i in range(layers) if (i + 1) % pattern)
+        def every_but_nth() -> int:
+            pattern = 2 if ttype == "gemma2" else r.req_int(tc, "sliding_window_pattern", 6)
+            return sum(1 for i in range(layers) if (i + 1) % pattern)
+
+        return _windowed(r.opt_int(tc, "sliding_window", 4096), layer_types, "sliding_attention", every_but_nth)
     if ttype == "llama4_text":
         chunk = r.opt_int(tc, "attention_chunk_size", 8192)
-        if chunk is None:
-            return None, 0
-        if layer_types is not None:
-            return chunk, sum(1 for t in layer_types if t == "chunked_attention")
-        interval = r.req_int(tc, "no_rope_layer_interval", 4)
-        no_rope = r.int_list(tc, "no_rope_layers", None)
-        if not no_rope:
-            no_rope = [int((i + 1) % interval != 0) for i in range(layers)]
-        # 1 = a RoPE layer, which uses chunked attention; 0 = a NoPE layer with global attention.
-        return chunk, sum(1 for v in no_rope[:layers] if v)
+        return _windowed(chunk, layer_types, "chunked_attention", lambda: _rope_layers(tc, layers, r))
     if ttype in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "qwen2_vl_text", "qwen2_5_vl_text"):
         if not r.flag(tc, "use_sliding_window", False):
             return None, 0
-        window = r.opt_int(tc, "sliding_window", 4096)
-        if window is None:
-            return None, 0
-        if layer_types is not None:
-            return window, sum(1 for t in layer_types if t == "sliding_attention")
-        first = r.req_int(tc, "max_window_layers", 28)
-        return window, max(0, layers - first)
+        return _windowed(r.opt_int(tc, "sliding_window", 4096), layer_types, "sliding_attention",
+                         lambda: max(0, layers - r.req_int(tc, "max_window_layers", 28)))
     if ttype in ("mistral", "mixtral", "phi3", "ministral3"):
         window = r.opt_int(tc, "sliding_window", 4096 if ttype == "mistral" else None)
         if window is not None and window < max_pos:

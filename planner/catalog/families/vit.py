@@ -74,17 +74,8 @@ def vit_name(vtype: str, v: Vit) -> str:
 
 def vision_spec(name: str, v: Vit, projector: ProjectorSpec, gated: bool = False, **kw: Any) -> VisionSpec:
     """The VisionSpec of a plain ViT and its projector."""
-    return VisionSpec(
-        encoder=name,
-        num_layers=v.layers,
-        hidden_size=v.hidden,
-        num_heads=v.heads,
-        intermediate_size=v.intermediate,
-        gated_mlp=gated,
-        patch_size=v.patch,
-        projector=projector,
-        **kw,
-    )
+    return VisionSpec(encoder=name, num_layers=v.layers, hidden_size=v.hidden, num_heads=v.heads,
+                      intermediate_size=v.intermediate, gated_mlp=gated, patch_size=v.patch, projector=projector, **kw)
 
 
 def layers_used(total: int, feature_layer: object) -> int:
