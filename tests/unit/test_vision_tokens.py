@@ -1,8 +1,8 @@
 """Tests of planner/catalog/vision_tokens.py against hand calculations from the published processor rules.
 
-Each expected value is worked out in the comment beside it, following the source file named in
-planner/catalog/vision_tokens.py's docstring for that rule (vLLM 0.33 model files, transformers 5.20 image
-processors, mistral_common, the Phi-3.5-vision / MiniCPM-V remote code).
+Each expected value is worked out in the comment beside it, following the source file named in the
+docstring of the rule's family module in planner/catalog/families/ (vLLM 0.33 model files, transformers 5.20
+image processors, mistral_common, the Phi-3.5-vision / MiniCPM-V remote code).
 """
 
 from __future__ import annotations
