@@ -239,7 +239,7 @@ VisualTokenRuleName = Literal[
 
 
 class VisualTokenRule(Strict):
-    """How an image of W x H pixels becomes LLM tokens; see planner/catalog/vision_tokens.py."""
+    """How an image of W x H pixels becomes LLM tokens; one rule per family in planner/catalog/families/."""
 
     rule: VisualTokenRuleName
     params: dict[str, Any]
