@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from planner.calibrate.serving import KV_TOKENS, METRICS, load_runs, predict_run, relative_error, run_model  # noqa: E402
+from planner.calibrate.fit.serving import KV_TOKENS, METRICS, load_runs, predict_run, relative_error, run_model  # noqa: E402
 from planner.catalog.loader import load_calibration  # noqa: E402
 
 PAST_SATURATION = ("vl1_small_r40", "vl2_page_r5", "vl2_large_r12", "text_r64", "api2vl_page_r8", "api2vl_large_r12",

@@ -5,7 +5,7 @@ import statistics
 import numpy as np
 import pytest
 
-from planner.calibrate.serving import HELD_OUT, KV_TOKENS, load_runs, predict_run, run_config, run_model
+from planner.calibrate.fit.serving import HELD_OUT, KV_TOKENS, load_runs, predict_run, run_config, run_model
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.load.simulator import fixed_requests, simulate
 from planner.perf.stepcost import StepCost
