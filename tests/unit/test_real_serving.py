@@ -1,4 +1,4 @@
-"""vlmplan against the shipped real-vLLM measurements (vLLM 0.26.0 on one H200; planner.calibrate.serving)."""
+"""vlmplan against the shipped real-vLLM measurements (vLLM 0.26.0 on one H200; planner.calibrate.fit.serving)."""
 
 import statistics
 
