@@ -19,7 +19,8 @@ from planner.core.errors import PlannerError
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="fit vlmplan speed-model constants to microbenchmarks")
+    ap = argparse.ArgumentParser(prog="python -m planner.calibrate.fit",
+                                 description="fit vlmplan speed-model constants to microbenchmarks")
     ap.add_argument("microbench", type=Path)
     ap.add_argument("--allreduce", type=Path, default=None)
     ap.add_argument("--gpu", default=None, help="catalog GPU name (default: from the file's nvidia-smi name)")
