@@ -1,1 +1,1 @@
-"""Calibration: fit the speed model to measurements (fit.py); the torch scripts run on the GPU."""
+"""Calibration: measure on a GPU machine (``device/``, torch scripts), fit the speed model here (``fit/``)."""

@@ -1,8 +1,8 @@
 """`vlmplan calibrate run` and `vlmplan calibrate fit` (registered on the main app by ``register``).
 
 ``calibrate run`` (needs the optional extra ``calibrate``, which brings torch) runs
-``planner/calibrate/microbench.py`` section by section on this machine's GPU (all-reduce too when it sees two or
-more GPUs) and ``vit_shapes.py`` / ``quant_ops.py`` (about 30 s more), then ``planner/calibrate/fit.py`` on the
+``planner/calibrate/device/microbench.py`` section by section on this machine's GPU (all-reduce too when it sees
+two or more GPUs) and ``vit_shapes.py`` / ``quant_ops.py`` (about 30 s more), then ``planner.calibrate.fit`` on the
 results, and writes a calibration YAML the planner uses with
 ``--calibration FILE`` (or, copied to ``catalogs/calibration/vllm-0.33-<gpu>.yaml``, by GPU name).
 
@@ -74,14 +74,14 @@ def _progress_sections(sections: list[str], out_dir: Path, budget_s: float | Non
     microbench sections into one dict (the extra scripts' files are left in ``out_dir`` as <name>.json)."""
     from rich.progress import Progress
 
-    microbench: Any = importlib.import_module("planner.calibrate.microbench")  # torch-only, not type-checked
+    microbench: Any = importlib.import_module("planner.calibrate.device.microbench")  # torch-only, not type-checked
 
     merged: dict[str, Any] = {}
     with Progress(transient=False) as bar:
         task = bar.add_task("microbenchmarks", total=len(sections) + len(EXTRA_SCRIPTS))
         for script in EXTRA_SCRIPTS:
             bar.update(task, description=f"{script}")
-            mod: Any = importlib.import_module(f"planner.calibrate.{script}")
+            mod: Any = importlib.import_module(f"planner.calibrate.device.{script}")
             mod.main(["--out", str(out_dir / f"{script}.json")])
             bar.advance(task)
         for name in sections:
@@ -99,94 +99,95 @@ def _progress_sections(sections: list[str], out_dir: Path, budget_s: float | Non
     return merged
 
 
+def calibrate_fit(
+    bench: Annotated[list[Path], typer.Option(
+        "--bench", help="JSON from 'vllm bench serve --save-result'; repeatable.")],
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="Model the runs served (catalog id or config.json).",
+    )] = "Qwen/Qwen2.5-VL-7B-Instruct",
+    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU the runs used.")] = "H100-SXM-80GB",
+    tp: Annotated[int, typer.Option(help="GPUs in tensor parallel.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel stages.")] = 1,
+    precision: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4.")] = "bf16",
+    kv_cache_dtype: Annotated[str, typer.Option(help="auto or fp8.")] = "auto",
+    calibration: Annotated[Path | None, typer.Option(
+        help="Base calibration YAML (default: the GPU's).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the calibration YAML with the fitted overhead here.")] = None,
+    force: ForceOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Fit engine_step_overhead_ms from 'vllm bench serve --save-result' files."""
+    from planner.calibrate.fit import calibration_yaml
+
+    if out is not None:
+        check_out_file(out, force)
+    result, new, warnings = _run(lambda: fit_bench(bench, model, gpu, tp, pp, precision, kv_cache_dtype,
+                                                   calibration))
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+    if out is not None:
+        write_file(out, calibration_yaml(new, "engine_step_overhead_ms fitted by: vlmplan calibrate fit "
+                                         + " ".join(f"--bench {b}" for b in bench)), force)
+    if as_json:
+        typer.echo(json.dumps({"engine_step_overhead_ms": result.engine_step_overhead_ms,
+                               "mape_pct": result.mape_pct, "efficiency_scale": result.scale,
+                               "runs": result.rows, "out": str(out) if out else None}, indent=2))
+        return
+    for row in result.rows:
+        typer.echo(f"batch {row['concurrency']:7.1f}  prompt {row['prompt_tokens']:7.0f}  output "
+                   f"{row['output_tokens']:6.0f}  measured TPOT {row['measured_tpot_ms']:7.2f} ms  GPU "
+                   f"{row['gpu_ms']:7.2f} ms  predicted {row['predicted_tpot_ms']:7.2f} ms")
+    typer.echo(f"engine_step_overhead_ms = {result.engine_step_overhead_ms:.3f} (MAPE {result.mape_pct:.1f}% "
+               f"over {len(result.rows)} run(s))")
+    if result.scale is not None:
+        typer.echo(f"efficiency check: measured GPU time / predicted = {result.scale:.2f} (slope; 1 = agree)")
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+def calibrate_run(
+    out: Annotated[Path | None, typer.Option(
+        help="Calibration YAML to write (default: vllm-0.33-<gpu>.yaml here).")] = None,
+    gpu: Annotated[str | None, typer.Option(
+        "--gpu", "-g", help="Catalog GPU name (default: from nvidia-smi).")] = None,
+    keep_json: Annotated[Path | None, typer.Option(
+        help="Also keep the raw microbenchmark JSON here (vit_shapes.json and quant_ops.json beside it).")] = None,
+    time_budget_s: Annotated[float | None, typer.Option(help="Rough time budget for all microbenchmarks.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Run the microbenchmarks on this machine's GPU and fit a calibration file (needs torch)."""
+    if out is not None:
+        check_out_file(out, force)
+    if importlib.util.find_spec("torch") is None:
+        _fail("calibrate run needs torch: pip install 'vlmplan[calibrate]'")
+    import torch
+
+    if not torch.cuda.is_available():
+        _fail("calibrate run needs a CUDA GPU (torch.cuda.is_available() is False)")
+    from planner.calibrate import fit as F
+
+    microbench: Any = importlib.import_module("planner.calibrate.device.microbench")
+    sections = [s for s in microbench.SECTIONS if s != "allreduce"]
+    if torch.cuda.device_count() >= 2:
+        sections.append("allreduce")
+    raw = keep_json or Path(tempfile.mkdtemp()) / "microbench.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _progress_sections(sections, Path(tmp), time_budget_s)
+        for script in EXTRA_SCRIPTS:
+            (raw.parent / f"{script}.json").write_bytes((Path(tmp) / f"{script}.json").read_bytes())
+    raw.write_text(json.dumps(data))
+    cal = _run(lambda: F.fit_files(raw, raw if "allreduce" in data else None, gpu,
+                                   vit_shapes=[raw.parent / "vit_shapes.json"],
+                                   quant_ops=raw.parent / "quant_ops.json"))
+    path = out or Path(f"vllm-0.33-{cal.gpu.lower()}.yaml")
+    write_file(path, F.calibration_yaml(cal, f"Fitted by: vlmplan calibrate run (microbench JSON: {raw})"), force)
+    typer.echo(f"wrote {path} (use it with --calibration {path})")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``calibrate`` command group to ``app``."""
     cal_app = typer.Typer(no_args_is_help=True, help="Calibrate the speed model: microbenchmarks or vLLM bench runs.")
     app.add_typer(cal_app, name="calibrate")
-
-    @cal_app.command("fit")
-    def calibrate_fit(
-        bench: Annotated[list[Path], typer.Option(
-            "--bench", help="JSON from 'vllm bench serve --save-result'; repeatable.")],
-        model: Annotated[str, typer.Option(
-            "--model", "-m", help="Model the runs served (catalog id or config.json).",
-        )] = "Qwen/Qwen2.5-VL-7B-Instruct",
-        gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU the runs used.")] = "H100-SXM-80GB",
-        tp: Annotated[int, typer.Option(help="GPUs in tensor parallel.")] = 1,
-        pp: Annotated[int, typer.Option(help="Pipeline-parallel stages.")] = 1,
-        precision: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4.")] = "bf16",
-        kv_cache_dtype: Annotated[str, typer.Option(help="auto or fp8.")] = "auto",
-        calibration: Annotated[Path | None, typer.Option(
-            help="Base calibration YAML (default: the GPU's).")] = None,
-        out: Annotated[Path | None, typer.Option(
-            help="Write the calibration YAML with the fitted overhead here.")] = None,
-        force: ForceOpt = False,
-        as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
-    ) -> None:
-        """Fit engine_step_overhead_ms from 'vllm bench serve --save-result' files."""
-        from planner.calibrate.fit import calibration_yaml
-
-        if out is not None:
-            check_out_file(out, force)
-        result, new, warnings = _run(lambda: fit_bench(bench, model, gpu, tp, pp, precision, kv_cache_dtype,
-                                                       calibration))
-        for w in warnings:
-            typer.echo(f"warning: {w}", err=True)
-        if out is not None:
-            write_file(out, calibration_yaml(new, "engine_step_overhead_ms fitted by: vlmplan calibrate fit "
-                                             + " ".join(f"--bench {b}" for b in bench)), force)
-        if as_json:
-            typer.echo(json.dumps({"engine_step_overhead_ms": result.engine_step_overhead_ms,
-                                   "mape_pct": result.mape_pct, "efficiency_scale": result.scale,
-                                   "runs": result.rows, "out": str(out) if out else None}, indent=2))
-            return
-        for row in result.rows:
-            typer.echo(f"batch {row['concurrency']:7.1f}  prompt {row['prompt_tokens']:7.0f}  output "
-                       f"{row['output_tokens']:6.0f}  measured TPOT {row['measured_tpot_ms']:7.2f} ms  GPU "
-                       f"{row['gpu_ms']:7.2f} ms  predicted {row['predicted_tpot_ms']:7.2f} ms")
-        typer.echo(f"engine_step_overhead_ms = {result.engine_step_overhead_ms:.3f} (MAPE {result.mape_pct:.1f}% "
-                   f"over {len(result.rows)} run(s))")
-        if result.scale is not None:
-            typer.echo(f"efficiency check: measured GPU time / predicted = {result.scale:.2f} (slope; 1 = agree)")
-        if out is not None:
-            typer.echo(f"wrote {out}")
-
-    @cal_app.command("run")
-    def calibrate_run(
-        out: Annotated[Path | None, typer.Option(
-            help="Calibration YAML to write (default: vllm-0.33-<gpu>.yaml here).")] = None,
-        gpu: Annotated[str | None, typer.Option(
-            "--gpu", "-g", help="Catalog GPU name (default: from nvidia-smi).")] = None,
-        keep_json: Annotated[Path | None, typer.Option(
-            help="Also keep the raw microbenchmark JSON here (vit_shapes.json and quant_ops.json beside it).")] = None,
-        time_budget_s: Annotated[float | None, typer.Option(help="Rough time budget for all microbenchmarks.")] = None,
-        force: ForceOpt = False,
-    ) -> None:
-        """Run the microbenchmarks on this machine's GPU and fit a calibration file (needs torch)."""
-        if out is not None:
-            check_out_file(out, force)
-        if importlib.util.find_spec("torch") is None:
-            _fail("calibrate run needs torch: pip install 'vlmplan[calibrate]'")
-        import torch
-
-        if not torch.cuda.is_available():
-            _fail("calibrate run needs a CUDA GPU (torch.cuda.is_available() is False)")
-        from planner.calibrate import fit as F
-
-        microbench: Any = importlib.import_module("planner.calibrate.microbench")
-        sections = [s for s in microbench.SECTIONS if s != "allreduce"]
-        if torch.cuda.device_count() >= 2:
-            sections.append("allreduce")
-        raw = keep_json or Path(tempfile.mkdtemp()) / "microbench.json"
-        with tempfile.TemporaryDirectory() as tmp:
-            data = _progress_sections(sections, Path(tmp), time_budget_s)
-            for script in EXTRA_SCRIPTS:
-                (raw.parent / f"{script}.json").write_bytes((Path(tmp) / f"{script}.json").read_bytes())
-        raw.write_text(json.dumps(data))
-        cal = _run(lambda: F.fit_files(raw, raw if "allreduce" in data else None, gpu,
-                                       vit_shapes=[raw.parent / "vit_shapes.json"],
-                                       quant_ops=raw.parent / "quant_ops.json"))
-        path = out or Path(f"vllm-0.33-{cal.gpu.lower()}.yaml")
-        write_file(path, F.calibration_yaml(cal, f"Fitted by: vlmplan calibrate run (microbench JSON: {raw})"), force)
-        typer.echo(f"wrote {path} (use it with --calibration {path})")
-
+    cal_app.command("fit")(calibrate_fit)
+    cal_app.command("run")(calibrate_run)

@@ -4,9 +4,9 @@
 
 Reads the shipped real-vLLM measurements (catalogs/calibration/measurements/h200-141gb/run20_real_vllm and
 run21_api_servers: vLLM 0.26.0 on one H200, Qwen2.5-VL-7B and Qwen2.5-7B, one or two API servers), replays each
-run as `vllm bench serve` ran it (planner.calibrate.serving.predict_run) with the shipped H200 calibration, and
+run as `vllm bench serve` ran it (planner.calibrate.fit.serving.predict_run) with the shipped H200 calibration, and
 prints per run the measured and predicted TTFT p50/p95, TPOT p50/p95 and throughput, then the median |error| of
-each metric over the runs used in the fit and over the held-out runs (planner.calibrate.serving.HELD_OUT)
+each metric over the runs used in the fit and over the held-out runs (planner.calibrate.fit.serving.HELD_OUT)
 separately, the KV-cache capacity against the server logs, and the saturation throughput of the runs past
 saturation.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from planner.calibrate.serving import KV_TOKENS, METRICS, load_runs, predict_run, relative_error, run_model  # noqa: E402
+from planner.calibrate.fit.serving import KV_TOKENS, METRICS, load_runs, predict_run, relative_error, run_model  # noqa: E402
 from planner.catalog.loader import load_calibration  # noqa: E402
 
 PAST_SATURATION = ("vl1_small_r40", "vl2_page_r5", "vl2_large_r12", "text_r64", "api2vl_page_r8", "api2vl_large_r12",

@@ -3,11 +3,11 @@
 Run: python tests/benchmarks/bench_speed_accuracy.py [--calibration default|fitted] [--worst N]
 
 The calibration constants of ``catalogs/calibration/vllm-0.33-<gpu>.yaml`` are
-fitted by ``planner/calibrate/fit.py`` on the *microbenchmark* files only
+fitted by ``planner/calibrate/fit/`` on the *microbenchmark* files only
 (GEMM, attention, elementwise, launch, all-reduce kernels in isolation). The
 end-to-end validation sets (``run2_validation.json`` on H100-SXM,
 ``run3_validation.json`` on H200; forward passes of whole architectures with
-random weights, see ``planner/calibrate/validation_models.py``) are never used
+random weights, see ``planner/calibrate/device/validation_models.py``) are never used
 in any fit: every point printed here is held out.
 
 Each validation point is rebuilt as a ``ServingConfig`` from the dimensions it
@@ -73,7 +73,7 @@ VALIDATION = {
 further vision-encoder sizes per GPU measured after the model was fitted (run8, --vision-set extra)."""
 HELD_OUT_FAMILY = {"phi-3.5-text", "siglip-so400m-14", "internvit-300m"}
 """Reported separately: architectures whose shapes nothing else resembles."""
-SRC = [Source(kind="measured", title="validation point (planner/calibrate/validation_models.py)")]
+SRC = [Source(kind="measured", title="validation point (planner/calibrate/device/validation_models.py)")]
 
 
 def decoder_model(arch: str, dims: dict[str, Any]) -> ModelSpec:

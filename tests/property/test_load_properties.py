@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.calibrate.serving import with_constants
+from planner.calibrate.fit.serving import with_constants
 from planner.catalog.loader import load_engine, load_gpus, load_models, load_precisions
 from planner.load.analytic import build_step_cost, predict
 from planner.load.simulator import fixed_requests, percentiles, simulate

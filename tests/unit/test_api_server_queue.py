@@ -94,7 +94,7 @@ def test_below_the_cap_the_wait_is_small_and_grows_toward_it():
 def test_the_shipped_api_server_constants_are_a_fresh_refit_of_the_measurements():
     """The five API-server constants in the H200 calibration are what planner.calibrate.api_server fits from the
     committed run20/run21 files today (rounded as shipped): the catalog cannot drift from its data."""
-    from planner.calibrate.api_server import fit_api_server
+    from planner.calibrate.fit.api_server import fit_api_server
 
     fit = fit_api_server()
     cal = load_calibration("H200-141GB")

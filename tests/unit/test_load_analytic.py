@@ -68,7 +68,7 @@ def _setup(model, gpu, kw):
 def agreement(name, api=False):
     """Relative errors (analytic / simulated - 1) per load level and metric; ``api``: with the API-server
     queue (load levels are then fractions of the lower of the engine's and the API servers' capacity)."""
-    from planner.calibrate.serving import with_constants
+    from planner.calibrate.fit.serving import with_constants
     from planner.perf.stepcost import StepCost
 
     model, gpu, wl, kw = CASES[name]
@@ -130,7 +130,7 @@ def _without_request_path(cost):
     """``cost`` under a calibration with no time outside the engine (the closed-loop analytic model's engine:
     its clients come straight back; with a request path and the asynchronous scheduler the simulator's
     clients bunch into waves instead, which the analytic closed loop does not model: see Known limits)."""
-    from planner.calibrate.serving import with_constants
+    from planner.calibrate.fit.serving import with_constants
     from planner.perf.stepcost import StepCost
 
     cal = with_constants(cost.cal, {"request_latency_ms": 0.0, "frontend_ms_per_image": 0.0,

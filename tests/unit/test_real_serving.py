@@ -1,11 +1,11 @@
-"""vlmplan against the shipped real-vLLM measurements (vLLM 0.26.0 on one H200; planner.calibrate.serving)."""
+"""vlmplan against the shipped real-vLLM measurements (vLLM 0.26.0 on one H200; planner.calibrate.fit.serving)."""
 
 import statistics
 
 import numpy as np
 import pytest
 
-from planner.calibrate.serving import HELD_OUT, KV_TOKENS, load_runs, predict_run, run_config, run_model
+from planner.calibrate.fit.serving import HELD_OUT, KV_TOKENS, load_runs, predict_run, run_config, run_model
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.load.simulator import fixed_requests, simulate
 from planner.perf.stepcost import StepCost

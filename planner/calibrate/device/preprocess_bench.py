@@ -9,7 +9,7 @@ processor on the CPU before the engine schedules the request. This times, on one
 * ``siglip_fast`` / ``siglip_slow``: SigLIP's processor (resize to 384x384, normalise), a fixed-size tower.
 
 Sizes: 480x360, 640x480, 1280x960, 1680x2240, 2560x1440, 3840x2160. Median of repeats, in ms.
-Usage: ``python planner/calibrate/preprocess_bench.py --out preprocess.json``.
+Usage: ``python planner/calibrate/device/preprocess_bench.py --out preprocess.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-VERSION = "1.0.0"
+VERSION = "1.0.1"  # 1.0.1: moved to planner/calibrate/device/ (the path it records); timing unchanged
 SIZES = [(480, 360), (640, 480), (1280, 960), (1680, 2240), (2560, 1440), (3840, 2160)]
 
 
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> None:
                 row[f"{name}_error"] = f"{type(e).__name__}: {e}"[:200]
         points.append(row)
         print(json.dumps(row), flush=True)
-    res = {"provenance": {"script": "planner/calibrate/preprocess_bench.py", "version": VERSION,
+    res = {"provenance": {"script": "planner/calibrate/device/preprocess_bench.py", "version": VERSION,
                           "utc_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "python": platform.python_version(), "transformers": transformers.__version__,
                           "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),

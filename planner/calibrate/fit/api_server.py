@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.calibrate.serving import HELD_OUT
+from planner.calibrate.fit.serving import HELD_OUT
 from planner.catalog.loader import catalog_root
 
 MEASUREMENTS = catalog_root() / "calibration" / "measurements" / "h200-141gb"

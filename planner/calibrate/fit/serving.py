@@ -149,8 +149,10 @@ def load_runs(root: Path | None = None) -> list[RealRun]:
 
 
 def run_model(run: RealRun, repo: Path | None = None) -> ModelSpec:
+    """The model a run served: its config.json under ``repo`` (default: this source tree's root) for the
+    harness's local model folders, else the catalog entry."""
     if run.model in MODEL_DIRS:
-        base = repo or Path(__file__).resolve().parents[2]
+        base = repo or Path(__file__).resolve().parents[3]
         return load_model_from_path(base / MODEL_DIRS[run.model])
     return load_models().get(run.model)
 
