@@ -84,8 +84,9 @@ def read_vllm_bench(path: Path) -> BenchRun:
             raise RequestError(f"{path}: needs max_concurrency or request_throughput to tell the batch size")
         e2e_ms = data["mean_ttft_ms"] + data["mean_tpot_ms"] * max(out - 1.0, 0.0)
         conc = max(1.0, thr * e2e_ms / 1e3)
+    model_id = data.get("model_id")
     return BenchRun(str(path), done, prompt, out, float(data["mean_tpot_ms"]), float(data["mean_ttft_ms"]), conc,
-                    data.get("model_id"))
+                    model_id if isinstance(model_id, str) else None)
 
 
 @dataclass(frozen=True)
