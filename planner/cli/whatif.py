@@ -25,8 +25,6 @@ PROGRESS_MIN_POINTS = 50
 MAX_TABLE_ROWS = 100
 
 
-
-
 def _json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
@@ -173,7 +171,7 @@ def print_sweep(result: Any) -> None:
     rows = result.rows
     shown = rows if len(rows) <= MAX_TABLE_ROWS else rows[:MAX_TABLE_ROWS]
     what = (f"one fixed configuration, {result.load} load model" if result.mode == "fixed"
-            else "cheapest deployment per point, analytic load model, not simulated")
+            else "cheapest deployment per point, analytic load model, chosen deployment simulated")
     t = Table(title=f"what if ({result.mode}: {what})", caption=escape("held fixed: " + result.held_fixed),
               caption_justify="left")
     dims = [v.dim for v in result.varies]
@@ -230,6 +228,8 @@ def _progress_sweep(run: Callable[[Any], Any], total: int, quiet: bool) -> Any:
         return run(lambda done, _n: bar.update(task, completed=done))
 
 
+# Options, in the groups `vlmplan whatif --help` lists them: the sweep, the fixed configuration, the workload,
+# the solver's search, and the outputs.
 ScenarioArg = Annotated[Path | None, typer.Argument(help="Scenario YAML (see examples/); flags override it.")]
 VaryOpt = Annotated[list[str] | None, typer.Option(
     help="DIM=V1,V2 or DIM=A..B[:N]; repeatable (cartesian product). DIM: gpu, precision, kv, rate, concurrency, "
@@ -237,112 +237,142 @@ VaryOpt = Annotated[list[str] | None, typer.Option(
 FixedOpt = Annotated[bool, typer.Option(
     "--fixed", help="Evaluate the scenario's one configuration per point instead of solving for the cheapest "
                     "deployment.")]
+PointsOpt = Annotated[int, typer.Option(help="Points of a range A..B given without :N.")]
 SimulateOpt = Annotated[bool, typer.Option(
     "--simulate", help="With --fixed: latency from the discrete-event simulator (2,000 requests per point, the "
                        "workload's distributions sampled; near saturation its p95s read ~10% low, `estimate` "
                        "runs 12,000) instead of the analytic model.")]
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Catalog id or local config.json.")]
 GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help="GPU (fixed config; solver: restrict to it).")]
+TpOpt = Annotated[int | None, typer.Option(help="Tensor-parallel GPUs (fixed config).")]
+PpOpt = Annotated[int | None, typer.Option(help="Pipeline stages (fixed config).")]
+PrecisionOpt = Annotated[str | None, typer.Option(help="bf16, fp16, fp8, int8, int4.")]
+KvOpt = Annotated[str | None, typer.Option(help="auto or fp8 (fixed config).")]
 ContextOpt = Annotated[str | None, typer.Option(help="Context cap: 8192, 8k, 32k, 128k (fixed config).")]
+SeqsOpt = Annotated[int | None, typer.Option(help="Engine batch cap (fixed config).")]
 UtilOpt = Annotated[float | None, typer.Option(help="Fraction of GPU memory vLLM may use (fixed config).")]
 LimitImagesOpt = Annotated[int | None, typer.Option(help="Images per prompt vLLM allows (fixed config).")]
+
 WorkloadOpt = Annotated[str | None, typer.Option(
     help="Workload preset (document-vqa, visual-reasoning, captioning, chat) or workload YAML file.")]
+PromptOpt = Annotated[int | None, typer.Option(help="Text tokens per request.")]
+OutputTokensOpt = Annotated[int | None, typer.Option(help="Generated tokens per request.")]
+ImageOpt = Annotated[list[str] | None, typer.Option(help="Image size WxH; repeatable.")]
+NoImageOpt = Annotated[bool, typer.Option("--no-image", help="Text-only requests.")]
+RateOpt = Annotated[float | None, typer.Option(help="Poisson arrivals, requests/s.")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(help="Closed-loop clients.")]
+
+SloOpt = Annotated[list[str] | None, typer.Option(help="SLO, e.g. ttft_p95=500ms; repeatable.")]
+BudgetOpt = Annotated[str | None, typer.Option(help="4xA100, $40/h, ...")]
+GpusOpt = Annotated[str | None, typer.Option(help="Solver: allowed GPU types (comma-separated).")]
+PrecisionsOpt = Annotated[str | None, typer.Option(help="Solver: allowed precisions (comma-separated).")]
+ObjectiveOpt = Annotated[str | None, typer.Option(help="Solver objective: cost, gpus or latency.")]
+
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Write every row to this CSV file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")]
+PlotOpt = Annotated[Path | None, typer.Option(help="Write PNG plots into this folder (needs matplotlib).")]
+
+
+def whatif(
+    scenario: ScenarioArg = None,
+    vary: VaryOpt = None,
+    fixed: FixedOpt = False,
+    points: PointsOpt = 10,
+    simulate: SimulateOpt = False,
+    model: ModelOpt = None,
+    gpu: GpuOpt = None,
+    tp: TpOpt = None,
+    pp: PpOpt = None,
+    precision: PrecisionOpt = None,
+    kv_cache_dtype: KvOpt = None,
+    max_model_len: ContextOpt = None,
+    max_num_seqs: SeqsOpt = None,
+    gpu_memory_utilization: UtilOpt = None,
+    limit_images: LimitImagesOpt = None,
+    workload: WorkloadOpt = None,
+    prompt_tokens: PromptOpt = None,
+    output_tokens: OutputTokensOpt = None,
+    image: ImageOpt = None,
+    no_image: NoImageOpt = False,
+    rate: RateOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    slo: SloOpt = None,
+    budget: BudgetOpt = None,
+    gpus: GpusOpt = None,
+    precisions: PrecisionsOpt = None,
+    objective: ObjectiveOpt = None,
+    csv_file: CsvOpt = None,
+    as_json: JsonOpt = False,
+    plot: PlotOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """What if: sweep GPUs, precisions, rates, image sizes, context caps, ... over a base scenario."""
+    from planner.app.whatif import MAX_POINTS, parse_varies, sweep
+    from planner.app.whatif import points as all_points
+
+    if plot is not None:
+        from planner.app.plots import require_matplotlib
+
+        _run(require_matplotlib)
+    if not 1 <= points <= MAX_POINTS:
+        _fail(f"--points must be between 1 and {MAX_POINTS:,} (got {points:,})")
+    if csv_file is not None:
+        check_out_file(csv_file, force, "--csv")
+    if plot is not None:
+        check_out_folder(plot, "--plot")
+    sc = _run(lambda: build_scenario(
+        scenario, fixed, model=model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv_cache_dtype,
+        max_model_len=max_model_len, max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization,
+        limit_images=limit_images, workload=workload, slo=slo, budget=budget, gpus=gpus, precisions=precisions,
+        objective=objective))
+    varies = _run(lambda: parse_varies(vary, points))
+    overrides = _run(lambda: _workload_overrides(prompt_tokens, output_tokens, image, no_image, rate, concurrency))
+    total = len(all_points(varies))
+    result = _run(lambda: _progress_sweep(
+        lambda cb: sweep(sc, varies, fixed=fixed, progress=cb, overrides=overrides,
+                         load="simulate" if simulate else "analytic"), total, quiet=False))
+    _write_sweep(result, plot, csv_file, as_json, force)
+
+
+def _write_sweep(result: Any, plot: Path | None, csv_file: Path | None, as_json: bool, force: bool) -> None:
+    """Plots and CSV to their files, then the JSON object or the table on stdout."""
+    files: list[Path] = []
+    if plot is not None:
+        from planner.app.plots import render_all
+
+        files = stage_outputs(plot, force, lambda folder: render_all(result, folder), "--plot")
+    if csv_file is not None:
+        write_csv(result.rows, csv_file, force)
+    if as_json:
+        out = result.to_json()
+        out["files"] = [str(f) for f in files] + ([str(csv_file)] if csv_file else [])
+        typer.echo(json.dumps(_json_safe(out), indent=2))
+        return
+    print_sweep(result)
+    for f in ([csv_file] if csv_file else []) + files:
+        typer.echo(f"wrote {f}")
+
+
+def compare(
+    a: Annotated[Path, typer.Argument(help="Scenario YAML or plan.yaml.")],
+    b: Annotated[Path, typer.Argument(help="Scenario YAML or plan.yaml.")],
+    solve: Annotated[bool, typer.Option("--solve", help="Solve scenarios even when they hold a fixed "
+                                                        "configuration.")] = False,
+    differences: Annotated[bool, typer.Option("--differences", help="Show only the keys that differ.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Two scenarios or plans side by side, differences highlighted."""
+    from planner.app.compare import compare_files, print_comparison
+
+    cmp = _run(lambda: compare_files(a, b, fixed=False if solve else None))
+    if as_json:
+        typer.echo(json.dumps(_json_safe(cmp.to_json()), indent=2))
+    else:
+        print_comparison(cmp, only_differences=differences)
 
 
 def register(app: typer.Typer) -> None:
     """Add `whatif` and `compare` to the main app."""
-
-    @app.command()
-    def whatif(
-        scenario: ScenarioArg = None,
-        vary: VaryOpt = None,
-        fixed: FixedOpt = False,
-        points: Annotated[int, typer.Option(help="Points of a range A..B given without :N.")] = 10,
-        simulate: SimulateOpt = False,
-        model: Annotated[str | None, typer.Option("--model", "-m", help="Catalog id or local config.json.")] = None,
-        gpu: GpuOpt = None,
-        tp: Annotated[int | None, typer.Option(help="Tensor-parallel GPUs (fixed config).")] = None,
-        pp: Annotated[int | None, typer.Option(help="Pipeline stages (fixed config).")] = None,
-        precision: Annotated[str | None, typer.Option(help="bf16, fp16, fp8, int8, int4.")] = None,
-        kv_cache_dtype: Annotated[str | None, typer.Option(help="auto or fp8 (fixed config).")] = None,
-        max_model_len: ContextOpt = None,
-        max_num_seqs: Annotated[int | None, typer.Option(help="Engine batch cap (fixed config).")] = None,
-        gpu_memory_utilization: UtilOpt = None,
-        limit_images: LimitImagesOpt = None,
-        workload: WorkloadOpt = None,
-        prompt_tokens: Annotated[int | None, typer.Option(help="Text tokens per request.")] = None,
-        output_tokens: Annotated[int | None, typer.Option(help="Generated tokens per request.")] = None,
-        image: Annotated[list[str] | None, typer.Option(help="Image size WxH; repeatable.")] = None,
-        no_image: Annotated[bool, typer.Option("--no-image", help="Text-only requests.")] = False,
-        rate: Annotated[float | None, typer.Option(help="Poisson arrivals, requests/s.")] = None,
-        concurrency: Annotated[int | None, typer.Option(help="Closed-loop clients.")] = None,
-        slo: Annotated[list[str] | None, typer.Option(help="SLO, e.g. ttft_p95=500ms; repeatable.")] = None,
-        budget: Annotated[str | None, typer.Option(help="4xA100, $40/h, ...")] = None,
-        gpus: Annotated[str | None, typer.Option(help="Solver: allowed GPU types (comma-separated).")] = None,
-        precisions: Annotated[str | None, typer.Option(help="Solver: allowed precisions (comma-separated).")] = None,
-        objective: Annotated[str | None, typer.Option(help="Solver objective: cost, gpus or latency.")] = None,
-        csv_file: Annotated[Path | None, typer.Option("--csv", help="Write every row to this CSV file.")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
-        plot: Annotated[Path | None, typer.Option(help="Write PNG plots into this folder (needs matplotlib).")] = None,
-        force: ForceOpt = False,
-    ) -> None:
-        """What if: sweep GPUs, precisions, rates, image sizes, context caps, ... over a base scenario."""
-        from planner.app.whatif import parse_varies, sweep
-        from planner.app.whatif import points as all_points
-
-        if plot is not None:
-            from planner.app.plots import require_matplotlib
-
-            _run(require_matplotlib)
-        from planner.app.whatif import MAX_POINTS
-
-        if not 1 <= points <= MAX_POINTS:
-            _fail(f"--points must be between 1 and {MAX_POINTS:,} (got {points:,})")
-        if csv_file is not None:
-            check_out_file(csv_file, force, "--csv")
-        if plot is not None:
-            check_out_folder(plot, "--plot")
-        sc = _run(lambda: build_scenario(
-            scenario, fixed, model=model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv_cache_dtype,
-            max_model_len=max_model_len, max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization,
-            limit_images=limit_images, workload=workload, slo=slo, budget=budget, gpus=gpus, precisions=precisions,
-            objective=objective))
-        varies = _run(lambda: parse_varies(vary, points))
-        overrides = _run(lambda: _workload_overrides(prompt_tokens, output_tokens, image, no_image, rate, concurrency))
-        total = len(all_points(varies))
-        result = _run(lambda: _progress_sweep(
-            lambda cb: sweep(sc, varies, fixed=fixed, progress=cb, overrides=overrides,
-                             load="simulate" if simulate else "analytic"), total, quiet=False))
-        files: list[Path] = []
-        if plot is not None:
-            from planner.app.plots import render_all
-
-            files = stage_outputs(plot, force, lambda folder: render_all(result, folder), "--plot")
-        if csv_file is not None:
-            write_csv(result.rows, csv_file, force)
-        if as_json:
-            out = result.to_json()
-            out["files"] = [str(f) for f in files] + ([str(csv_file)] if csv_file else [])
-            typer.echo(json.dumps(_json_safe(out), indent=2))
-            return
-        print_sweep(result)
-        for f in ([csv_file] if csv_file else []) + files:
-            typer.echo(f"wrote {f}")
-
-    @app.command()
-    def compare(
-        a: Annotated[Path, typer.Argument(help="Scenario YAML or plan.yaml.")],
-        b: Annotated[Path, typer.Argument(help="Scenario YAML or plan.yaml.")],
-        solve: Annotated[bool, typer.Option("--solve", help="Solve scenarios even when they hold a fixed "
-                                                            "configuration.")] = False,
-        differences: Annotated[bool, typer.Option("--differences", help="Show only the keys that differ.")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
-    ) -> None:
-        """Two scenarios or plans side by side, differences highlighted."""
-        from planner.app.compare import compare_files, print_comparison
-
-        cmp = _run(lambda: compare_files(a, b, fixed=False if solve else None))
-        if as_json:
-            typer.echo(json.dumps(_json_safe(cmp.to_json()), indent=2))
-        else:
-            print_comparison(cmp, only_differences=differences)
+    app.command()(whatif)
+    app.command()(compare)

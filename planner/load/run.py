@@ -10,8 +10,9 @@ import numpy as np
 
 from planner.catalog.schema import Calibration, PrecisionTable
 from planner.core.stats import Percentiles
-from planner.load.analytic import MAX_LOAD, meets_slos, predict
-from planner.load.simulator import SimResult, build_requests, percentiles, simulate
+from planner.load.analytic import MAX_LOAD, predict
+from planner.load.simulator import build_requests, percentiles, simulate
+from planner.load.slo_check import meets
 from planner.load.summary import LoadSummary
 from planner.perf.stepcost import StepCost
 from planner.spec.config import ServingConfig
@@ -52,18 +53,6 @@ def to_percentiles(x: np.ndarray) -> Percentiles:
     if any(math.isnan(v) for v in p.values()):
         return Percentiles.constant(0.0)
     return Percentiles(**p)
-
-
-def meets(res: SimResult, slos: list[Any]) -> bool:
-    """Every SLO (``metric`` ttft/tpot/e2e, ``stat`` mean/p50/..., ``limit_ms``) holds on the simulated requests."""
-    if res.saturated:
-        return False
-    data = {"ttft": res.ttft_ms, "tpot": res.tpot_ms, "e2e": res.e2e_ms}
-    for s in slos:
-        value = percentiles(data[s.metric])[s.stat]
-        if not value <= s.limit_ms:
-            return False
-    return True
 
 
 def saturation_throughput(cost: StepCost, reqs_for: Any, kv_capacity_tokens: int, shape: RequestShape,
@@ -135,7 +124,7 @@ def _analytic_max_rate(cost: StepCost, cfg: ServingConfig, shape: RequestShape, 
         mid = (lo + hi) / 2
         if mid <= 0:
             break
-        if meets_slos(predict(cost, cfg, shape, "poisson", mid, None, kv), slos):
+        if meets(predict(cost, cfg, shape, "poisson", mid, None, kv), slos):
             lo = mid
         else:
             hi = mid

@@ -12,7 +12,7 @@ from planner.catalog.engine_support import load_support_table, model_support, re
 from planner.catalog.loader import load_gpus, load_models
 from planner.cli.main import app
 from planner.core.errors import UnsupportedError
-from planner.solver import _parallel_choices
+from planner.solver.configs import parallel_choices as _parallel_choices
 
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA_VISION = "meta-llama/Llama-3.2-11B-Vision-Instruct"

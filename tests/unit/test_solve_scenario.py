@@ -13,6 +13,9 @@ from planner import solver as S
 from planner.app.solve_request import SolveInput, build_request_models
 from planner.catalog.loader import load_gpus, load_models
 from planner.cli.main import app
+from planner.solver import verify
+from planner.solver.search import alternatives
+from planner.solver.space import Space
 from planner.spec.slo import parse_budget, parse_slos
 from planner.spec.workload import ImageSize, Workload
 
@@ -64,7 +67,7 @@ def test_per_workload_slos_are_used() -> None:
 
 
 def _fake_sim(bad: set[tuple], calls: list[tuple]):  # type: ignore[no-untyped-def]
-    def fake(space: S._Space, c: S.Candidate) -> S.SimCheck:
+    def fake(space: Space, c: S.Candidate) -> S.SimCheck:
         calls.append(c.ident)
         ok = c.ident not in bad and "all" not in bad
         return S.SimCheck(ttft=c.prediction.ttft, tpot=c.prediction.tpot, e2e=c.prediction.e2e, requests=10, seed=0,
@@ -78,7 +81,7 @@ def test_simulator_rejection_moves_to_the_next_best(monkeypatch: pytest.MonkeyPa
     first = S.solve(S.SolveRequest(**{**req.__dict__, "verify": False}))
     victim = first.chosen[0]
     calls: list[tuple] = []
-    monkeypatch.setattr(S, "_simulate", _fake_sim({victim.ident}, calls))
+    monkeypatch.setattr(verify, "simulate_replica", _fake_sim({victim.ident}, calls))
     sol = S.solve(req)
     assert sol.status == "optimal"
     assert victim.ident in calls  # it was simulated, and then
@@ -90,7 +93,7 @@ def test_simulator_rejection_moves_to_the_next_best(monkeypatch: pytest.MonkeyPa
 
 def test_simulator_rejecting_everything_is_infeasible(monkeypatch: pytest.MonkeyPatch) -> None:
     req = S.SolveRequest(**{**_two_models("4xH100", verify=True).__dict__, "verify_rounds": 1})
-    monkeypatch.setattr(S, "_simulate", _fake_sim({"all"}, []))
+    monkeypatch.setattr(verify, "simulate_replica", _fake_sim({"all"}, []))
     sol = S.solve(req)
     assert sol.status == "infeasible" and sol.chosen == []
     assert sol.explanation.startswith("simulation: the simulator rejected")
@@ -138,7 +141,7 @@ def test_lazy_search_equals_full_enumeration() -> None:
         status, chosen = S.assign(["w"], S.prune(every, "cost"), req.budget, "cost")
         assert sol.status == status == "optimal"
         assert [c.ident for c in sol.chosen] == [c.ident for c in chosen]
-        assert [c.ident for c in sol.alternatives] == [c.ident for c in S._alternatives(chosen, every)]
+        assert [c.ident for c in sol.alternatives] == [c.ident for c in alternatives(chosen, every)]
         assert sol.screening["w"].skipped > 0  # the bounds did prune
 
 
@@ -250,14 +253,14 @@ def test_a_rejected_configuration_returns_with_the_fewest_replicas_the_simulator
 
     calls: list[S.Candidate] = []
 
-    def fake(space: S._Space, c: S.Candidate) -> S.SimCheck:
+    def fake(space: Space, c: S.Candidate) -> S.SimCheck:
         calls.append(c)
         ok = c.workload != victim.workload or (same_config(c) and c.replicas >= victim.replicas + 3)
         return S.SimCheck(ttft=c.prediction.ttft, tpot=c.prediction.tpot, e2e=c.prediction.e2e, requests=10, seed=0,
                           saturated=False, requests_per_s=1.0, meets=ok,
                           failed="" if ok else "ttft_p95 9999.0 ms > 2000 ms")
 
-    monkeypatch.setattr(S, "_simulate", fake)
+    monkeypatch.setattr(verify, "simulate_replica", fake)
     sol = S.solve(S.SolveRequest(**{**req.__dict__, "verify_rounds": 50}))
     assert sol.status == "optimal"
     (mine,) = [c for c in sol.chosen if c.workload == victim.workload]

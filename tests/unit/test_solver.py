@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
 from planner.load.analytic import build_step_cost, predict
+from planner.load.slo_check import meets
 from planner.perf.memory import memory_breakdown
-from planner.solver import Screening, SolveRequest, candidates_for, meets, solve
+from planner.solver import Screening, SolveRequest, candidates_for, solve
 from planner.spec.slo import Budget, parse_budget, parse_slos
 from planner.spec.workload import ImageSize, Workload
 
@@ -213,7 +214,7 @@ def test_a_bursty_trace_is_checked_by_replaying_it():
 def test_replica_search_equals_a_linear_scan(hint_offset):
     # Document pages on one L4 under a 2 s TTFT p95: tens of replicas, each at a small share of 3 req/s. The
     # galloping/bisecting search (and its sibling hint, right or wrong) must find the first count a scan finds.
-    from planner.solver import _replicas_for
+    from planner.solver.replicas import replicas_for
     from planner.spec.config import ServingConfig, resolve
     from planner.spec.shape import request_shape
     from planner.spec.workload import PRESETS
@@ -236,15 +237,68 @@ def test_replica_search_equals_a_linear_scan(hint_offset):
     scan = next(r for r in range(1, 257) if fine(r))
     assert scan > 8  # the case exercises the gallop and the bisection
     hint = None if hint_offset is None else scan + hint_offset
-    found = _replicas_for(cost_pred, wl, slos, 256, 0.85, hint=hint)
+    found = replicas_for(cost_pred, wl, slos, 256, 0.85, hint=hint)
     assert found is not None and found[0] == scan
 
 
 def test_peak_in_system_counts_overlaps_with_finishes_first():
-    from planner.solver import _peak_in_system
+    from planner.solver.verify import peak_in_system
 
     arrival = np.array([0.0, 1.0, 2.0, 3.0])
     finish = np.array([3.0, 1.5, 4.0, 5.0])
     # [0,3) [1,1.5) [2,4) [3,5): at most two at once (at 3 one leaves as one comes).
-    assert _peak_in_system(arrival, finish) == 2
-    assert _peak_in_system(np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])) == 3
+    assert peak_in_system(arrival, finish) == 2
+    assert peak_in_system(np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])) == 3
+
+
+@pytest.mark.parametrize("answer", [1, 2, 3, 7, 8, 9, 40, 200])
+@pytest.mark.parametrize("step", [None, 2])
+def test_one_replica_search_finds_the_first_passing_count_and_tests_each_count_once(answer, step):
+    # The analytic screen (step None: counts double) and the simulator's re-check (steps of 2, 4, ...) share
+    # `fewest`: both must find the first passing count, never test a count twice, and stop at the limit.
+    from planner.solver.replicas import fewest
+
+    tried: list[int] = []
+
+    def test(r: int) -> str | None:
+        tried.append(r)
+        return f"ok at {r}" if r >= answer else None
+
+    found = fewest(test, 0, 1, 256, step=step)
+    assert found == (answer, f"ok at {answer}")
+    assert len(tried) == len(set(tried)) and len(tried) <= 2 * answer.bit_length() + 2
+    tried.clear()
+    assert fewest(test, 0, 1, answer - 1, step=step) is None if answer > 1 else True
+    assert all(r <= max(answer - 1, 1) for r in tried)
+
+
+def test_cpsat_assignment_is_the_brute_force_optimum():
+    # The CP-SAT model (public CpModel API) against every assignment of small random problems: the same
+    # optimum, 'optimal' status, and 'infeasible' exactly when no assignment fits the inventory and the cap.
+    import itertools
+    import random
+
+    from planner.solver.cpsat import Option, milli, solve_assignment
+
+    rng = random.Random(7)
+    for case in range(60):
+        names = ["a", "b", "c"][: 1 + case % 3]
+        opts = [Option(w, rng.choice(["H100", "L4"]), g, g * rng.choice([0.8, 2.0, 4.76]), 0.0, None)
+                for w in names for g in rng.sample(range(1, 9), 3)]
+        budget = Budget(inventory={"H100": rng.randint(1, 12), "L4": rng.randint(1, 12)},
+                        max_usd_per_hour=rng.choice([None, 20.0, 60.0]))
+
+        def fits(pick: tuple[Option, ...]) -> bool:
+            used = {g: sum(o.gpus for o in pick if o.gpu == g) for g in ("H100", "L4")}
+            cost = sum(milli(o.cost_per_hour) for o in pick)
+            cap = budget.max_usd_per_hour
+            return all(used[g] <= (budget.limit(g) or 0) for g in used) and (cap is None or cost <= milli(cap))
+
+        picks = [p for p in itertools.product(*[[o for o in opts if o.workload == w] for w in names]) if fits(p)]
+        status, chosen = solve_assignment(names, opts, budget, "cost")
+        if not picks:
+            assert status == "infeasible" and chosen == []
+            continue
+        best = min(sum(milli(o.cost_per_hour) for o in p) for p in picks)
+        assert status == "optimal" and [o.workload for o in chosen] == names
+        assert sum(milli(o.cost_per_hour) for o in chosen) == best

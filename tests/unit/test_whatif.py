@@ -245,6 +245,52 @@ def test_solver_mode_explains_infeasible_points() -> None:
     assert "latency" in rows[0]["binding"] and "relax" in rows[0]["binding"]
 
 
+def test_solver_mode_points_are_solved_and_simulated_as_solve_does() -> None:
+    # Each point goes through planner.solver.solve with the simulator check on: the row shows the plan solve
+    # gives for the same request, and that plan's simulated percentiles.
+    from planner.app.whatif.base_case import make_base, point_workload
+    from planner.app.whatif.solver_mode import SolverEvaluator
+    from planner.solver import solve
+
+    sc = load_scenario(CHATBOT).model_copy(update={"budget": None})
+    varies = parse_varies(["gpu=L40S"])
+    (row,) = sweep(sc, varies, fixed=False).rows
+    evaluator = SolverEvaluator(make_base(sc, False), varies)
+    point = points(varies)[0]
+    req = evaluator.request(point, point_workload(evaluator.base, point))
+    assert req.verify and req.alternatives == 0
+    (c,) = solve(req).chosen
+    assert (row["gpu"], row["replicas"], row["max_num_seqs"]) == (c.cfg.gpu.name, c.replicas, c.cfg.max_num_seqs)
+    assert c.simulated is not None and c.simulated.meets
+    assert row["simulated_ttft_p95_ms"] == pytest.approx(c.simulated.ttft.p95, abs=1e-3)
+    assert row["simulated_requests"] == c.simulated.requests
+
+
+def test_solver_mode_point_rejected_by_the_simulator_is_re_solved(monkeypatch: pytest.MonkeyPatch) -> None:
+    from planner.solver import SimCheck, verify
+
+    sc = load_scenario(CHATBOT).model_copy(update={"budget": None})
+    first = sweep(sc, parse_varies(["gpu=L40S"]), fixed=False).rows[0]
+    rejected: list[tuple] = []
+
+    def fake(space, c):  # type: ignore[no-untyped-def]
+        ok = bool(rejected)  # the first deployment checked is rejected, every later one accepted
+        if not ok:
+            rejected.append(c.ident)
+        return SimCheck(ttft=c.prediction.ttft, tpot=c.prediction.tpot, e2e=c.prediction.e2e, requests=10, seed=0,
+                        saturated=False, requests_per_s=1.0, meets=ok, failed="" if ok else "ttft_p95 9e3 ms > 1 ms")
+
+    monkeypatch.setattr(verify, "simulate_replica", fake)
+    row = sweep(sc, parse_varies(["gpu=L40S"]), fixed=False).rows[0]
+    assert row["feasible"] and "rejected, re-solved" in row["notes"]
+    assert row["cost_per_hour"] >= first["cost_per_hour"]
+    shown = (row["gpu"], row["precision"], row["kv_cache_dtype"], row["tp"], row["pp"], row["max_num_seqs"],
+             row["replicas"])
+    assert rejected[0][1:] == (first["gpu"], first["precision"], first["kv_cache_dtype"], first["tp"], first["pp"],
+                               first["max_num_seqs"], first["replicas"])
+    assert shown != rejected[0][1:]
+
+
 # --------------------------------------------------------------------------- CLI
 
 

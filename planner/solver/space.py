@@ -1,0 +1,260 @@
+"""The lazy search space: configurations of every workload, modelled on demand and cached.
+
+Building a configuration's step-cost tables and modelling its load is the expensive part of a solve, so a
+configuration is evaluated only when a query needs it. The queries go best-first over lower bounds
+(``group_best``, ``evaluate_level``, ``settle``): a group of configurations is settled once its best evaluated
+candidate beats the bound of every unevaluated one.
+
+The simulator's rejections live here too (``reject``): a rejected deployment leaves the space, and its
+configuration comes back with more replicas.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from planner.catalog.loader import load_calibration, load_engine, load_precisions
+from planner.core.errors import PlannerError
+from planner.core.units import GIB
+from planner.load.analytic import LoadPrediction, build_step_cost, predict
+from planner.load.slo_check import meets, observed
+from planner.perf.memory import MemoryBreakdown, memory_breakdown
+from planner.perf.stepcost import StepCost
+from planner.solver.candidate import Candidate, Screening, SimCheck, describe, prune_key
+from planner.solver.configs import Config, configs
+from planner.solver.replicas import fewest, replicas_for
+from planner.solver.request import SEQ_CHOICES, SolveRequest, offered, replica_limit
+from planner.spec.config import ServingConfig, resolve
+
+K = TypeVar("K")
+Check = Callable[[Candidate], SimCheck]
+"""A candidate -> the simulator's check of one of its replicas."""
+
+
+class Space:
+    """Configurations of every workload, evaluated on demand and cached (step costs shared between
+    workloads serving the same model with the same engine settings)."""
+
+    def __init__(self, req: SolveRequest, screens: dict[str, Screening], minimal: bool = False) -> None:
+        self.req = req
+        self.screens = screens
+        self.minimal = minimal
+        """Keep, per configuration, only its fewest-replica candidates (all the cost and GPU objectives use);
+        the replica search of each max_num_seqs choice is then capped at the best count found so far."""
+        self.engine = load_engine()
+        self.precisions = load_precisions()
+        self.configs: dict[str, list[Config]] = {}
+        n = 0
+        for w in req.workloads:
+            self.configs[w.name] = configs(req, w, screens[w.name], n)
+            n += len(self.configs[w.name])
+        self.workloads = {w.name: w for w in req.workloads}
+        self._cands: dict[int, list[Candidate]] = {}
+        self._costs: dict[tuple[Any, ...], StepCost] = {}
+        self._cal: dict[str, Any] = {}
+        self.rejected: set[tuple[Any, ...]] = set()
+        self._extra: dict[int, list[Candidate]] = {}
+
+    # -- evaluation
+
+    def step_cost(self, cfg: ServingConfig) -> StepCost:
+        """``StepCost`` of a resolved config; independent of max_num_seqs below the token budget."""
+        key = (id(cfg.model), cfg.gpu.name, cfg.precision, cfg.kv_cache_dtype, cfg.tp, cfg.pp, cfg.max_model_len,
+               cfg.max_num_batched_tokens, max(cfg.max_num_batched_tokens or 0, cfg.max_num_seqs or 0),
+               cfg.gpu_memory_utilization, cfg.mm_encoder_tp_mode, cfg.limit_images_per_prompt,
+               tuple(sorted((k, repr(v)) for k, v in cfg.mm_processor_options.items())))
+        hit = self._costs.get(key)
+        if hit is None:
+            if cfg.gpu.name not in self._cal:
+                self._cal[cfg.gpu.name] = load_calibration(cfg.gpu.name)
+            hit = build_step_cost(cfg, self._cal[cfg.gpu.name])
+            self._costs[key] = hit
+        return hit
+
+    def evaluated(self, c: Config) -> bool:
+        return c.index in self._cands
+
+    def candidates(self, c: Config) -> list[Candidate]:
+        """Candidates of one configuration, evaluating it first if needed; rejected ones left out."""
+        if c.index not in self._cands:
+            self._cands[c.index] = self._evaluate(c)
+        out = self._cands[c.index] + self._extra.get(c.index, [])
+        if not self.rejected:
+            return out
+        return [k for k in out if k.ident not in self.rejected]
+
+    def all_candidates(self, workload: str) -> list[Candidate]:
+        return [k for c in self.configs[workload] for k in self.candidates(c)]
+
+    def _evaluate(self, c: Config) -> list[Candidate]:
+        screen = self.screens[c.workload.name]
+        screen.evaluated += 1
+        try:
+            return screen_config(self, c, screen)
+        except PlannerError as exc:
+            screen.unsupported.append(f"{describe(c.base)}: {exc}")
+            return []
+
+    # -- the simulator's rejections
+
+    def reject(self, cand: Candidate, check: Check | None = None) -> None:
+        """Leave ``cand`` out from now on, and with it the same configuration and replica count at fewer slots
+        (``max_num_seqs``: fewer can only queue more), or at any slot count when its simulation never filled its
+        slots. The configuration comes back with more replicas: with
+        ``check``, the fewest the simulator accepts (``replicas.fewest`` from one more), already checked;
+        without, one more, to be checked when chosen."""
+        self.rejected.add(cand.ident)
+        home = self.config_of(cand)
+        seqs = cand.cfg.max_num_seqs or 0
+        # More slots change nothing if the simulation never filled them.
+        unbound = check is not None and check(cand).peak_in_system < seqs
+        for k in self._cands.get(home.index, []) + self._extra.get(home.index, []):
+            if k.replicas == cand.replicas and ((k.cfg.max_num_seqs or 0) <= seqs or unbound):
+                self.rejected.add(k.ident)
+        w = self.workloads[cand.workload]
+        limit = replica_limit(w, self.req.max_replicas)
+        if w.arrival == "single" or cand.replicas + 1 > limit:
+            return
+        more = self._more_replicas(cand, limit, check)
+        if more is not None and more.ident not in self.rejected:
+            self._extra.setdefault(home.index, []).append(more)
+
+    def config_of(self, cand: Candidate) -> Config:
+        """The configuration a candidate belongs to."""
+        c = cand.cfg
+        return next(x for x in self.configs[cand.workload]
+                    if x.gpu == c.gpu.name and x.base.precision == c.precision
+                    and x.base.kv_cache_dtype == c.kv_cache_dtype and x.base.tp == c.tp and x.base.pp == c.pp)
+
+    def _more_replicas(self, cand: Candidate, limit: int, check: Check | None) -> Candidate | None:
+        """``cand``'s deployment with more replicas: one more (``check`` None), else the fewest the simulator
+        accepts up to ``limit`` (None: not even ``limit``)."""
+        cost = self.step_cost(cand.cfg)
+        kind, total = offered(self.workloads[cand.workload])
+
+        def at(r: int) -> Candidate:
+            pred = predict(cost, cand.cfg, cand.shape, kind, total / r if kind == "poisson" else None,
+                           math.ceil(total / r) if kind == "closed" else None, cand.memory.kv_capacity_tokens)
+            return replace(cand, replicas=r, prediction=pred, simulated=None)
+
+        if check is None:
+            return at(cand.replicas + 1)
+
+        def accepted(r: int) -> Candidate | None:
+            k = at(r)
+            sim = check(k)
+            return replace(k, simulated=sim) if sim.meets else None
+
+        # Steps of 2, 4, 8, ...: a rejection usually needs one or two replicas more, rarely dozens.
+        found = fewest(accepted, cand.replicas, cand.replicas + 1, limit, step=2)
+        return None if found is None else found[1]
+
+    # -- best-first queries over lower bounds
+
+    def group_best(self, group: list[Config], key: Callable[[Candidate], K],
+                   lb: Callable[[Config], float]) -> tuple[Candidate | None, float | None]:
+        """Best candidate (by ``key``) among the evaluated configurations and the lowest bound ``lb`` of the
+        unevaluated ones (None when all are evaluated)."""
+        best: Candidate | None = None
+        low: float | None = None
+        for c in group:
+            if self.evaluated(c):
+                for k in self.candidates(c):
+                    if best is None or key(k) < key(best):  # type: ignore[operator]
+                        best = k
+            else:
+                b = lb(c)
+                low = b if low is None else min(low, b)
+        return best, low
+
+    def evaluate_level(self, group: list[Config], lb: Callable[[Config], float], level: float) -> None:
+        """Evaluate every unevaluated configuration whose bound is at most ``level``."""
+        for c in group:
+            if not self.evaluated(c) and lb(c) <= level + 1e-9:
+                self.candidates(c)
+
+    def settle(self, group: list[Config], key: Callable[[Candidate], K], lb: Callable[[Config], float],
+               first: Callable[[Candidate], float]) -> Candidate | None:
+        """The best candidate of ``group`` by ``key`` (whose first element ``first`` is bounded below by ``lb``),
+        evaluating configurations in order of their bound until no unevaluated one could match it."""
+        while True:
+            best, low = self.group_best(group, key, lb)
+            if low is None or (best is not None and first(best) < low - 1e-9):
+                return best
+            self.evaluate_level(group, lb, low)
+
+    def cheapest(self, workload: str) -> Candidate | None:
+        """The lowest-cost candidate of a workload on any GPU type (None: it has none at all)."""
+        return self.settle(self.configs[workload], lambda k: (k.cost_per_hour, k.gpus, prune_key(k)),
+                           lambda c: c.lb_cost, lambda k: k.cost_per_hour)
+
+
+def screen_config(space: Space, c: Config, screen: Screening) -> list[Candidate]:
+    """All max_num_seqs choices of one (GPU, precision, KV dtype, TP, PP).
+
+    The step-time model does not depend on max_num_seqs, so it is built once;
+    nor does a lone request's latency, so a config whose lone request already
+    misses an SLO is dropped before any load is modelled. Memory grows with
+    max_num_seqs: when the smallest choice does not fit, none does.
+    With ``space.minimal`` the choices run from the largest (usually the
+    fewest replicas) and each later search stops at the best count so far.
+    """
+    req, workload, shape = space.req, c.workload, c.shape
+    slos = req.slos_on(workload.name, c.gpu)
+    cfg0 = resolve(replace(c.base, max_num_seqs=SEQ_CHOICES[0]), space.engine)
+    mem0 = memory_breakdown(cfg0, space.engine, space.precisions)
+    _note_memory(screen, cfg0, mem0)
+    if not mem0.fits:
+        return []
+    screen.memory_fits += 1
+    cost = space.step_cost(cfg0)
+    alone = predict(cost, cfg0, shape, "single", None, None, mem0.kv_capacity_tokens)
+    for s in slos:
+        value = observed(alone, s)
+        if s.key not in screen.best or value < screen.best[s.key][0]:
+            screen.best[s.key] = (value, describe(cfg0))
+    if not meets(alone, slos):
+        return []
+    out: list[Candidate] = []
+    cap = req.max_replicas
+    choices = (req.max_num_seqs,) if req.max_num_seqs is not None else SEQ_CHOICES
+    for seqs in (reversed(choices) if space.minimal else choices):
+        if seqs == SEQ_CHOICES[0]:
+            cfg, mem = cfg0, mem0
+        else:
+            cfg = resolve(replace(c.base, max_num_seqs=seqs), space.engine)
+            mem = memory_breakdown(cfg, space.engine, space.precisions)
+        if not mem.fits:
+            continue
+
+        def cost_pred(arrival: str, rate: float | None, conc: int | None,
+                      cost: StepCost = cost, cfg: ServingConfig = cfg, mem: MemoryBreakdown = mem) -> LoadPrediction:
+            return predict(cost, cfg, shape, arrival, rate, conc, mem.kv_capacity_tokens)
+
+        found = replicas_for(cost_pred, workload, slos, cap, req.max_load, hint=out[-1].replicas if out else None)
+        if found is None:
+            continue
+        replicas, pred = found
+        out.append(Candidate(workload.name, cfg, shape, replicas, mem, pred))
+        if space.minimal:
+            cap = min(cap, replicas)
+    if space.minimal:
+        best = min(k.replicas for k in out) if out else 0
+        out = [k for k in out if k.replicas == best]
+    out.sort(key=lambda k: k.cfg.max_num_seqs or 0)
+    return out
+
+
+def _note_memory(screen: Screening, cfg: ServingConfig, mem: MemoryBreakdown) -> None:
+    """Remember the smallest weights and the largest replica seen, for the memory explanation."""
+    weights_gib = mem.weights_bytes * cfg.num_gpus / GIB
+    if weights_gib < screen.smallest_weights_gib:
+        screen.smallest_weights_gib = weights_gib
+        screen.smallest_weights_config = cfg.precision
+    replica_gib = mem.total_bytes * cfg.num_gpus / GIB
+    if replica_gib > screen.largest_replica_gib:
+        screen.largest_replica_gib = replica_gib
+        screen.largest_replica_desc = f"{cfg.num_gpus} x {mem.total_bytes / GIB:.0f} GiB ({cfg.gpu.name})"
