@@ -10,17 +10,12 @@ from planner.catalog.schema import Calibration
 from planner.core.stats import Percentiles
 from planner.core.units import GIB
 from planner.load.summary import LoadSummary
+from planner.perf.frontend import shape_frontend_ms
 from planner.perf.memory import MemoryBreakdown, memory_breakdown
-from planner.perf.speed import (
-    Roofline,
-    StepTime,
-    decode_step,
-    engine_overhead_ms,
-    prefill_step,
-    shape_frontend_ms,
-    vision_call_host_ms,
-    vision_encode,
-)
+from planner.perf.ops import StepTime
+from planner.perf.roofline import Roofline
+from planner.perf.steps import decode_step, engine_overhead_ms, prefill_step
+from planner.perf.vision import vision_call_host_ms, vision_encode
 from planner.spec.config import ServingConfig, resolve
 from planner.spec.shape import RequestShape, request_shape
 from planner.spec.workload import Workload

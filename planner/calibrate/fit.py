@@ -70,7 +70,8 @@ from scipy.optimize import least_squares
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_precisions
 from planner.catalog.schema import Calibration, Constant, FitInfo, GpuSpec, Source
 from planner.core.errors import PlannerError, RequestError
-from planner.perf.speed import Kernels, Roofline
+from planner.perf.kernels import Kernels
+from planner.perf.roofline import Roofline
 
 COPY_MAX_BUFFER_BYTES = 256 * 1024**2
 """Largest copy buffer used for the bandwidth fit (see module docstring)."""
@@ -565,7 +566,7 @@ def predicted_tpot_parts_ms(cfg: Any, cal: Calibration, run: BenchRun) -> tuple[
     Steady state of continuous batching with ``B`` running requests: every step decodes ``B`` sequences holding on
     average ``prompt + output / 2`` tokens, and ``B / output`` prompts start per step, whose prefill GPU time lands
     in some step (chunked prefill), so it is spread over the steps as ``(B / output) x prefill``."""
-    from planner.perf.speed import decode_step, prefill_step
+    from planner.perf.steps import decode_step, prefill_step
 
     rf = Roofline(cfg.gpu, cal)
     prec = load_precisions()

@@ -56,7 +56,11 @@ from planner.catalog.schema import (  # noqa: E402
     VisionSpec,
     WindowAttention,
 )
-from planner.perf.speed import TORCH_REFERENCE, Op, Roofline, StepTime, decode_step, prefill_step, vision_encode  # noqa: E402
+from planner.perf.kernels import TORCH_REFERENCE  # noqa: E402
+from planner.perf.ops import Op, StepTime  # noqa: E402
+from planner.perf.roofline import Roofline  # noqa: E402
+from planner.perf.steps import decode_step, prefill_step  # noqa: E402
+from planner.perf.vision import vision_encode  # noqa: E402
 from planner.spec.config import ServingConfig  # noqa: E402
 
 MEAS = ROOT / "catalogs" / "calibration" / "measurements"
