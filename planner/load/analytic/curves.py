@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planner.perf.lone import mean_vision_ms
 from planner.perf.stepcost import StepCost, prefill_pairs
 from planner.spec.config import ServingConfig
 from planner.spec.shape import RequestShape
@@ -86,14 +87,6 @@ def _build_curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_ca
     i_max = int(np.argmax(rate))
     return Curves(n=n, a=a, e=e, rate=rate, n_cap=n_cap, max_rate=float(rate[i_max]), n_at_max=i_max, vision_ms=V,
                   vision_host_ms=host, host_shared=shares_calls)
-
-
-def mean_vision_ms(cost: StepCost, shape: RequestShape) -> float:
-    """A request's encoder time, averaged over the workload's classes (the ViT's cost is not linear in its
-    patches, so the mean of the costs, not the cost of the mean)."""
-    if not shape.classes:
-        return cost.vision_ms(shape.images, shape.encoder_patches, shape.vit_sequences)
-    return sum(p * cost.vision_ms(c.images, c.encoder_patches, c.vit_sequences) for p, c in shape.classes)
 
 
 def image_share(shape: RequestShape) -> float:
