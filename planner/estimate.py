@@ -10,17 +10,14 @@ from planner.catalog.schema import Calibration
 from planner.core.stats import Percentiles
 from planner.core.units import GIB
 from planner.load.summary import LoadSummary
+from planner.perf.frontend import shape_frontend_ms
+from planner.perf.lone import lone_request
 from planner.perf.memory import MemoryBreakdown, memory_breakdown
-from planner.perf.speed import (
-    Roofline,
-    StepTime,
-    decode_step,
-    engine_overhead_ms,
-    prefill_step,
-    shape_frontend_ms,
-    vision_call_host_ms,
-    vision_encode,
-)
+from planner.perf.ops import StepTime
+from planner.perf.roofline import Roofline
+from planner.perf.stepcost import StepCost
+from planner.perf.steps import decode_step, engine_overhead_ms, prefill_step
+from planner.perf.vision import vision_call_host_ms, vision_encode
 from planner.spec.config import ServingConfig, resolve
 from planner.spec.shape import RequestShape, request_shape
 from planner.spec.workload import Workload
@@ -176,14 +173,14 @@ def estimate(
     ctx = context or shape.prompt_tokens
     decode = decode_step(rf, cfg, precisions, b, ctx)
     overhead = engine_overhead_ms(cal, b)
-    # A request alone: TTFT = API-server image work + encode + prefill (+ one engine step); each later
-    # token one decode step at the growing context (taken at its midpoint).
+    # A request alone (planner.perf.lone, what the simulator measures): its time outside the engine, its encoder
+    # call, its prompt in chunks of the token budget; each later token one decode step at its own context.
     fe = shape_frontend_ms(cal, shape)
     vision_host = vision_call_host_ms(cal, shape.images)
-    ttft = fe + vision.time_ms + vision_host + prefill.time_ms + engine_overhead_ms(cal, 1)
-    mid = shape.prompt_tokens + shape.output_tokens // 2
-    tpot = decode_step(rf, cfg, precisions, 1, mid).time_ms + engine_overhead_ms(cal, 1)
-    e2e = ttft + (shape.output_tokens - 1) * tpot
+    lone = lone_request(StepCost(cfg, cal, precisions), cfg, shape)
+    ttft = fe + lone.ttft_ms
+    tpot = lone.tpot_ms
+    e2e = fe + lone.e2e_ms
     common = dict(config=cfg, workload=workload, shape=shape, memory=mem, calibration=cal, vision=vision,
                   prefill=prefill, decode=decode, decode_batch=b, decode_context=ctx, engine_overhead_ms=overhead,
                   frontend_ms=fe, vision_host_ms=vision_host)

@@ -11,7 +11,7 @@ random weights, see ``planner/calibrate/device/validation_models.py``) are never
 in any fit: every point printed here is held out.
 
 Each validation point is rebuilt as a ``ServingConfig`` from the dimensions it
-recorded and predicted with ``planner.perf.speed`` using the ``TORCH_REFERENCE``
+recorded and predicted with ``planner.perf`` (roofline, steps, vision) using the ``TORCH_REFERENCE``
 kernel profile (the kernels the validation script launched):
 
 * decode step: CUDA-graph replay time (``time_ms``), ``speed.decode_step``;
@@ -56,7 +56,11 @@ from planner.catalog.schema import (  # noqa: E402
     VisionSpec,
     WindowAttention,
 )
-from planner.perf.speed import TORCH_REFERENCE, Op, Roofline, StepTime, decode_step, prefill_step, vision_encode  # noqa: E402
+from planner.perf.kernels import TORCH_REFERENCE  # noqa: E402
+from planner.perf.ops import Op, StepTime  # noqa: E402
+from planner.perf.roofline import Roofline  # noqa: E402
+from planner.perf.steps import decode_step, prefill_step  # noqa: E402
+from planner.perf.vision import vision_encode  # noqa: E402
 from planner.spec.config import ServingConfig  # noqa: E402
 
 MEAS = ROOT / "catalogs" / "calibration" / "measurements"

@@ -11,8 +11,8 @@ import pytest
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
 from planner.load.analytic import build_step_cost, predict
 from planner.load.simulator import api_queue_wait, build_requests, simulate
+from planner.perf.frontend import api_server_ms
 from planner.perf.memory import memory_breakdown
-from planner.perf.speed import api_server_ms
 from planner.spec.config import ServingConfig, resolve
 from planner.spec.shape import request_shape
 from planner.spec.workload import Workload

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from planner.calibrate import fit as F
 from planner.catalog.loader import load_calibration, load_calibration_file, load_gpus, load_models, load_precisions
 from planner.cli.calibrate import register
-from planner.perf.speed import Roofline, decode_step, prefill_step
+from planner.perf.roofline import Roofline
+from planner.perf.steps import decode_step, prefill_step
 from planner.spec.config import ServingConfig
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "vllm-bench"

@@ -1,10 +1,12 @@
-"""StepCost (the simulator's and solver's fast step times) against the per-op roofline in planner.perf.speed."""
+"""StepCost (the fast step times of the simulator and the solver) against the per-op roofline in planner.perf."""
 
 import pytest
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
-from planner.perf.speed import Roofline, decode_step, engine_overhead_ms, prefill_step, vision_encode
+from planner.perf.roofline import Roofline
 from planner.perf.stepcost import StepCost, prefill_pairs
+from planner.perf.steps import decode_step, engine_overhead_ms, prefill_step
+from planner.perf.vision import vision_encode
 from planner.spec.config import ServingConfig, resolve
 
 ENGINE = load_engine()
@@ -87,7 +89,8 @@ def test_mixed_step_reads_the_weights_once():
 
 
 def test_scalar_and_vector_prefill_attention_agree():
-    """The simulator's scalar prefill attention is the vectorised one (which uses speed's own functions)."""
+    """The one prefill-attention formula gives the same on numbers (the simulator) as on arrays (the analytic
+    model)."""
     import numpy as np
 
     for model, gpu, kw in CONFIGS[:3]:
@@ -96,7 +99,7 @@ def test_scalar_and_vector_prefill_attention_agree():
             pairs = prefill_pairs(done, tokens)
             w = min(done + tokens, sc.window) if sc.sliding_layers else None
             wp = None if w is None else tokens * w
-            vec = sc.prefill_attention_vec(np.array([tokens]), np.array([pairs]), np.array([done + tokens]),
-                                           None if wp is None else np.array([wp]), None if w is None else np.array([w]))
+            vec = sc.prefill_attention_ms(np.array([tokens]), np.array([pairs]), np.array([done + tokens]),
+                                          None if wp is None else np.array([wp]), None if w is None else np.array([w]))
             assert sc.prefill_attention_ms(tokens, pairs, done + tokens, wp, w) == pytest.approx(float(vec[0]),
                                                                                                  rel=1e-9)

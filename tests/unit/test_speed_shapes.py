@@ -7,7 +7,8 @@ import json
 import pytest
 
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_precisions
-from planner.perf.speed import Roofline, attention_head_dim, gemm_aligned
+from planner.perf.attention import attention_head_dim
+from planner.perf.roofline import Roofline, gemm_aligned
 
 RUN4 = json.loads((catalog_root() / "calibration/measurements/h200-141gb/run4_shape_effects.json").read_text())
 GPU = load_gpus().get("H200")
@@ -97,7 +98,7 @@ def test_fused_moe_experts_share_waves():
     (timing each expert as its own wave-quantised GEMM made 1,025 tokens cost half of 1,024), and once every
     expert is touched a step reads all expert weights once (memory-bound)."""
     from planner.catalog.loader import load_models
-    from planner.perf.speed import decode_step
+    from planner.perf.steps import decode_step
     from planner.spec.config import ServingConfig
 
     cfg = ServingConfig(model=load_models().get("Qwen/Qwen3-VL-30B-A3B-Instruct"), gpu=H100)

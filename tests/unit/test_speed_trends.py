@@ -9,7 +9,9 @@ import pytest
 from planner.calibrate import fit as F
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_models, load_precisions
 from planner.catalog.schema import CALIBRATION_CONSTANTS
-from planner.perf.speed import Kernels, Roofline, decode_step, prefill_step
+from planner.perf.kernels import Kernels
+from planner.perf.roofline import Roofline
+from planner.perf.steps import decode_step, prefill_step
 from planner.spec.config import ServingConfig
 
 PREC = load_precisions()

@@ -14,8 +14,9 @@ import pytest
 
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
 from planner.estimate import estimate
-from planner.perf.speed import Roofline, vision_encode
+from planner.perf.roofline import Roofline
 from planner.perf.stepcost import StepCost
+from planner.perf.vision import vision_encode
 from planner.spec.config import ServingConfig, resolve
 from planner.spec.shape import request_shape
 from planner.spec.workload import ImageSize, Workload

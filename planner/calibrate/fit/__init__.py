@@ -7,7 +7,7 @@ GPUs). Output: a ``Calibration`` (``catalogs/calibration/vllm-0.33-<gpu>.yaml``)
 whose fitted constants each carry provenance: method, dataset file, number of
 points, MAPE of the fitted model on those points, date.
 
-The fit evaluates the planner's own op formulas (``planner.perf.speed.Roofline``),
+The fit evaluates the planner's own op formulas (``planner.perf.roofline.Roofline``),
 so each constant means exactly what the model does with it. Few parameters,
 each physical; least squares on log(time) (relative errors):
 

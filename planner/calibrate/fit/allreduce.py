@@ -12,7 +12,7 @@ import numpy as np
 
 from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct
 from planner.catalog.schema import Calibration, GpuSpec
-from planner.perf.speed import Roofline
+from planner.perf.roofline import Roofline
 
 
 def fit_allreduce(ar: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[str, Fitted]:

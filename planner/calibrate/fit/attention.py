@@ -15,7 +15,7 @@ import numpy as np
 
 from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct, usable
 from planner.catalog.schema import Calibration, GpuSpec
-from planner.perf.speed import Roofline
+from planner.perf.roofline import Roofline
 
 ATTENTION_CONSTANTS = ("attention_prefill_compute_efficiency", "attention_prefill_overhead_tokens",
                        "attention_softmax_head_dims")

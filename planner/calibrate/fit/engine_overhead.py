@@ -21,7 +21,8 @@ from planner.catalog.loader import load_precisions
 from planner.catalog.schema import Calibration, Constant, FitInfo, Source
 from planner.core.errors import RequestError
 from planner.core.inputs import parse_json, read_text
-from planner.perf.speed import Roofline, decode_step, prefill_step
+from planner.perf.roofline import Roofline
+from planner.perf.steps import decode_step, prefill_step
 
 BENCH_FIELDS = ("completed", "total_input_tokens", "total_output_tokens", "mean_tpot_ms", "max_concurrency",
                 "request_throughput", "mean_ttft_ms")

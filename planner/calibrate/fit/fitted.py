@@ -1,7 +1,7 @@
 """What every section fit shares: the ``Fitted`` record, the log least squares, and the planner's own formulas
 evaluated with trial constants.
 
-Each section fit (kernels, GEMM, attention, all-reduce, frontend) evaluates ``planner.perf.speed.Roofline`` with
+Each section fit (kernels, GEMM, attention, all-reduce, frontend) evaluates ``planner.perf.roofline.Roofline`` with
 candidate constant values, so that a fitted constant means exactly what the speed model does with it. Times span
 four orders of magnitude (1 us kernels to 100 ms GEMMs), so residuals are taken on log(time): relative errors,
 not absolute ones, decide the fit.

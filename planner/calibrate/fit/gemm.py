@@ -17,7 +17,7 @@ import numpy as np
 from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct, usable
 from planner.catalog.loader import load_precisions
 from planner.catalog.schema import Calibration, GpuSpec
-from planner.perf.speed import Roofline
+from planner.perf.roofline import Roofline
 
 TILE_CANDIDATES = ((64, 128), (128, 128), (128, 256), (256, 128))
 """Output-tile shapes of the Hopper GEMM kernels cuBLAS/CUTLASS pick from."""

@@ -17,7 +17,8 @@ import numpy as np
 
 from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct, usable
 from planner.catalog.schema import Calibration, GpuSpec
-from planner.perf.speed import Kernels, Roofline
+from planner.perf.kernels import Kernels
+from planner.perf.roofline import Roofline
 
 Points = list[tuple[float, int, float]]
 """(bytes moved, kernels, seconds) of one timed op."""

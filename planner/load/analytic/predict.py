@@ -1,0 +1,47 @@
+"""The analytic model's entry point: one replica, one request shape, one arrival process."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from planner.load.analytic.api_queue import ApiQueue, with_frontend
+from planner.load.analytic.closed import predict_closed
+from planner.load.analytic.curves import curves
+from planner.load.analytic.lone import predict_single
+from planner.load.analytic.poisson import predict_poisson
+from planner.load.analytic.prediction import LoadPrediction
+from planner.perf.frontend import shape_frontend_ms
+from planner.perf.stepcost import StepCost
+from planner.spec.config import ServingConfig
+from planner.spec.shape import RequestShape
+
+
+def predict(cost: StepCost, cfg: ServingConfig, shape: RequestShape, arrival: str, rate_per_s: float | None,
+            concurrency: int | None, kv_capacity_tokens: int) -> LoadPrediction:
+    """Latency percentiles and throughput of ONE replica of ``cfg`` serving ``shape``.
+
+    ``arrival``: 'single' (one request alone), 'poisson' (``rate_per_s``;
+    'trace' is taken as Poisson at the given rate) or 'closed'
+    (``concurrency`` clients with zero think time).
+    """
+    cur = curves(cost, cfg, shape, kv_capacity_tokens)
+    api = ApiQueue.of(cost, cfg, shape)
+    if arrival == "single" or (arrival == "closed" and concurrency == 1):
+        pred = predict_single(cost, cfg, shape, cur)
+    elif arrival in ("poisson", "trace"):
+        if rate_per_s is None or rate_per_s <= 0:
+            raise ValueError("poisson arrival needs a positive rate_per_s")
+        pred = predict_poisson(cost, cfg, shape, cur, float(rate_per_s), api)
+    elif arrival == "closed":
+        if concurrency is None or concurrency < 1:
+            raise ValueError("closed-loop arrival needs concurrency >= 1")
+        pred = predict_closed(cost, cfg, shape, cur, int(concurrency))
+    else:
+        raise ValueError(f"arrival '{arrival}' is not single, poisson or closed")
+    pred = with_frontend(pred, shape_frontend_ms(cost.cal, shape), closed=arrival in ("single", "closed"))
+    if arrival == "closed" and (concurrency or 1) > 1:
+        pred = api.closed_loop(pred, int(concurrency or 1))
+    if pred.requests_per_s > api.max_rate:  # saturated by the API servers, or a loop they slow down
+        slow = api.max_rate / pred.requests_per_s
+        pred = replace(pred, requests_per_s=api.max_rate, output_tokens_per_s=pred.output_tokens_per_s * slow)
+    return replace(pred, max_requests_per_s=min(pred.max_requests_per_s, api.max_rate))
