@@ -43,10 +43,9 @@ def solve(req: SolveRequest) -> Solution:
     names = [w.name for w in req.workloads]
     screens = {n: Screening() for n in names}
     space = Space(req, screens, minimal=req.objective != "latency")
-    out = verify.verified_optimum(space)
-    for n in names:
-        screens[n].skipped = len(space.configs[n]) - screens[n].evaluated
+    out = verify.verified_optimum(space, lambda chosen: lazy_alternatives(space, chosen, req.alternatives))
     if out.status == "infeasible":
+        _count_skipped(space, screens)
         if out.exhausted:
             explanation, relaxation = exhausted_explanation(req, len(out.notes))
         else:
@@ -55,9 +54,17 @@ def solve(req: SolveRequest) -> Solution:
                         out.notes)
     kept = out.kept or [k for n in names if (k := space.cheapest(n)) is not None]
     binding = binding_constraints(req, out.chosen, kept)
-    alternatives = lazy_alternatives(space, out.chosen, req.alternatives)
+    alternatives = out.alongside if out.alongside is not None else lazy_alternatives(space, out.chosen,
+                                                                                       req.alternatives)
+    _count_skipped(space, screens)
     return Solution(out.status, out.chosen, alternatives, binding, "", "", screens,  # type: ignore[arg-type]
                     time.perf_counter() - t0, out.notes)
+
+
+def _count_skipped(space: Space, screens: dict[str, Screening]) -> None:
+    """Configurations never modelled, per workload (the search bounded them away)."""
+    for n, s in screens.items():
+        s.skipped = len(space.configs[n]) - s.evaluated
 
 
 def _check(req: SolveRequest) -> None:

@@ -9,12 +9,14 @@ return with more replicas, see ``Space.reject``) and CP-SAT re-solves, for at mo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from planner.load.slo_check import broken, meets
+from planner.solver import overlap
 from planner.solver.candidate import Candidate, SimCheck, describe
 from planner.solver.request import SIM_QUICK_MARGIN, SIM_QUICK_REQUESTS, offered
 from planner.solver.search import optimise
@@ -35,11 +37,16 @@ class Verified:
     """One line per rejected deployment."""
     exhausted: bool = False
     """Every round's choice was rejected: infeasible for want of rounds, not of options."""
+    alongside: Any = None
+    """What ``alongside`` returned for the last round's choice (None when nothing was simulated)."""
 
 
-def verified_optimum(space: Space) -> Verified:
+def verified_optimum(space: Space, alongside: Callable[[list[Candidate]], Any] | None = None) -> Verified:
     """CP-SAT's optimum over ``space``, each chosen deployment checked by the simulator when the request asks
-    (``verify``); a rejected one leaves the space and the model is solved again."""
+    (``verify``); a rejected one leaves the space and the model is solved again.
+
+    ``alongside(chosen)`` is work for the parent while a round's simulations run (``overlap``): the solve finds
+    the alternatives to the chosen deployments then, and keeps them when the choice passes."""
     req = space.req
     sims: dict[tuple[Any, ...], SimCheck] = {}
 
@@ -48,11 +55,18 @@ def verified_optimum(space: Space) -> Verified:
             sims[c.ident] = c.simulated if c.simulated is not None else simulate_replica(space, c)
         return sims[c.ident]
 
+    def simulate_new(chosen: list[Candidate]) -> dict[tuple[Any, ...], SimCheck]:
+        return {c.ident: check(c) for c in chosen if c.ident not in sims}
+
     out = Verified("infeasible", [], [])
     for round_ in range(req.verify_rounds + 1):
         out.status, out.chosen, out.kept = optimise(space)
         if out.status == "infeasible" or not req.verify:
             break
+        chosen = list(out.chosen)
+        wait = overlap.start(lambda chosen=chosen: simulate_new(chosen))  # type: ignore[misc]
+        out.alongside = alongside(chosen) if alongside is not None else None
+        sims.update(wait())
         bad = [c for c in out.chosen if not check(c).meets]
         out.chosen = [replace(c, simulated=check(c)) for c in out.chosen]
         if not bad:

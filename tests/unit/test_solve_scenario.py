@@ -81,6 +81,7 @@ def test_simulator_rejection_moves_to_the_next_best(monkeypatch: pytest.MonkeyPa
     first = S.solve(S.SolveRequest(**{**req.__dict__, "verify": False}))
     victim = first.chosen[0]
     calls: list[tuple] = []
+    monkeypatch.setenv("VLMPLAN_PARALLEL", "0")  # the fake records its calls in this process
     monkeypatch.setattr(verify, "simulate_replica", _fake_sim({victim.ident}, calls))
     sol = S.solve(req)
     assert sol.status == "optimal"
@@ -252,6 +253,7 @@ def test_a_rejected_configuration_returns_with_the_fewest_replicas_the_simulator
                 and c.cfg.tp == victim.cfg.tp and c.cfg.pp == victim.cfg.pp)
 
     calls: list[S.Candidate] = []
+    monkeypatch.setenv("VLMPLAN_PARALLEL", "0")  # the fake records its calls in this process
 
     def fake(space: Space, c: S.Candidate) -> S.SimCheck:
         calls.append(c)

@@ -302,3 +302,19 @@ def test_cpsat_assignment_is_the_brute_force_optimum():
         best = min(sum(milli(o.cost_per_hour) for o in p) for p in picks)
         assert status == "optimal" and [o.workload for o in chosen] == names
         assert sum(milli(o.cost_per_hour) for o in chosen) == best
+
+
+def test_the_simulator_check_in_a_child_process_gives_the_same_solution(monkeypatch: pytest.MonkeyPatch) -> None:
+    # planner.solver.overlap: the chosen deployments are simulated in a forked child while the parent finds the
+    # alternatives; the answer must not depend on it.
+    from planner.app.solve_request import SolveInput, build_request
+
+    req, _ = build_request(SolveInput(model="Qwen/Qwen2.5-VL-3B-Instruct", budget="4xL4"))
+    monkeypatch.setenv("VLMPLAN_PARALLEL", "0")
+    alone = solve(req)
+    monkeypatch.setenv("VLMPLAN_PARALLEL", "1")
+    overlapped = solve(req)
+    assert alone.status == overlapped.status == "optimal"
+    assert [(c.ident, c.simulated) for c in alone.chosen] == [(c.ident, c.simulated) for c in overlapped.chosen]
+    assert [c.ident for c in alone.alternatives] == [c.ident for c in overlapped.alternatives]
+    assert all(c.simulated is not None for c in overlapped.chosen)

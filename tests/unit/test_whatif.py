@@ -184,6 +184,7 @@ def test_step_cost_tables_are_built_once_per_configuration(monkeypatch: pytest.M
     import planner.load.analytic as analytic
 
     calls: list[str] = []
+    monkeypatch.setenv("VLMPLAN_PARALLEL", "0")  # counted in this process
     real = analytic.build_step_cost
 
     def counting(cfg, calibration=None):  # type: ignore[no-untyped-def]
@@ -280,6 +281,7 @@ def test_solver_mode_point_rejected_by_the_simulator_is_re_solved(monkeypatch: p
         return SimCheck(ttft=c.prediction.ttft, tpot=c.prediction.tpot, e2e=c.prediction.e2e, requests=10, seed=0,
                         saturated=False, requests_per_s=1.0, meets=ok, failed="" if ok else "ttft_p95 9e3 ms > 1 ms")
 
+    monkeypatch.setenv("VLMPLAN_PARALLEL", "0")  # the fake keeps state in this process
     monkeypatch.setattr(verify, "simulate_replica", fake)
     row = sweep(sc, parse_varies(["gpu=L40S"]), fixed=False).rows[0]
     assert row["feasible"] and "rejected, re-solved" in row["notes"]
