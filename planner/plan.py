@@ -215,14 +215,12 @@ class Plan(_Frozen):
 
     @classmethod
     def load(cls, path: Path) -> Plan:
-        from planner.core.inputs import clip, load_yaml_file
+        from planner.core.inputs import clip, first_problem, load_yaml_file
 
         data = load_yaml_file(path, "plan")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            value = first.get("input")
+            loc, value, msg = first_problem(exc)
             shown = f" = {clip(repr(value), 60)}" if not isinstance(value, (dict, list)) else ""
-            raise RequestError(f"{path}: not a valid vlmplan plan ({loc}{shown}: {clip(first['msg'], 200)})") from None
+            raise RequestError(f"{path}: not a valid vlmplan plan ({loc}{shown}: {clip(msg, 200)})") from None

@@ -55,6 +55,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from planner.core.errors import RequestError
+from planner.core.inputs import first_problem
 from planner.spec.workload import PRESETS, Workload, load_workload, workload_from_dict
 
 MAX_TOKENS = 1 << 30
@@ -232,9 +233,8 @@ class Scenario(_Strict):
 
 
 def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "scenario"
-    return f"{loc}: {first['msg']}"
+    loc, _, msg = first_problem(exc, "scenario")
+    return f"{loc}: {msg}"
 
 
 def scenario_from_dict(data: Any, base_dir: Path | None = None, source: str = "scenario") -> Scenario:

@@ -159,13 +159,13 @@ def _plan_of(to_plan: Any, *args: Any) -> Any:
     from pydantic import ValidationError
 
     from planner.core.errors import RequestError
+    from planner.core.inputs import first_problem
 
     try:
         return to_plan(*args)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise RequestError(f"cannot write a plan: {loc}: {first['msg']}") from None
+        loc, _, msg = first_problem(exc)
+        raise RequestError(f"cannot write a plan: {loc}: {msg}") from None
 
 
 def _emit(plan: Any, out: Path, targets: list[str], refused: dict[str, str]) -> list[Path]:

@@ -111,13 +111,13 @@ def build_scenario(scenario_file: Path | None, fixed: bool, *, model: str | None
 def _validate(cls: Any, data: dict[str, Any], where: str) -> Any:
     from pydantic import ValidationError
 
+    from planner.core.inputs import first_problem
+
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        value = first.get("input")
-        raise RequestError(f"{where}.{loc} = {value!r}: {first['msg']}") from None
+        loc, value, msg = first_problem(exc)
+        raise RequestError(f"{where}.{loc} = {value!r}: {msg}") from None
 
 
 def _workload_overrides(prompt_tokens: int | None, output_tokens: int | None, image: list[str] | None,

@@ -29,6 +29,16 @@ MAX_TEXT = 200
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def first_problem(exc: Exception, root: str = "") -> tuple[str, Any, str]:
+    """(where, offending value, message) of the first problem of a pydantic ``ValidationError``: the one line a
+    ``RequestError`` says. ``where`` is the dotted field path, or ``root`` for the document itself."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return root, None, str(exc).splitlines()[0]
+    first = errors()[0]
+    return ".".join(str(p) for p in first.get("loc", ())) or root, first.get("input"), str(first.get("msg"))
+
+
 def clip(value: Any, limit: int = 60) -> str:
     """``repr``-like text of a user value, cut to ``limit`` characters for an error message."""
     text = str(value)

@@ -41,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.core.errors import RequestError
+from planner.core.inputs import first_problem
 
 MAX_COUNT = 1 << 30
 """Largest token or image count a workload may give (far above any model's context)."""
@@ -425,9 +426,8 @@ def workload_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Wo
     try:
         return Workload.model_validate(fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "workload"
-        raise RequestError(f"workload {where}: {first['msg']}") from None
+        where, _, msg = first_problem(exc, "workload")
+        raise RequestError(f"workload {where}: {msg}") from None
 
 
 def _trace(data: dict[str, Any], base_dir: Path | None) -> list[float]:
