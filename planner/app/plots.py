@@ -2,7 +2,8 @@
 
 * ``cost_vs_latency``: cost per 1,000 requests against a p95 latency, Pareto front marked.
 * ``latency_vs_rate``: latency percentiles against the request rate (or closed-loop clients), with the SLO
-  line, the saturation throughput and the knee (first rate where p95 reaches twice its low-load value).
+  line; fixed mode: the saturation throughput and the knee (first rate where p95 reaches twice its low-load
+  value); solver mode: one line per deployment, each change of the cheapest deployment marked and named.
 * ``memory_breakdown``: stacked weights / KV cache / activations / overhead per GPU, one bar per configuration.
 * ``cost_per_gpu``: the cheapest feasible cost per 1,000 requests for each GPU type (bars per precision); not drawn
   when the sweep has a single feasible (GPU, precision) bar.
@@ -18,12 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from planner.app.plot_layout import fit_tick_labels, place_labels
 from planner.app.whatif import COLUMN, UNITS, SweepResult, point_label
 from planner.core.errors import RequestError
 
 FIGSIZE = (10.0, 6.0)
 DPI = 100
 MAX_BARS = 30
+MAX_POINT_LABELS = 20
+"""Point labels tried on the Pareto front; those that find no free spot are left out."""
 KNEE_FACTOR = 2.0
 """The knee: the first swept rate where p95 latency reaches this multiple of its value at the lowest rate."""
 PLOT_NAMES = ("cost_vs_latency", "latency_vs_rate", "memory_breakdown", "cost_per_gpu")
@@ -49,15 +53,30 @@ def _figure() -> tuple[Any, Any]:
 
 
 def _title(ax: Any, what: str, result: SweepResult) -> None:
-    model = f" | {result.load} load model" if result.mode == "fixed" else " | solver (analytic load model)"
+    model = (f" | {result.load} load model" if result.mode == "fixed" else
+             " | solver (analytic load model; each point's deployment checked by the simulator)")
     fixed = textwrap.fill("held fixed: " + result.held_fixed + model, 130)
     ax.set_title(f"{what}\n{fixed}", fontsize=9, loc="left")
 
 
-def _save(fig: Any, path: Path, bottom: float = 0.12) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+Drawn = tuple[Any, list[Any], float]
+"""A drawn figure, its point labels (most important first) and its bottom margin, before layout."""
+
+
+def laid_out(drawn: Drawn) -> Any:
+    """The figure with its margins set, its tick labels fitted and its point labels placed (``plot_layout``)."""
+    fig, labels, bottom = drawn
     fig.subplots_adjust(left=0.09, right=0.97, top=0.86, bottom=bottom)
-    fig.savefig(path, dpi=DPI, format="png")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    fit_tick_labels(fig, ax)
+    place_labels(fig, ax, labels)
+    return fig
+
+
+def _save(drawn: Drawn, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    laid_out(drawn).savefig(path, dpi=DPI, format="png")
     return path
 
 
@@ -92,6 +111,10 @@ def pareto_front(pairs: list[tuple[float, float]]) -> list[int]:
 
 
 def cost_vs_latency(result: SweepResult, path: Path, metric: str | None = None, stat: str = "p95") -> Path:
+    return _save(draw_cost_vs_latency(result, metric, stat), path)
+
+
+def draw_cost_vs_latency(result: SweepResult, metric: str | None = None, stat: str = "p95") -> Drawn:
     metric = metric or latency_metric(result)
     key = f"{metric}_{stat}_ms"
     rows = [r for r in result.rows if _finite(r.get(key)) and _finite(r.get("cost_per_1k_requests"))]
@@ -101,7 +124,7 @@ def cost_vs_latency(result: SweepResult, path: Path, metric: str | None = None, 
     ax.set_ylabel("cost per 1,000 requests (USD)")
     if not rows:
         ax.text(0.5, 0.5, "no point has both a finite latency and a cost", ha="center", transform=ax.transAxes)
-        return _save(fig, path)
+        return fig, [], 0.12
     pairs = [(float(r[key]), float(r["cost_per_1k_requests"])) for r in rows]
     ok = [i for i, r in enumerate(rows) if r["feasible"]]
     bad = [i for i, r in enumerate(rows) if not r["feasible"]]
@@ -113,16 +136,16 @@ def cost_vs_latency(result: SweepResult, path: Path, metric: str | None = None, 
                    alpha=0.6, label="misses an SLO or the budget")
     front = pareto_front([pairs[i] for i in ok]) if ok else []
     front_idx = [ok[i] for i in front]
+    labels: list[Any] = []
     if front_idx:
         xs = [pairs[i][0] for i in front_idx]
         ys = [pairs[i][1] for i in front_idx]
         ax.step(xs, ys, where="post", color="tab:red", linewidth=1.5)
         ax.scatter(xs, ys, s=60, facecolors="none", edgecolors="tab:red", linewidths=1.8,
                    label=f"Pareto front ({len(front_idx)} points)")
-        if len(front_idx) <= 12:
-            for i in front_idx:
-                ax.annotate(_label(rows[i], result) or rows[i]["gpu"], pairs[i], fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
+        for i in front_idx[:MAX_POINT_LABELS]:  # placed without overlaps at layout, or left out
+            labels.append(ax.annotate(_label(rows[i], result) or rows[i]["gpu"], pairs[i], fontsize=7,
+                                      xytext=(4, 4), textcoords="offset points"))
     for s in result.slos:
         if s.metric == metric and s.stat == stat:
             ax.axvline(s.limit_ms, color="tab:orange", linestyle="--", label=f"SLO {s.key} = {s.limit_ms:g} ms")
@@ -131,7 +154,7 @@ def cost_vs_latency(result: SweepResult, path: Path, metric: str | None = None, 
         ax.set_xscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, path)
+    return fig, labels, 0.12
 
 
 def knee_rate(rates: list[float], p95: list[float | None], factor: float = KNEE_FACTOR) -> float | None:
@@ -150,12 +173,44 @@ def knee_rate(rates: list[float], p95: list[float | None], factor: float = KNEE_
 
 
 def latency_vs_rate(result: SweepResult, path: Path, metric: str | None = None) -> Path:
+    return _save(draw_latency_vs_rate(result, metric), path)
+
+
+DEPLOYMENT = ("gpu", "gpus", "tp", "pp", "replicas", "precision", "kv_cache_dtype")
+"""The columns that make a point's deployment (what it runs on, at what cost): in solver mode a new value is a
+different plan. The batch cap (max_num_seqs) may change along one line."""
+
+
+def _deployment(r: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(r.get(k) for k in DEPLOYMENT)
+
+
+def _deployment_label(r: dict[str, Any]) -> str:
+    return f"{r['replicas']} x {(r['tp'] or 1) * (r['pp'] or 1)} {r['gpu']} {r['precision']}"
+
+
+def _runs(rows: list[dict[str, Any]], solver: bool) -> list[list[dict[str, Any]]]:
+    """The rows cut where the deployment changes (solver mode: one line per plan); one run in fixed mode."""
+    runs: list[list[dict[str, Any]]] = []
+    for r in rows:
+        if runs and (not solver or _deployment(runs[-1][-1]) == _deployment(r)):
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
+
+
+def draw_latency_vs_rate(result: SweepResult, metric: str | None = None) -> Drawn:
+    """Latency percentiles against the rate (or clients). In solver mode every point is its own cheapest plan,
+    so a line joins only points of one deployment and each change of deployment is marked and named (a knee
+    across plans would mean nothing); in fixed mode the knee and the saturation throughput are marked."""
     dims = [v.dim for v in result.varies]
     xdim = "rate" if "rate" in dims else "concurrency" if "concurrency" in dims else None
     if xdim is None:
         raise RequestError("the latency-vs-rate plot needs --vary rate=... (or concurrency=...)")
     metric = metric or latency_metric(result)
     xcol = COLUMN[xdim]
+    solver = result.mode != "fixed"
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in result.rows:
         groups.setdefault(_label(r, result, skip=(xdim,)), []).append(r)
@@ -166,27 +221,15 @@ def latency_vs_rate(result: SweepResult, path: Path, metric: str | None = None) 
     colors = ["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
     single = len(groups) == 1
     ys_all: list[float] = []
+    labels: list[Any] = []
     for gi, (name, rows) in enumerate(list(groups.items())[:len(colors)]):
         rows = sorted(rows, key=lambda r: r[xcol])
-        xs = [float(r[xcol]) for r in rows]
         color = colors[gi]
-        stats = ("p50", "p95", "p99") if single else ("p95",)
-        styles = {"p50": ":", "p95": "-", "p99": "--"}
-        for stat in stats:
-            ys = [r[f"{metric}_{stat}_ms"] if _finite(r[f"{metric}_{stat}_ms"]) else math.nan for r in rows]
-            ys_all += [y for y in ys if math.isfinite(y)]
-            ax.plot(xs, ys, linestyle=styles[stat], color=color, marker="." if len(xs) <= 60 else None,
-                    label=f"{name + ' ' if name else ''}{stat}")
-        p95 = [r[f"{metric}_p95_ms"] if _finite(r[f"{metric}_p95_ms"]) else None for r in rows]
-        knee = knee_rate(xs, p95)
-        if knee is not None:
-            ax.axvline(knee, color=color, linestyle="-.", alpha=0.8,
-                       label=f"knee{' ' + name if name else ''}: {knee:.3g} {UNITS[xdim]} (p95 = {KNEE_FACTOR:g}x)")
-        caps = [r["max_requests_per_s"] for r in rows if _finite(r.get("max_requests_per_s"))]
-        if xdim == "rate" and caps and result.mode == "fixed":
-            cap = caps[0]
-            ax.axvline(cap, color=color, linestyle=":", alpha=0.9,
-                       label=f"saturation{' ' + name if name else ''}: {cap:.3g} req/s")
+        ys_all += _plot_runs(ax, _runs(rows, solver), xcol, metric, name, color, single)
+        if solver:
+            labels += _mark_changes(ax, rows, xcol, color)
+        else:
+            _mark_knee_and_saturation(ax, rows, xcol, xdim, metric, name, color)
     for s in result.slos:
         if s.metric == metric:
             ax.axhline(s.limit_ms, color="tab:red", linestyle="--", label=f"SLO {s.key} = {s.limit_ms:g} ms")
@@ -195,7 +238,49 @@ def latency_vs_rate(result: SweepResult, path: Path, metric: str | None = None) 
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return fig, labels, 0.12
+
+
+def _plot_runs(ax: Any, runs: list[list[dict[str, Any]]], xcol: str, metric: str, name: str, color: str,
+               single: bool) -> list[float]:
+    """One line per run and percentile (p50/p95/p99 when one group, else p95); the finite values drawn."""
+    styles = {"p50": ":", "p95": "-", "p99": "--"}
+    drawn: list[float] = []
+    for stat in ("p50", "p95", "p99") if single else ("p95",):
+        for k, run in enumerate(runs):
+            xs = [float(r[xcol]) for r in run]
+            ys = [r[f"{metric}_{stat}_ms"] if _finite(r[f"{metric}_{stat}_ms"]) else math.nan for r in run]
+            drawn += [y for y in ys if math.isfinite(y)]
+            ax.plot(xs, ys, linestyle=styles[stat], color=color, marker="." if len(xs) <= 60 else None,
+                    label=f"{name + ' ' if name else ''}{stat}" if k == 0 else None)
+    return drawn
+
+
+def _mark_changes(ax: Any, rows: list[dict[str, Any]], xcol: str, color: str) -> list[Any]:
+    """A dotted line where the cheapest deployment changes, labelled with the new one (and the first)."""
+    labels = [ax.annotate(_deployment_label(rows[0]), (float(rows[0][xcol]), 0.0), xycoords=("data", "axes fraction"),
+                          fontsize=7, color=color, xytext=(4, 4), textcoords="offset points")] if rows else []
+    for a, b in zip(rows, rows[1:]):
+        if _deployment(a) != _deployment(b):
+            x = (float(a[xcol]) + float(b[xcol])) / 2
+            ax.axvline(x, color=color, linestyle=":", alpha=0.7)
+            labels.append(ax.annotate(f"-> {_deployment_label(b)}", (x, 0.0), xycoords=("data", "axes fraction"),
+                                      fontsize=7, color=color, xytext=(4, 4), textcoords="offset points"))
+    return labels
+
+
+def _mark_knee_and_saturation(ax: Any, rows: list[dict[str, Any]], xcol: str, xdim: str, metric: str, name: str,
+                              color: str) -> None:
+    xs = [float(r[xcol]) for r in rows]
+    p95 = [r[f"{metric}_p95_ms"] if _finite(r[f"{metric}_p95_ms"]) else None for r in rows]
+    knee = knee_rate(xs, p95)
+    if knee is not None:
+        ax.axvline(knee, color=color, linestyle="-.", alpha=0.8,
+                   label=f"knee{' ' + name if name else ''}: {knee:.3g} {UNITS[xdim]} (p95 = {KNEE_FACTOR:g}x)")
+    caps = [r["max_requests_per_s"] for r in rows if _finite(r.get("max_requests_per_s"))]
+    if xdim == "rate" and caps:
+        ax.axvline(caps[0], color=color, linestyle=":", alpha=0.9,
+                   label=f"saturation{' ' + name if name else ''}: {caps[0]:.3g} req/s")
 
 
 def _config_label(r: dict[str, Any]) -> str:
@@ -205,6 +290,10 @@ def _config_label(r: dict[str, Any]) -> str:
 
 
 def memory_breakdown(result: SweepResult, path: Path) -> Path:
+    return _save(draw_memory_breakdown(result), path)
+
+
+def draw_memory_breakdown(result: SweepResult) -> Drawn:
     seen: dict[tuple, dict[str, Any]] = {}
     for r in result.rows:
         if not _finite(r.get("weights_gib")):
@@ -222,7 +311,7 @@ def memory_breakdown(result: SweepResult, path: Path) -> Path:
     ax.set_ylabel("memory per GPU (GiB)")
     if not rows:
         ax.text(0.5, 0.5, "no configuration with a memory breakdown", ha="center", transform=ax.transAxes)
-        return _save(fig, path)
+        return fig, [], 0.12
     x = list(range(len(rows)))
     bottom = [0.0] * len(rows)
     parts = [("weights_gib", "weights", "tab:blue"), ("kv_cache_gib", "KV cache", "tab:green"),
@@ -235,22 +324,24 @@ def memory_breakdown(result: SweepResult, path: Path) -> Path:
                label="GPU memory", zorder=3)
     ax.scatter(x, [r["usable_gib"] for r in rows], marker="_", s=600, color="tab:red", linewidths=1.5,
                label="usable (gpu_memory_utilization)", zorder=3)
-    for xi, r in zip(x, rows):
-        if r["status"] == "does not fit":
-            ax.annotate("does not fit", (xi, r["gpu_memory_gib"]), ha="center", fontsize=7, color="tab:red",
-                        xytext=(0, 6), textcoords="offset points")
+    labels = [ax.annotate("does not fit", (xi, r["gpu_memory_gib"]), ha="center", fontsize=7, color="tab:red",
+                          xytext=(0, 6), textcoords="offset points")
+              for xi, r in zip(x, rows) if r["status"] == "does not fit"]
     ax.set_xticks(x)
-    ax.set_xticklabels([_config_label(r) for r in rows], fontsize=7 if len(rows) <= 12 else 5,
-                       rotation=0 if len(rows) <= 6 else 45, ha="center" if len(rows) <= 6 else "right")
+    ax.set_xticklabels([_config_label(r) for r in rows], fontsize=7)  # upright and smaller at layout if crowded
     ax.set_xlabel("configuration (GPUs x type, weight precision, max_model_len, max_num_seqs)")
     top = max(max(float(r["gpu_memory_gib"] or 0.0) for r in rows), max(bottom))
     ax.set_ylim(0, top * 1.3)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", ncol=3)
-    return _save(fig, path, bottom=0.12 if len(rows) <= 6 else 0.24)
+    return fig, labels, 0.12
 
 
 def cost_per_gpu(result: SweepResult, path: Path) -> Path:
+    return _save(draw_cost_per_gpu(result), path)
+
+
+def draw_cost_per_gpu(result: SweepResult) -> Drawn:
     gpus = list(dict.fromkeys(r["gpu"] for r in result.rows if r["gpu"]))
     precisions = list(dict.fromkeys(r["precision"] for r in result.rows if r["precision"]))
     best: dict[tuple[str, str], dict[str, Any]] = {}
@@ -266,7 +357,7 @@ def cost_per_gpu(result: SweepResult, path: Path) -> Path:
     ax.set_xlabel("GPU type")
     if not gpus:
         ax.text(0.5, 0.5, "no point names a GPU", ha="center", transform=ax.transAxes)
-        return _save(fig, path)
+        return fig, [], 0.12
     width = 0.8 / max(1, len(precisions))
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]
     for pi, prec in enumerate(precisions):
@@ -286,7 +377,7 @@ def cost_per_gpu(result: SweepResult, path: Path) -> Path:
     ax.set_ylim(0, top * 1.3)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(title="weight precision", fontsize=8, ncol=max(1, len(precisions)), loc="upper center")
-    return _save(fig, path)
+    return fig, [], 0.12
 
 
 def render_all(result: SweepResult, out_dir: Path) -> list[Path]:
@@ -304,5 +395,9 @@ def render_all(result: SweepResult, out_dir: Path) -> list[Path]:
     return files
 
 
+DRAW = {"cost_vs_latency": draw_cost_vs_latency, "latency_vs_rate": draw_latency_vs_rate,
+        "memory_breakdown": draw_memory_breakdown, "cost_per_gpu": draw_cost_per_gpu}
+
+
 __all__ = ["cost_vs_latency", "latency_vs_rate", "memory_breakdown", "cost_per_gpu", "render_all", "pareto_front",
-           "knee_rate", "require_matplotlib", "FIGSIZE", "DPI", "PLOT_NAMES"]
+           "knee_rate", "require_matplotlib", "laid_out", "DRAW", "FIGSIZE", "DPI", "PLOT_NAMES"]

@@ -95,3 +95,51 @@ def test_a_single_bar_cost_per_gpu_plot_is_not_drawn(tmp_path: Path) -> None:
     res = sweep(sc, parse_varies(["gpu=L40S", "precision=int8"]), fixed=False)
     files = plots.render_all(res, tmp_path)
     assert "cost_per_gpu.png" not in [f.name for f in files]
+
+
+# --------------------------------------------------------------------------- readable layout (issue 13, item 10)
+def _text_boxes(fig, texts):  # type: ignore[no-untyped-def]
+    renderer = fig.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts if t.get_visible() and t.get_text()]
+
+
+def _disjoint(boxes) -> bool:  # type: ignore[no-untyped-def]
+    return not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_memory_breakdown_tick_labels_neither_collide_nor_leave_the_figure() -> None:
+    sc = load_scenario(CHATBOT)
+    result = sweep(sc, parse_varies(["precision=int4,int8", "batch=1,8,64", "context=2k,8k,32k"]), fixed=True)
+    fig = plots.laid_out(plots.DRAW["memory_breakdown"](result))
+    ax = fig.axes[0]
+    ticks = _text_boxes(fig, ax.get_xticklabels())
+    assert len(ticks) == 18 and _disjoint(ticks)
+    xlabel = _text_boxes(fig, [ax.xaxis.label])[0]
+    assert min(b.y0 for b in ticks) >= 0 and xlabel.y0 >= 0 and not any(b.overlaps(xlabel) for b in ticks)
+
+
+def test_cost_vs_latency_point_labels_do_not_overlap(fixed_sweep: SweepResult) -> None:
+    fig = plots.laid_out(plots.DRAW["cost_vs_latency"](fixed_sweep))
+    ax = fig.axes[0]
+    shown = _text_boxes(fig, ax.texts)
+    frame = ax.get_window_extent(fig.canvas.get_renderer())
+    assert shown and _disjoint(shown)
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in shown)
+
+
+def test_solver_mode_latency_vs_rate_joins_only_points_of_one_deployment() -> None:
+    sc = load_scenario(CHATBOT).model_copy(update={"budget": None})
+    result = sweep(sc, parse_varies(["rate=0.5..24:6"]), fixed=False)
+    rows = sorted(result.rows, key=lambda r: r["rate_per_s"])
+    plans = {float(r["rate_per_s"]): plots._deployment(r) for r in rows}
+    assert len(set(plans.values())) > 1  # the sweep crosses a change of plan, else the test proves nothing
+    fig = plots.laid_out(plots.DRAW["latency_vs_rate"](result))
+    ax = fig.axes[0]
+    joined = [line for line in ax.get_lines()  # data lines (the SLO line runs in axes coordinates)
+              if len(set(line.get_xdata())) > 1 and {float(x) for x in line.get_xdata()} <= set(plans)]
+    assert joined
+    for line in joined:
+        assert len({plans[float(x)] for x in line.get_xdata()}) == 1
+    changes = sum(plots._deployment(a) != plots._deployment(b) for a, b in zip(rows, rows[1:]))
+    assert len([t for t in ax.texts if t.get_text().startswith("->")]) == changes
+    assert not any("knee" in (line.get_label() or "") for line in ax.get_lines())
