@@ -180,7 +180,9 @@ def calibrate_run(
     cal = _run(lambda: F.fit_files(raw, raw if "allreduce" in data else None, gpu,
                                    vit_shapes=[raw.parent / "vit_shapes.json"],
                                    quant_ops=raw.parent / "quant_ops.json"))
-    path = out or Path(f"vllm-0.33-{cal.gpu.lower()}.yaml")
+    from planner.catalog import DEFAULT_ENGINE
+
+    path = out or Path(f"{DEFAULT_ENGINE}-{cal.gpu.lower()}.yaml")
     write_file(path, F.calibration_yaml(cal, f"Fitted by: vlmplan calibrate run (microbench JSON: {raw})"), force)
     typer.echo(f"wrote {path} (use it with --calibration {path})")
 
