@@ -152,22 +152,16 @@ def resolve(cfg: ServingConfig, engine: EngineSpec) -> ResolvedConfig:
     the GPU or model cannot run.
     """
     tokens_default, seqs_default = _batch_default(engine, cfg.gpu)
-    out = ResolvedConfig(
-        model=cfg.model,
-        gpu=cfg.gpu,
-        tp=cfg.tp,
-        pp=cfg.pp,
-        precision=cfg.precision,
-        kv_cache_dtype=cfg.kv_cache_dtype,
-        max_model_len=cfg.effective_max_model_len,
-        max_num_seqs=cfg.max_num_seqs or seqs_default,
-        max_num_batched_tokens=cfg.max_num_batched_tokens or tokens_default,
-        gpu_memory_utilization=cfg.gpu_memory_utilization or engine.default_gpu_memory_utilization,
-        mm_encoder_tp_mode=cfg.mm_encoder_tp_mode,
-        limit_images_per_prompt=cfg.limit_images_per_prompt,
-        mm_processor_options=cfg.mm_processor_options,
-        api_server_count=cfg.api_server_count,
-    )
+    # Every field carries over as asked (a field only one of the two classes has is a TypeError here)...
+    asked = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    out = ResolvedConfig(**{
+        **asked,
+        # ... except those the engine defaults.
+        "max_model_len": cfg.effective_max_model_len,
+        "max_num_seqs": cfg.max_num_seqs or seqs_default,
+        "max_num_batched_tokens": cfg.max_num_batched_tokens or tokens_default,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization or engine.default_gpu_memory_utilization,
+    })
     check(out)
     return out
 
