@@ -18,14 +18,14 @@ from planner.perf.roofline import Roofline
 from planner.perf.stepcost import StepCost
 from planner.perf.steps import decode_step, engine_overhead_ms, prefill_step
 from planner.perf.vision import vision_call_host_ms, vision_encode
-from planner.spec.config import ServingConfig, resolve
+from planner.spec.config import ResolvedConfig, ServingConfig, resolve
 from planner.spec.shape import RequestShape, request_shape
 from planner.spec.workload import Workload
 
 
 @dataclass(frozen=True)
 class Estimate:
-    config: ServingConfig
+    config: ResolvedConfig
     workload: Workload
     shape: RequestShape
     memory: MemoryBreakdown
@@ -134,7 +134,7 @@ def _pct(p: Percentiles) -> dict[str, float]:
 
 
 def estimate(
-    cfg: ServingConfig,
+    cfg: ServingConfig | ResolvedConfig,
     workload: Workload,
     batch: int | None = None,
     context: int | None = None,
@@ -155,12 +155,13 @@ def estimate(
     """
     engine = load_engine()
     precisions = load_precisions()
-    cfg = resolve(cfg, engine)
+    if isinstance(cfg, ServingConfig):
+        cfg = resolve(cfg, engine)
     cal = calibration or load_calibration(cfg.gpu.name)
     mem = memory_breakdown(cfg, engine, precisions)
     shape = request_shape(cfg, workload)
     longest = shape.visual_tokens + workload.max_prompt_tokens + workload.max_output_tokens
-    if mem.fits and cfg.max_model_len is not None and longest > cfg.max_model_len:
+    if mem.fits and longest > cfg.max_model_len:
         # vLLM refuses a request whose prompt + max_tokens exceed max_model_len: the configuration cannot serve it.
         mem = replace(mem, fits=False, reason=(
             f"a request needs {longest:,} tokens ({shape.visual_tokens:,} visual + {workload.max_prompt_tokens:,} "

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from planner.catalog import DEFAULT_ENGINE
 from planner.core.errors import RequestError
 
 
@@ -203,7 +204,7 @@ class Plan(_Frozen):
     binding: list[str] = []
     """Constraints that bind at the optimum, in words with numbers."""
     alternatives: list[DeploymentPlan] = []
-    engine: str = "vllm-0.33"
+    engine: str = DEFAULT_ENGINE
     notes: list[str] = []
 
     def to_yaml(self) -> str:

@@ -143,7 +143,7 @@ def run_estimate(req: EstimateRequest) -> Estimate:
         raise RequestError(f"--limit-images {req.limit_images} is fewer than the {workload.max_images} image(s) a "
                            "request sends (vLLM would refuse the request)")
     if req.context is not None:
-        ceiling = req.max_model_len or cfg.model.decoder.max_position_embeddings
+        ceiling = cfg.effective_max_model_len
         if req.context > ceiling:
             raise RequestError(f"--context {req.context:,} exceeds the max_model_len {ceiling:,} of the configuration")
     cal = load_calibration_file(req.calibration) if req.calibration else None

@@ -218,19 +218,6 @@ class Scenario(_Strict):
             raise RequestError(f"workloads: name '{dup[0]}' is used twice; give each workload a unique 'name'")
         return out
 
-    def describe_config(self) -> str:
-        c = self.config
-        if c is None:
-            return "solver's choice"
-        parts = [f"{c.tp * c.pp} x {c.gpu}", c.precision]
-        if c.kv_cache_dtype != "auto":
-            parts.append(f"kv-{c.kv_cache_dtype}")
-        if c.max_model_len:
-            parts.append(f"max_model_len {c.max_model_len}")
-        if c.max_num_seqs:
-            parts.append(f"max_num_seqs {c.max_num_seqs}")
-        return ", ".join(parts)
-
 
 def _first_error(exc: ValidationError) -> str:
     loc, _, msg = first_problem(exc, "scenario")

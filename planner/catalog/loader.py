@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from planner.catalog import DEFAULT_ENGINE
 from planner.catalog.schema import Calibration, EngineSpec, GpuSpec, ModelSpec, PrecisionTable, ValidationStatus
 from planner.core.errors import CatalogError
 
@@ -128,7 +129,7 @@ def load_models(root: Path | None = None) -> Index[ModelSpec]:
 
 
 @functools.cache
-def load_engine(name: str = "vllm-0.33", root: Path | None = None) -> EngineSpec:
+def load_engine(name: str = DEFAULT_ENGINE, root: Path | None = None) -> EngineSpec:
     path = (root or catalog_root()) / "engines" / f"{name}.yaml"
     if not path.exists():
         raise CatalogError(f"unknown engine '{name}' (no {path.name} in catalogs/engines)")
@@ -163,12 +164,12 @@ def uncalibrated_slo_margin() -> float:
     return load_validation_status().uncalibrated_slo_margin
 
 
-def calibration_path(gpu_name: str, engine: str = "vllm-0.33", root: Path | None = None) -> Path:
+def calibration_path(gpu_name: str, engine: str = DEFAULT_ENGINE, root: Path | None = None) -> Path:
     return (root or catalog_root()) / "calibration" / f"{engine}-{gpu_name.lower()}.yaml"
 
 
 @functools.cache
-def load_calibration(gpu_name: str, engine: str = "vllm-0.33", root: Path | None = None) -> Calibration:
+def load_calibration(gpu_name: str, engine: str = DEFAULT_ENGINE, root: Path | None = None) -> Calibration:
     """The GPU's calibration file, else the engine's default (uncalibrated)."""
     path = calibration_path(gpu_name, engine, root)
     if not path.exists():

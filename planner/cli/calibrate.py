@@ -50,10 +50,11 @@ def fit_bench(bench: list[Path], model: str, gpu: str, tp: int, pp: int, precisi
     """(EngineFit, calibration with the fitted overhead, warnings) for the given bench files and configuration."""
     from planner.app.estimate_request import EstimateRequest, build_config
     from planner.calibrate import fit as F
-    from planner.catalog.loader import load_calibration, load_calibration_file
+    from planner.catalog.loader import load_calibration, load_calibration_file, load_engine
+    from planner.spec.config import resolve
 
-    cfg = build_config(EstimateRequest(model=model, gpu=gpu, tp=tp, pp=pp, precision=precision,
-                                       kv_cache_dtype=kv_cache_dtype))
+    cfg = resolve(build_config(EstimateRequest(model=model, gpu=gpu, tp=tp, pp=pp, precision=precision,
+                                               kv_cache_dtype=kv_cache_dtype)), load_engine())
     cal = load_calibration_file(calibration) if calibration else load_calibration(cfg.gpu.name)
     runs = [F.read_vllm_bench(p) for p in bench]
     warnings = [f"{r.path}: model_id '{r.model_id}' differs from --model '{cfg.model.name}'"
@@ -180,7 +181,9 @@ def calibrate_run(
     cal = _run(lambda: F.fit_files(raw, raw if "allreduce" in data else None, gpu,
                                    vit_shapes=[raw.parent / "vit_shapes.json"],
                                    quant_ops=raw.parent / "quant_ops.json"))
-    path = out or Path(f"vllm-0.33-{cal.gpu.lower()}.yaml")
+    from planner.catalog import DEFAULT_ENGINE
+
+    path = out or Path(f"{DEFAULT_ENGINE}-{cal.gpu.lower()}.yaml")
     write_file(path, F.calibration_yaml(cal, f"Fitted by: vlmplan calibrate run (microbench JSON: {raw})"), force)
     typer.echo(f"wrote {path} (use it with --calibration {path})")
 

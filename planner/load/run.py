@@ -15,7 +15,7 @@ from planner.load.simulator import build_requests, percentiles, simulate
 from planner.load.slo_check import meets
 from planner.load.summary import LoadSummary
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
 from planner.spec.workload import Workload
 
@@ -62,13 +62,13 @@ def saturation_throughput(cost: StepCost, reqs_for: Any, kv_capacity_tokens: int
     the KV cache with preemptions)."""
     cfg = cost.cfg
     final = shape.prompt_tokens + shape.output_tokens + 16
-    clients = max(1, min(int(cfg.max_num_seqs or 1), int(kv_capacity_tokens // final)))
+    clients = max(1, min(cfg.max_num_seqs, int(kv_capacity_tokens // final)))
     n = int(min(20000, max(2000, 4 * clients)))
     res = simulate(cost, reqs_for(n), kv_capacity_tokens, "closed", concurrency=clients, seed=seed)
     return res.requests_per_s
 
 
-def run_load(cfg: ServingConfig, cal: Calibration, precisions: PrecisionTable, workload: Workload,
+def run_load(cfg: ResolvedConfig, cal: Calibration, precisions: PrecisionTable, workload: Workload,
              shape: RequestShape, kv_capacity_tokens: int, slos: list[Any], requests: int | None,
              seed: int) -> LoadRun:
     """Simulate ``workload`` on one replica of the resolved ``cfg``."""
@@ -93,7 +93,7 @@ def run_load(cfg: ServingConfig, cal: Calibration, precisions: PrecisionTable, w
             max_rate = _slo_max_rate(cost, reqs_for, kv_capacity_tokens, slos, sat_rate, seed, guess)
         elif workload.arrival == "closed":
             max_conc = _slo_max_concurrency(cost, reqs_for, kv_capacity_tokens, slos, seed,
-                                            hi=max(2, int(2 * (cfg.max_num_seqs or 1))))
+                                            hi=max(2, 2 * cfg.max_num_seqs))
     what = {"poisson": f"Poisson {workload.rate_per_s:g} req/s" if workload.rate_per_s else "Poisson",
             "closed": f"{workload.concurrency} closed-loop clients",
             "trace": f"trace of {len(workload.trace_s or ())} arrivals"}[workload.arrival]
@@ -116,7 +116,7 @@ def run_load(cfg: ServingConfig, cal: Calibration, precisions: PrecisionTable, w
                    output_tokens_per_s=res.output_tokens_per_s, note=note, summary=summary)
 
 
-def _analytic_max_rate(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv: int, slos: list[Any]) -> float:
+def _analytic_max_rate(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, kv: int, slos: list[Any]) -> float:
     """The analytic model's highest Poisson rate meeting the SLOs (bisection, about 1 ms a step); 0 if none."""
     top = predict(cost, cfg, shape, "single", None, None, kv).max_requests_per_s
     lo, hi = 0.0, top

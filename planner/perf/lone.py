@@ -22,7 +22,7 @@ import numpy as np
 
 from planner.perf.attention import prefill_pairs
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
 
 
@@ -40,7 +40,7 @@ class LoneRequest:
         return self.ttft_ms + self.decode_steps * self.tpot_ms
 
 
-def lone_request(cost: StepCost, cfg: ServingConfig, shape: RequestShape) -> LoneRequest:
+def lone_request(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape) -> LoneRequest:
     """``shape`` served alone by one replica of ``cfg`` (``cost``'s step times)."""
     P, L = shape.prompt_tokens, max(0, shape.output_tokens - 1)
     ttft = mean_vision_ms(cost, shape) + prefill_alone_ms(cost, cfg, shape) + cost.overhead_ms(1)
@@ -48,11 +48,11 @@ def lone_request(cost: StepCost, cfg: ServingConfig, shape: RequestShape) -> Lon
     return LoneRequest(ttft_ms=ttft, tpot_ms=tpot, decode_steps=L)
 
 
-def prefill_alone_ms(cost: StepCost, cfg: ServingConfig, shape: RequestShape) -> float:
+def prefill_alone_ms(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape) -> float:
     """A lone prompt, chunked by the budget (each further chunk a step with its own overhead)."""
     P = shape.prompt_tokens
     Pn = max(1, P - shape.cached_tokens)
-    B = int(cfg.max_num_batched_tokens or cost.max_tokens)
+    B = cfg.max_num_batched_tokens
     if Pn <= B:
         return cost.prefill_ms(P, shape.cached_tokens)
     total = 0.0

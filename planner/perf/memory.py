@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from planner.catalog.schema import EngineSpec, PrecisionTable
 from planner.catalog.vision_tokens import max_image_tokens
-from planner.core.units import GIB
-from planner.spec.config import ServingConfig
+from planner.core.units import GIB, MIB
+from planner.spec.config import ResolvedConfig
 from planner.spec.modeldesc import (
     decoder_layers,
     full_attention_layers,
@@ -71,10 +71,6 @@ class MemoryBreakdown:
         return self.weights_bytes + self.activations_bytes + self.overhead_bytes + max(self.kv_cache_bytes, 0)
 
 
-def _kv_elem_bytes(cfg: ServingConfig) -> int:
-    return 1 if cfg.kv_cache_dtype == "fp8" else 2
-
-
 def kv_heads_per_gpu(num_kv_heads: int, tp: int) -> int:
     """KV heads each GPU stores: heads split by TP, replicated once TP > heads."""
     return max(1, math.ceil(num_kv_heads / tp))
@@ -85,22 +81,22 @@ def _stage_share(count: int, pp: int) -> int:
     return math.ceil(count / pp)
 
 
-def kv_bytes_per_token_per_layer(cfg: ServingConfig) -> int:
+def kv_bytes_per_token_per_layer(cfg: ResolvedConfig) -> int:
     d = cfg.model.decoder
-    return 2 * kv_heads_per_gpu(d.num_kv_heads, cfg.tp) * d.head_dim * _kv_elem_bytes(cfg)
+    return 2 * kv_heads_per_gpu(d.num_kv_heads, cfg.tp) * d.head_dim * cfg.kv_bytes_per_element
 
 
-def kv_bytes_per_token(cfg: ServingConfig) -> int:
+def kv_bytes_per_token(cfg: ResolvedConfig) -> int:
     """Per GPU, summed over the full-attention layers of the most loaded stage."""
     return _stage_share(full_attention_layers(cfg.model.decoder), cfg.pp) * kv_bytes_per_token_per_layer(cfg)
 
 
-def sliding_kv_bytes_per_token(cfg: ServingConfig) -> int:
+def sliding_kv_bytes_per_token(cfg: ResolvedConfig) -> int:
     d = cfg.model.decoder
     return _stage_share(d.num_sliding_window_layers, cfg.pp) * kv_bytes_per_token_per_layer(cfg)
 
 
-def kv_bytes_per_sequence(cfg: ServingConfig, context_tokens: int, images: int = 0) -> int:
+def kv_bytes_per_sequence(cfg: ResolvedConfig, context_tokens: int, images: int = 0) -> int:
     """Per GPU KV of one sequence holding ``context_tokens`` (sliding layers
     capped at their window) plus Mllama's fixed cross-attention KV per image."""
     d = cfg.model.decoder
@@ -110,7 +106,7 @@ def kv_bytes_per_sequence(cfg: ServingConfig, context_tokens: int, images: int =
     return full + sliding + images * cross_attention_kv_bytes_per_image(cfg)
 
 
-def cross_attention_kv_bytes_per_image(cfg: ServingConfig) -> int:
+def cross_attention_kv_bytes_per_image(cfg: ResolvedConfig) -> int:
     d = cfg.model.decoder
     if not d.cross_attention_layers or cfg.model.visual_tokens is None:
         return 0
@@ -119,7 +115,7 @@ def cross_attention_kv_bytes_per_image(cfg: ServingConfig) -> int:
     return layers * kv_bytes_per_token_per_layer(cfg) * states
 
 
-def weights_bytes(cfg: ServingConfig, precisions: PrecisionTable) -> tuple[int, int]:
+def weights_bytes(cfg: ResolvedConfig, precisions: PrecisionTable) -> tuple[int, int]:
     """(decoder, vision) weight bytes on one GPU of the most loaded stage."""
     model = cfg.model
     d = model.decoder
@@ -148,7 +144,7 @@ def weights_bytes(cfg: ServingConfig, precisions: PrecisionTable) -> tuple[int, 
     return decoder, vision
 
 
-def decoder_activation_bytes(cfg: ServingConfig, engine: EngineSpec) -> int:
+def decoder_activation_bytes(cfg: ResolvedConfig, engine: EngineSpec) -> int:
     """Peak of the profiling forward pass over ``max_num_batched_tokens`` tokens.
 
     Live at the MLP peak: residual + normed input (2 x hidden), gate_up output
@@ -157,18 +153,18 @@ def decoder_activation_bytes(cfg: ServingConfig, engine: EngineSpec) -> int:
     ``max_num_seqs`` sequences over the full vocabulary.
     """
     d = cfg.model.decoder
-    tokens = cfg.max_num_batched_tokens or 0
+    tokens = cfg.max_num_batched_tokens
     inter = d.intermediate_size
     if d.moe is not None:
         inter = max(inter, d.moe.top_k * d.moe.moe_intermediate_size + d.moe.shared_expert_intermediate_size)
     mlp = 2 * d.hidden_size + 3 * inter / cfg.tp
     attn = 2 * d.hidden_size + (2 * d.num_attention_heads + 2 * d.num_kv_heads) * d.head_dim / cfg.tp
     per_token = max(mlp, attn) * ACT_BYTES
-    logits = (cfg.max_num_seqs or 0) * d.vocab_size * engine.logits_bytes_per_element
+    logits = cfg.max_num_seqs * d.vocab_size * engine.logits_bytes_per_element
     return int(tokens * per_token + logits * engine.sampler_logits_copies)
 
 
-def encoder_profile(cfg: ServingConfig) -> tuple[int, int, int]:
+def encoder_profile(cfg: ResolvedConfig) -> tuple[int, int, int]:
     """(encoder activation peak, encoder cache bytes, images per profiling batch)
     of vLLM's dummy encoder pass (encoder_budget.py / compute_mm_encoder_budget)."""
     model = cfg.model
@@ -177,12 +173,9 @@ def encoder_profile(cfg: ServingConfig) -> tuple[int, int, int]:
         return 0, 0, 0
     item = max_image_tokens(model.visual_tokens, cfg.mm_processor_options)
     per_item = max(item.llm_tokens, 1)
-    batched = cfg.max_num_batched_tokens or 0
-    max_len = cfg.max_model_len or model.decoder.max_position_embeddings
-    limit = 999 if cfg.limit_images_per_prompt is None else cfg.limit_images_per_prompt
-    items_per_prompt = max(1, min(limit, max_len // per_item))
-    budget = max(batched, per_item)
-    items = max(1, min(budget // per_item, (cfg.max_num_seqs or 1) * items_per_prompt))
+    items_per_prompt = max(1, min(cfg.images_per_prompt, cfg.max_model_len // per_item))
+    budget = max(cfg.max_num_batched_tokens, per_item)
+    items = max(1, min(budget // per_item, cfg.max_num_seqs * items_per_prompt))
     patches = items * item.encoder_patches
     div = cfg.tp if cfg.mm_encoder_tp_mode == "weights" else 1
     mlp_width = (3 if v.gated_mlp else 2) * v.intermediate_size / div
@@ -192,15 +185,15 @@ def encoder_profile(cfg: ServingConfig) -> tuple[int, int, int]:
     return activation, cache, items
 
 
-def overhead_bytes(cfg: ServingConfig, engine: EngineSpec) -> int:
+def overhead_bytes(cfg: ResolvedConfig, engine: EngineSpec) -> int:
     non_torch = engine.non_torch_gib_tp1 if cfg.num_gpus == 1 else engine.non_torch_gib_tp_multi
     return int((non_torch + engine.cudagraph_gib) * GIB)
 
 
-def memory_breakdown(cfg: ServingConfig, engine: EngineSpec, precisions: PrecisionTable) -> MemoryBreakdown:
-    """Per-GPU memory of a resolved config (see ``deployment.resolve``)."""
-    total = cfg.gpu.memory_total_mib * 2**20
-    util = cfg.gpu_memory_utilization or engine.default_gpu_memory_utilization
+def memory_breakdown(cfg: ResolvedConfig, engine: EngineSpec, precisions: PrecisionTable) -> MemoryBreakdown:
+    """Per-GPU memory of a resolved config (``planner.spec.config.resolve``)."""
+    total = cfg.gpu.memory_total_mib * MIB
+    util = cfg.gpu_memory_utilization
     requested = math.ceil(total * util)
     dec_w, vis_w = weights_bytes(cfg, precisions)
     dec_act = decoder_activation_bytes(cfg, engine)
@@ -209,7 +202,7 @@ def memory_breakdown(cfg: ServingConfig, engine: EngineSpec, precisions: Precisi
     overhead = overhead_bytes(cfg, engine)
     kv_cache = requested - dec_w - vis_w - activations - overhead
     per_token = kv_bytes_per_token(cfg)
-    max_len = cfg.max_model_len or cfg.model.decoder.max_position_embeddings
+    max_len = cfg.max_model_len
     # Sliding-window layers hold at most `window` tokens of a sequence: spread
     # their cost over a max_model_len sequence to express capacity in tokens.
     window = min(cfg.model.decoder.sliding_window or 0, max_len)

@@ -38,7 +38,7 @@ from planner.perf.memory import kv_heads_per_gpu
 from planner.perf.roofline import Roofline
 from planner.perf.steps import decode_step, prefill_step
 from planner.perf.vision import vision_call_host_ms, vision_encode
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.modeldesc import full_attention_layers
 
 __all__ = ["StepCost", "prefill_pairs"]
@@ -66,7 +66,7 @@ def _grid(max_m: int, tile: int) -> np.ndarray:
     return np.array(sorted(p for p in pts if p <= max_m) + ([max_m] if max_m not in pts else []), dtype=float)
 
 
-def _token_tables(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable,
+def _token_tables(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable,
                   max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """(lin_ms, lm_ms) for 0..max_tokens tokens, read off ``decode_step`` on the grid."""
     grid = _grid(max_tokens, int(rf.cal.value("gemm_tile_m")))
@@ -83,7 +83,7 @@ def _token_tables(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable,
     return lin_all, lm_all
 
 
-def _prefill_only_line(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable) -> tuple[float, float]:
+def _prefill_only_line(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable) -> tuple[float, float]:
     """(fixed, per token) ms of the ops only prefill steps run (e.g. attention-layout copies): elementwise in
     the prefill tokens, so a line read off two ``prefill_step`` evaluations."""
     names = {op.name for op in decode_step(rf, cfg, precisions, 1, 1).ops}
@@ -98,11 +98,9 @@ def _prefill_only_line(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTa
 
 
 class StepCost:
-    """Step times of one resolved ``ServingConfig`` under one calibration."""
+    """Step times of one ``ResolvedConfig`` under one calibration."""
 
-    def __init__(self, cfg: ServingConfig, cal: Calibration, precisions: PrecisionTable) -> None:
-        if cfg.max_num_batched_tokens is None or cfg.max_num_seqs is None:
-            raise ValueError("StepCost needs a resolved ServingConfig (deployment.resolve)")
+    def __init__(self, cfg: ResolvedConfig, cal: Calibration, precisions: PrecisionTable) -> None:
         self.cfg = cfg
         self.cal = cal
         self.precisions = precisions
@@ -131,7 +129,7 @@ class StepCost:
             self.cross_states = item.cross_attention_tokens
         self.attention: AttentionCost = rf.attention(d.num_attention_heads // cfg.tp,
                                                      kv_heads_per_gpu(d.num_kv_heads, cfg.tp), d.head_dim,
-                                                     1 if cfg.kv_cache_dtype == "fp8" else 2)
+                                                     cfg.kv_bytes_per_element)
         """One layer's attention (``planner.perf.attention``), the formula every step time below uses."""
         self.step_overhead_ms = cal.value("engine_step_overhead_ms")
         """Engine CPU time of a step, fixed part."""

@@ -14,11 +14,11 @@ from planner.perf.kernels import VLLM, KernelProfile
 from planner.perf.memory import kv_heads_per_gpu
 from planner.perf.ops import ACT, Op, StepTime
 from planner.perf.roofline import Roofline
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.modeldesc import decoder_layers, full_attention_layers
 
 
-def _linear_ops(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, m: int,
+def _linear_ops(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable, m: int,
                 prefix: str, profile: KernelProfile = VLLM) -> list[Op]:
     """Projection GEMMs of all layers for ``m`` tokens (per GPU: split by TP)."""
     d = cfg.model.decoder
@@ -72,7 +72,7 @@ def _linear_ops(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, m:
     return ops
 
 
-def _elementwise_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str,
+def _elementwise_ops(rf: Roofline, cfg: ResolvedConfig, m: int, prefix: str,
                      profile: KernelProfile = VLLM) -> list[Op]:
     d = cfg.model.decoder
     h = d.hidden_size
@@ -92,14 +92,14 @@ def _elementwise_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str,
     return ops
 
 
-def _tp_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str) -> list[Op]:
+def _tp_ops(rf: Roofline, cfg: ResolvedConfig, m: int, prefix: str) -> list[Op]:
     if cfg.tp == 1:
         return []
     d = cfg.model.decoder
     return [rf.allreduce(f"{prefix}allreduce", m * d.hidden_size * ACT, cfg.tp, 2 * d.num_layers)]
 
 
-def _pp_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str) -> list[Op]:
+def _pp_ops(rf: Roofline, cfg: ResolvedConfig, m: int, prefix: str) -> list[Op]:
     if cfg.pp == 1:
         return []
     d = cfg.model.decoder
@@ -108,12 +108,12 @@ def _pp_ops(rf: Roofline, cfg: ServingConfig, m: int, prefix: str) -> list[Op]:
     return [Op(f"{prefix}pp_handoff", 0.0, m * d.hidden_size * ACT, t, "link", cfg.pp - 1)]
 
 
-def _lm_head(rf: Roofline, cfg: ServingConfig, rows: int, precisions: PrecisionTable, prefix: str) -> Op:
+def _lm_head(rf: Roofline, cfg: ResolvedConfig, rows: int, precisions: PrecisionTable, prefix: str) -> Op:
     d = cfg.model.decoder
     return rf.gemm(f"{prefix}lm_head", rows, d.vocab_size // cfg.tp, d.hidden_size, "bf16", precisions)
 
 
-def prefill_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, prompt_tokens: int,
+def prefill_step(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable, prompt_tokens: int,
                  cached_tokens: int = 0, profile: KernelProfile = VLLM) -> StepTime:
     """One request's prompt (text + visual tokens) prefilled alone.
 
@@ -144,21 +144,20 @@ def prefill_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, p
     return StepTime(tuple(ops))
 
 
-def _head_layout(cfg: ServingConfig) -> tuple[int, int, int]:
+def _head_layout(cfg: ResolvedConfig) -> tuple[int, int, int]:
     """(query heads, KV heads, KV bytes per element) of one GPU's share of the decoder's attention."""
     d = cfg.model.decoder
     return (d.num_attention_heads // cfg.tp, kv_heads_per_gpu(d.num_kv_heads, cfg.tp),
-            1 if cfg.kv_cache_dtype == "fp8" else 2)
+            cfg.kv_bytes_per_element)
 
 
-def _kv_write(rf: Roofline, cfg: ServingConfig, m: int, layers: int, profile: KernelProfile) -> Op:
+def _kv_write(rf: Roofline, cfg: ResolvedConfig, m: int, layers: int, profile: KernelProfile) -> Op:
     d = cfg.model.decoder
-    kv_b = 1 if cfg.kv_cache_dtype == "fp8" else 2
-    kv = m * kv_heads_per_gpu(d.num_kv_heads, cfg.tp) * d.head_dim * 2 * kv_b
+    kv = m * kv_heads_per_gpu(d.num_kv_heads, cfg.tp) * d.head_dim * 2 * cfg.kv_bytes_per_element
     return rf.kernels("kv_cache_write", profile.kv_write, kv, layers)
 
 
-def decode_step(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, batch: int,
+def decode_step(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable, batch: int,
                 context: int, profile: KernelProfile = VLLM) -> StepTime:
     """One decode step of ``batch`` sequences each holding ``context`` tokens
     (replayed from a CUDA graph, as vLLM does)."""

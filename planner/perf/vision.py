@@ -9,7 +9,7 @@ from planner.catalog.schema import Calibration, PrecisionTable, VisionSpec
 from planner.perf.kernels import VLLM, KernelProfile, Kernels
 from planner.perf.ops import ACT, StepTime
 from planner.perf.roofline import Roofline
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 
 
 def vit_has_rotary(v: VisionSpec) -> bool:
@@ -28,7 +28,7 @@ def vit_activation(profile: KernelProfile, v: VisionSpec) -> Kernels:
     return profile.vit_act.get(key, profile.vit_act["default"])
 
 
-def vision_encode(rf: Roofline, cfg: ServingConfig, precisions: PrecisionTable, patches: int,
+def vision_encode(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable, patches: int,
                   images: int, profile: KernelProfile = VLLM, eager: bool = True,
                   sequences: int | None = None) -> StepTime:
     """Encode ``images`` images totalling ``patches`` ViT tokens (bf16 ViT) in ``sequences`` attention

@@ -16,7 +16,7 @@ from planner.core.stats import Percentiles
 from planner.load.analytic import LoadPrediction
 from planner.perf.memory import MemoryBreakdown
 from planner.solver.request import Objective
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig, ServingConfig
 from planner.spec.shape import RequestShape
 
 
@@ -26,7 +26,7 @@ class Candidate:
     predicts for one replica at its share of the load."""
 
     workload: str
-    cfg: ServingConfig
+    cfg: ResolvedConfig
     shape: RequestShape
     replicas: int
     memory: MemoryBreakdown
@@ -110,7 +110,7 @@ class Solution:
     """What the solver did that the user should know (simulator rejections)."""
 
 
-def describe(cfg: ServingConfig) -> str:
+def describe(cfg: ServingConfig | ResolvedConfig) -> str:
     """One replica in words: '2 x H100-SXM-80GB fp8 kv-fp8'."""
     return f"{cfg.tp * cfg.pp} x {cfg.gpu.name} {cfg.precision}" + (" kv-fp8" if cfg.kv_cache_dtype == "fp8" else "")
 

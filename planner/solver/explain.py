@@ -59,7 +59,7 @@ def tail_shaper(c: Candidate) -> str:
     parts: list[str] = []
     per_request = c.shape.prompt_tokens + c.shape.output_tokens
     fit = c.memory.kv_capacity_tokens // max(1, per_request)
-    seqs = c.cfg.max_num_seqs or 0
+    seqs = c.cfg.max_num_seqs
     kv_bound = fit < seqs
     if kv_bound:
         parts.append(f"the KV cache holds {c.memory.kv_capacity_tokens:,} tokens, {fit} requests of "

@@ -12,7 +12,7 @@ configuration comes back with more replicas.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from planner.solver.candidate import Candidate, Screening, SimCheck, describe, p
 from planner.solver.configs import Config, configs
 from planner.solver.replicas import fewest, replicas_for
 from planner.solver.request import SEQ_CHOICES, SolveRequest, offered, replica_limit
-from planner.spec.config import ServingConfig, resolve
+from planner.spec.config import ResolvedConfig, resolve
 
 K = TypeVar("K")
 Check = Callable[[Candidate], SimCheck]
@@ -53,19 +53,17 @@ class Space:
             n += len(self.configs[w.name])
         self.workloads = {w.name: w for w in req.workloads}
         self._cands: dict[int, list[Candidate]] = {}
-        self._costs: dict[tuple[Any, ...], StepCost] = {}
+        self._costs: dict[tuple[Hashable, ...], StepCost] = {}
         self._cal: dict[str, Any] = {}
         self.rejected: set[tuple[Any, ...]] = set()
         self._extra: dict[int, list[Candidate]] = {}
 
     # -- evaluation
 
-    def step_cost(self, cfg: ServingConfig) -> StepCost:
-        """``StepCost`` of a resolved config; independent of max_num_seqs below the token budget."""
-        key = (id(cfg.model), cfg.gpu.name, cfg.precision, cfg.kv_cache_dtype, cfg.tp, cfg.pp, cfg.max_model_len,
-               cfg.max_num_batched_tokens, max(cfg.max_num_batched_tokens or 0, cfg.max_num_seqs or 0),
-               cfg.gpu_memory_utilization, cfg.mm_encoder_tp_mode, cfg.limit_images_per_prompt,
-               tuple(sorted((k, repr(v)) for k, v in cfg.mm_processor_options.items())))
+    def step_cost(self, cfg: ResolvedConfig) -> StepCost:
+        """``StepCost`` of a config, shared by the configs that differ only in max_num_seqs: its tables span the
+        token budget, which ``resolve`` keeps >= max_num_seqs. The calibration is the GPU's (in the key)."""
+        key = cfg.cache_key(ignore=("max_num_seqs",))
         hit = self._costs.get(key)
         if hit is None:
             if cfg.gpu.name not in self._cal:
@@ -108,11 +106,11 @@ class Space:
         without, one more, to be checked when chosen."""
         self.rejected.add(cand.ident)
         home = self.config_of(cand)
-        seqs = cand.cfg.max_num_seqs or 0
+        seqs = cand.cfg.max_num_seqs
         # More slots change nothing if the simulation never filled them.
         unbound = check is not None and check(cand).peak_in_system < seqs
         for k in self._cands.get(home.index, []) + self._extra.get(home.index, []):
-            if k.replicas == cand.replicas and ((k.cfg.max_num_seqs or 0) <= seqs or unbound):
+            if k.replicas == cand.replicas and (k.cfg.max_num_seqs <= seqs or unbound):
                 self.rejected.add(k.ident)
         w = self.workloads[cand.workload]
         limit = replica_limit(w, self.req.max_replicas)
@@ -231,7 +229,7 @@ def screen_config(space: Space, c: Config, screen: Screening) -> list[Candidate]
             continue
 
         def cost_pred(arrival: str, rate: float | None, conc: int | None,
-                      cost: StepCost = cost, cfg: ServingConfig = cfg, mem: MemoryBreakdown = mem) -> LoadPrediction:
+                      cost: StepCost = cost, cfg: ResolvedConfig = cfg, mem: MemoryBreakdown = mem) -> LoadPrediction:
             return predict(cost, cfg, shape, arrival, rate, conc, mem.kv_capacity_tokens)
 
         found = replicas_for(cost_pred, workload, slos, cap, req.max_load, hint=out[-1].replicas if out else None)
@@ -244,11 +242,11 @@ def screen_config(space: Space, c: Config, screen: Screening) -> list[Candidate]
     if space.minimal:
         best = min(k.replicas for k in out) if out else 0
         out = [k for k in out if k.replicas == best]
-    out.sort(key=lambda k: k.cfg.max_num_seqs or 0)
+    out.sort(key=lambda k: k.cfg.max_num_seqs)
     return out
 
 
-def _note_memory(screen: Screening, cfg: ServingConfig, mem: MemoryBreakdown) -> None:
+def _note_memory(screen: Screening, cfg: ResolvedConfig, mem: MemoryBreakdown) -> None:
     """Remember the smallest weights and the largest replica seen, for the memory explanation."""
     weights_gib = mem.weights_bytes * cfg.num_gpus / GIB
     if weights_gib < screen.smallest_weights_gib:

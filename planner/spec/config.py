@@ -1,33 +1,50 @@
-"""One replica's serving configuration, as the engine is launched with it."""
+"""One replica's serving configuration: what is asked for (``ServingConfig``) and what the engine runs with
+(``ResolvedConfig``, made only by ``resolve``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Hashable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from planner.catalog.schema import EngineSpec, GpuSpec, KvCacheDtype, ModelSpec, Precision
 from planner.core.errors import RequestError, UnsupportedError
 
 EncoderTpMode = Literal["weights", "data"]
 
+VLLM_MM_LIMIT_DEFAULT = 999
+"""Items per modality vLLM allows in one prompt when ``--limit-mm-per-prompt`` is not given."""
+
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """What `vllm serve` is started with, for one replica (TP x PP GPUs)."""
+    """What `vllm serve` is asked to start with, for one replica (TP x PP GPUs): None leaves a setting to the
+    engine's default, which ``resolve`` fills in."""
 
     model: ModelSpec
+    """The model served."""
     gpu: GpuSpec
+    """The GPU type of every GPU of the replica."""
     tp: int = 1
+    """Tensor-parallel size."""
     pp: int = 1
+    """Pipeline-parallel size."""
     precision: Precision = "bf16"
+    """Weight precision."""
     kv_cache_dtype: KvCacheDtype = "auto"
+    """KV-cache element type (``auto``: the activations' 16 bits)."""
     max_model_len: int | None = None
     """None: the model's max_position_embeddings (vLLM's default)."""
     max_num_seqs: int | None = None
     """None: the engine's hardware default."""
     max_num_batched_tokens: int | None = None
+    """None: the engine's hardware default."""
     gpu_memory_utilization: float | None = None
+    """None: the engine's default."""
     mm_encoder_tp_mode: EncoderTpMode = "weights"
+    """How the vision encoder uses the TP GPUs (``ResolvedConfig.mm_encoder_tp_mode``)."""
     limit_images_per_prompt: int | None = None
     """None: vLLM's default (999 per modality, capped by max_model_len)."""
     mm_processor_options: dict[str, Any] = field(default_factory=dict)
@@ -39,6 +56,85 @@ class ServingConfig:
     def num_gpus(self) -> int:
         return self.tp * self.pp
 
+    @property
+    def effective_max_model_len(self) -> int:
+        """The max_model_len the engine will use: the one asked for, else the model's context."""
+        return self.max_model_len or self.model.decoder.max_position_embeddings
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """What one replica runs with, every engine default filled in. Made only by ``resolve``: everything below
+    that point (memory, step times, load models, the solver's candidates) takes this, never a
+    ``ServingConfig``."""
+
+    model: ModelSpec
+    """The model served."""
+    gpu: GpuSpec
+    """The GPU type of every GPU of the replica."""
+    tp: int
+    """Tensor-parallel size (GPUs per pipeline stage)."""
+    pp: int
+    """Pipeline-parallel size (stages)."""
+    precision: Precision
+    """Weight precision."""
+    kv_cache_dtype: KvCacheDtype
+    """KV-cache element type (``auto``: the activations' 16 bits)."""
+    max_model_len: int
+    """Longest sequence (prompt + output tokens) the engine accepts."""
+    max_num_seqs: int
+    """Sequences the engine schedules at once."""
+    max_num_batched_tokens: int
+    """Tokens one engine step may process (>= max_num_seqs)."""
+    gpu_memory_utilization: float
+    """Fraction of each GPU's memory the engine may use, in (0, 1]."""
+    mm_encoder_tp_mode: EncoderTpMode
+    """How the vision encoder uses the TP GPUs: split its weights, or run a full copy per GPU on its share of
+    the images."""
+    limit_images_per_prompt: int | None
+    """Images one prompt may carry, as passed to vLLM's ``--limit-mm-per-prompt``. None: the flag is not
+    passed and vLLM's own limit holds (``images_per_prompt``); not a missing value."""
+    mm_processor_options: Mapping[str, Any]
+    """Processor kwargs (e.g. max_pixels) that bound the largest image vLLM profiles."""
+    api_server_count: int
+    """API-server processes in front of the engine."""
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs of one replica."""
+        return self.tp * self.pp
+
+    @property
+    def kv_bytes_per_element(self) -> int:
+        """Bytes of one K or V element in the cache (the one place this rule lives)."""
+        return 1 if self.kv_cache_dtype == "fp8" else 2
+
+    @property
+    def images_per_prompt(self) -> int:
+        """The image limit vLLM applies to one prompt (before max_model_len caps it)."""
+        limit = self.limit_images_per_prompt
+        return VLLM_MM_LIMIT_DEFAULT if limit is None else limit
+
+    def cache_key(self, ignore: Collection[str] = ()) -> tuple[Hashable, ...]:
+        """A hashable key built from every field but those named in ``ignore``: two configs with equal keys run
+        identically (for what the left-out fields do not change). A field added later joins the key by
+        itself."""
+        unknown = set(ignore) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"cache_key: no such field(s) {sorted(unknown)}")
+        return tuple((f.name, _key_part(getattr(self, f.name))) for f in fields(self) if f.name not in ignore)
+
+
+def _key_part(value: Any) -> Hashable:
+    """A hashable stand-in for one field's value: catalog specs by their full content (two specs with one name
+    may differ, e.g. a GPU with an overridden price), mappings as sorted pairs."""
+    if isinstance(value, BaseModel):
+        return (type(value).__name__, value.model_dump_json())
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), repr(v)) for k, v in value.items()))
+    assert isinstance(value, Hashable), f"cache_key: unhashable field value {value!r}"
+    return value
+
 
 def _batch_default(engine: EngineSpec, gpu: GpuSpec) -> tuple[int, int]:
     memory_gib = gpu.memory_total_mib / 1024
@@ -49,26 +145,28 @@ def _batch_default(engine: EngineSpec, gpu: GpuSpec) -> tuple[int, int]:
     return last.max_num_batched_tokens, last.max_num_seqs
 
 
-def resolve(cfg: ServingConfig, engine: EngineSpec) -> ServingConfig:
+def resolve(cfg: ServingConfig, engine: EngineSpec) -> ResolvedConfig:
     """Fill unset fields with the engine's defaults and check the combination.
 
     Raises RequestError for invalid values and UnsupportedError for valid ones
     the GPU or model cannot run.
     """
     tokens_default, seqs_default = _batch_default(engine, cfg.gpu)
-    max_model_len = cfg.max_model_len or cfg.model.decoder.max_position_embeddings
-    out = replace(
-        cfg,
-        max_model_len=max_model_len,
-        max_num_seqs=cfg.max_num_seqs or seqs_default,
-        max_num_batched_tokens=cfg.max_num_batched_tokens or tokens_default,
-        gpu_memory_utilization=cfg.gpu_memory_utilization or engine.default_gpu_memory_utilization,
-    )
+    # Every field carries over as asked (a field only one of the two classes has is a TypeError here)...
+    asked = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    out = ResolvedConfig(**{
+        **asked,
+        # ... except those the engine defaults.
+        "max_model_len": cfg.effective_max_model_len,
+        "max_num_seqs": cfg.max_num_seqs or seqs_default,
+        "max_num_batched_tokens": cfg.max_num_batched_tokens or tokens_default,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization or engine.default_gpu_memory_utilization,
+    })
     check(out)
     return out
 
 
-def check(cfg: ServingConfig) -> None:
+def check(cfg: ResolvedConfig) -> None:
     d = cfg.model.decoder
     gpu = cfg.gpu
     if cfg.tp < 1 or cfg.pp < 1:
@@ -92,18 +190,17 @@ def check(cfg: ServingConfig) -> None:
     if cfg.kv_cache_dtype not in gpu.kv_cache_dtypes:
         raise UnsupportedError(f"kv-cache-dtype {cfg.kv_cache_dtype} is not supported on {gpu.name}")
     util = cfg.gpu_memory_utilization
-    if util is not None and not 0 < util <= 1:
+    if not 0 < util <= 1:
         raise RequestError(f"gpu-memory-utilization must be in (0, 1] (got {util})")
-    if cfg.max_model_len is not None and cfg.max_model_len < 1:
+    if cfg.max_model_len < 1:
         raise RequestError(f"max-model-len must be >= 1 (got {cfg.max_model_len})")
-    if cfg.max_model_len is not None and cfg.max_model_len > d.max_position_embeddings:
+    if cfg.max_model_len > d.max_position_embeddings:
         raise UnsupportedError(
             f"max-model-len {cfg.max_model_len} exceeds {cfg.model.name}'s max_position_embeddings "
             f"({d.max_position_embeddings})"
         )
-    if cfg.max_num_seqs is not None and cfg.max_num_batched_tokens is not None:
-        if cfg.max_num_batched_tokens < cfg.max_num_seqs:
-            raise RequestError(
-                f"max-num-batched-tokens ({cfg.max_num_batched_tokens}) must be >= max-num-seqs "
-                f"({cfg.max_num_seqs})"
-            )
+    if cfg.max_num_batched_tokens < cfg.max_num_seqs:
+        raise RequestError(
+            f"max-num-batched-tokens ({cfg.max_num_batched_tokens}) must be >= max-num-seqs "
+            f"({cfg.max_num_seqs})"
+        )

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from planner.catalog.vision_tokens import image_tokens
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig, ServingConfig
 from planner.spec.workload import Workload
 
 
@@ -67,7 +67,7 @@ def _dist_points(dist: Any, fixed: int) -> list[tuple[float, float]]:
     return out
 
 
-def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
+def request_shape(cfg: ServingConfig | ResolvedConfig, workload: Workload) -> RequestShape:
     """The engine's view of one request of ``workload``: the representative request, or, when its lengths or
     images vary, the mean over its classes (each class in ``classes``)."""
     if not workload.has_distributions:
@@ -109,7 +109,7 @@ def request_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
         classes=tuple(classes))
 
 
-def _fixed_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
+def _fixed_shape(cfg: ServingConfig | ResolvedConfig, workload: Workload) -> RequestShape:
     visual = patches = sequences = 0
     rule = cfg.model.visual_tokens
     if workload.images and rule is None:
@@ -138,7 +138,7 @@ def _fixed_shape(cfg: ServingConfig, workload: Workload) -> RequestShape:
     )
 
 
-def processed_megapixels(cfg: ServingConfig, encoder_patches: int) -> float:
+def processed_megapixels(cfg: ServingConfig | ResolvedConfig, encoder_patches: int) -> float:
     """Pixels the vision tower sees: its patches times the patch area."""
     v = cfg.model.vision
     return encoder_patches * (v.patch_size**2 if v else 0) / 1e6

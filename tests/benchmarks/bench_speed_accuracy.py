@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from planner.catalog.loader import (  # noqa: E402
     load_calibration,
     load_calibration_file,
+    load_engine,
     load_gpus,
     load_precisions,
 )
@@ -61,7 +62,7 @@ from planner.perf.ops import Op, StepTime  # noqa: E402
 from planner.perf.roofline import Roofline  # noqa: E402
 from planner.perf.steps import decode_step, prefill_step  # noqa: E402
 from planner.perf.vision import vision_encode  # noqa: E402
-from planner.spec.config import ServingConfig  # noqa: E402
+from planner.spec.config import ServingConfig, resolve  # noqa: E402
 
 MEAS = ROOT / "catalogs" / "calibration" / "measurements"
 VALIDATION = {
@@ -168,7 +169,7 @@ def predict_point(p: dict[str, Any], gpu_name: str, cal: Calibration, eager_visi
     rf = Roofline(gpu, cal)
     if p["family"] == "vision":
         model = vision_model(p["arch"], p["dims"])
-        cfg = ServingConfig(model=model, gpu=gpu)
+        cfg = resolve(ServingConfig(model=model, gpu=gpu), load_engine())
         images, patches, sequences = vision_point_shape(p)
         st = vision_encode(rf, cfg, prec, patches, images, TORCH_REFERENCE, eager=eager_vision,
                            sequences=sequences)
@@ -176,7 +177,7 @@ def predict_point(p: dict[str, Any], gpu_name: str, cal: Calibration, eager_visi
         ops += vision_projector(rf, p, patches // sequences, sequences)
         return StepTime(tuple(ops), st.eager_launch_s)
     model = decoder_model(p["arch"], p["dims"])
-    cfg = ServingConfig(model=model, gpu=gpu, precision=p["dtype"], tp=int(p.get("tp", 1)))
+    cfg = resolve(ServingConfig(model=model, gpu=gpu, precision=p["dtype"], tp=int(p.get("tp", 1))), load_engine())
     if p["phase"] == "decode":
         # The step attends to context + 1 positions (the new token included).
         return decode_step(rf, cfg, prec, p["batch"], p["context"] + 1, TORCH_REFERENCE)

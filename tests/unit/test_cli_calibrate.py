@@ -11,11 +11,18 @@ import typer
 from typer.testing import CliRunner
 
 from planner.calibrate import fit as F
-from planner.catalog.loader import load_calibration, load_calibration_file, load_gpus, load_models, load_precisions
+from planner.catalog.loader import (
+    load_calibration,
+    load_calibration_file,
+    load_engine,
+    load_gpus,
+    load_models,
+    load_precisions,
+)
 from planner.cli.calibrate import register
 from planner.perf.roofline import Roofline
 from planner.perf.steps import decode_step, prefill_step
-from planner.spec.config import ServingConfig
+from planner.spec.config import ServingConfig, resolve
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "vllm-bench"
 C16 = FIX / "llama8b-h100-c16.json"
@@ -63,7 +70,7 @@ def test_calibrate_fit_solves_for_the_overhead(tmp_path: Path) -> None:
     # plus B/output prefills of the prompt per step) minus the per-sequence overhead; the fit is their mean.
     gpu = load_gpus().get("H100")
     cal = load_calibration(gpu.name)
-    cfg = ServingConfig(model=load_models().get(LLAMA), gpu=gpu)
+    cfg = resolve(ServingConfig(model=load_models().get(LLAMA), gpu=gpu), load_engine())
     rf, prec = Roofline(gpu, cal), load_precisions()
     resid = []
     for tpot, b in ((10.45, 16), (8.62, round(1.963 * (44.8 + 8.62 * 255) / 1000))):

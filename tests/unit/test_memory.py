@@ -13,14 +13,14 @@ from planner.perf.memory import (
     memory_breakdown,
     weights_bytes,
 )
-from planner.spec.config import ServingConfig, resolve
+from planner.spec.config import ResolvedConfig, ServingConfig, resolve
 
 ENGINE = load_engine()
 PREC = load_precisions()
 GIB = 1024**3
 
 
-def cfg(model: str, gpu: str = "H100", **kw) -> ServingConfig:
+def cfg(model: str, gpu: str = "H100", **kw) -> ResolvedConfig:
     return resolve(ServingConfig(model=load_models().get(model), gpu=load_gpus().get(gpu), **kw), ENGINE)
 
 

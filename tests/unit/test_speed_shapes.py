@@ -97,11 +97,11 @@ def test_fused_moe_experts_share_waves():
     """A fused MoE kernel runs every touched expert's tiles in one launch: its time never falls as tokens grow
     (timing each expert as its own wave-quantised GEMM made 1,025 tokens cost half of 1,024), and once every
     expert is touched a step reads all expert weights once (memory-bound)."""
-    from planner.catalog.loader import load_models
+    from planner.catalog.loader import load_engine, load_models
     from planner.perf.steps import decode_step
-    from planner.spec.config import ServingConfig
+    from planner.spec.config import ServingConfig, resolve
 
-    cfg = ServingConfig(model=load_models().get("Qwen/Qwen3-VL-30B-A3B-Instruct"), gpu=H100)
+    cfg = resolve(ServingConfig(model=load_models().get("Qwen/Qwen3-VL-30B-A3B-Instruct"), gpu=H100), load_engine())
     moe = cfg.model.decoder.moe
     assert moe is not None
 

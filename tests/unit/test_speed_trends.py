@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from planner.calibrate import fit as F
-from planner.catalog.loader import catalog_root, load_calibration, load_gpus, load_models, load_precisions
+from planner.catalog.loader import catalog_root, load_calibration, load_engine, load_gpus, load_models, load_precisions
 from planner.catalog.schema import CALIBRATION_CONSTANTS
 from planner.perf.kernels import Kernels
 from planner.perf.roofline import Roofline
 from planner.perf.steps import decode_step, prefill_step
-from planner.spec.config import ServingConfig
+from planner.spec.config import ServingConfig, resolve
 
 PREC = load_precisions()
 H100 = load_gpus().get("H100-SXM-80GB")
@@ -21,7 +21,8 @@ LLAMA70 = load_models().get("meta-llama/Llama-3.1-70B-Instruct")
 
 
 def _decode_ms(precision: str, batch: int, context: int = 1024, model=LLAMA8, tp: int = 1) -> float:
-    cfg = ServingConfig(model=model, gpu=H100, precision=precision, tp=tp)  # type: ignore[arg-type]
+    cfg = resolve(ServingConfig(model=model, gpu=H100, precision=precision, tp=tp),  # type: ignore[arg-type]
+                  load_engine())
     return decode_step(Roofline(H100, load_calibration(H100.name)), cfg, PREC, batch, context).time_ms
 
 
@@ -45,7 +46,7 @@ def test_quantisation_gain_shrinks_at_large_batch() -> None:
 
 
 def test_prefill_is_compute_bound_at_long_prompts() -> None:
-    cfg = ServingConfig(model=LLAMA8, gpu=H100)
+    cfg = resolve(ServingConfig(model=LLAMA8, gpu=H100), load_engine())
     rf = Roofline(H100, load_calibration(H100.name))
     long = prefill_step(rf, cfg, PREC, 8192)
     assert long.bound == "compute"

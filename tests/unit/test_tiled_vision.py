@@ -17,7 +17,7 @@ from planner.estimate import estimate
 from planner.perf.roofline import Roofline
 from planner.perf.stepcost import StepCost
 from planner.perf.vision import vision_encode
-from planner.spec.config import ServingConfig, resolve
+from planner.spec.config import ResolvedConfig, ServingConfig, resolve
 from planner.spec.shape import request_shape
 from planner.spec.workload import ImageSize, Workload
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MEAS = ROOT / "catalogs" / "calibration" / "measurements" / "h100-sxm-80gb"
 
 
-def _cfg(model: str, gpu: str = "H100") -> ServingConfig:
+def _cfg(model: str, gpu: str = "H100") -> ResolvedConfig:
     return resolve(ServingConfig(model=load_models().get(model), gpu=load_gpus().get(gpu)), load_engine())
 
 

@@ -8,19 +8,22 @@ rate or image sweep of 1,000 points builds the step-cost tables once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.app.whatif.base_case import Base, arrival_of, point_slos, point_workload
 from planner.app.whatif.rows import empty_row, fill_config, fill_memory, fill_prediction, num, slo_verdict
 from planner.core.errors import PlannerError, RequestError
 from planner.spec.workload import Workload
 
+if TYPE_CHECKING:
+    from planner.spec.config import ResolvedConfig
+
 
 @dataclass
 class _ConfigEntry:
     """One resolved configuration of the sweep: built once, shared by every point that lands on it."""
 
-    cfg: Any = None
+    cfg: ResolvedConfig | None = None
     mem: Any = None
     cost: Any = None
     error: str = ""
@@ -81,16 +84,17 @@ class FixedEvaluator:
         batched = c.max_num_batched_tokens
         if batched is not None and seqs is not None and batched < seqs:
             batched = seqs
-        cfg = ServingConfig(model=self.base.model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv,
-                            max_model_len=max_len, max_num_seqs=seqs, max_num_batched_tokens=batched,
-                            gpu_memory_utilization=c.gpu_memory_utilization, mm_encoder_tp_mode=c.mm_encoder_tp_mode,
-                            limit_images_per_prompt=c.limit_images, mm_processor_options=dict(c.mm_processor_kwargs))
-        cfg = resolve(cfg, self.engine)
+        asked = ServingConfig(model=self.base.model, gpu=gpu, tp=tp, pp=pp, precision=precision, kv_cache_dtype=kv,
+                              max_model_len=max_len, max_num_seqs=seqs, max_num_batched_tokens=batched,
+                              gpu_memory_utilization=c.gpu_memory_utilization,
+                              mm_encoder_tp_mode=c.mm_encoder_tp_mode, limit_images_per_prompt=c.limit_images,
+                              mm_processor_options=dict(c.mm_processor_kwargs))
+        cfg = resolve(asked, self.engine)
         mem = memory_breakdown(cfg, self.engine, self.precisions)
         cost = build_step_cost(cfg) if mem.fits else None
         return _ConfigEntry(cfg=cfg, mem=mem, cost=cost)
 
-    def _shape(self, cfg: Any, wl: Workload) -> Any:
+    def _shape(self, cfg: ResolvedConfig, wl: Workload) -> Any:
         from planner.spec.shape import request_shape
 
         key = (id(cfg.model), tuple(sorted((k, repr(v)) for k, v in cfg.mm_processor_options.items())),
@@ -112,6 +116,7 @@ class FixedEvaluator:
             row.update(status="unsupported", binding=f"unsupported: {entry.error}")
             return row
         cfg, mem = entry.cfg, entry.mem
+        assert cfg is not None
         fill_config(row, cfg)
         row["gpus"] = cfg.num_gpus
         row["replicas"] = 1
@@ -128,7 +133,7 @@ class FixedEvaluator:
             row.update(status="does not fit", binding=f"memory: {mem.reason}")
             return row
         need = shape.prompt_tokens + shape.output_tokens
-        if cfg.max_model_len is not None and need > cfg.max_model_len:
+        if need > cfg.max_model_len:
             row.update(status="too long", binding=f"context: the request needs {need:,} tokens > max_model_len "
                                                   f"{cfg.max_model_len:,}")
             return row
@@ -145,6 +150,7 @@ class FixedEvaluator:
         pkey = (key, shape, arrival, rate, conc)
         pred = self.preds.get(pkey)
         if pred is None:
+            assert entry.cfg is not None
             pred = predict(entry.cost, entry.cfg, shape, arrival, rate, conc, entry.mem.kv_capacity_tokens)
             self.preds[pkey] = pred
         if self.load == "simulate":
@@ -156,7 +162,7 @@ class FixedEvaluator:
             pred = sim
         return pred
 
-    def _verdict(self, point: dict[str, Any], wl: Workload, pred: Any, cfg: Any, cost_per_hour: float
+    def _verdict(self, point: dict[str, Any], wl: Workload, pred: Any, cfg: ResolvedConfig, cost_per_hour: float
                  ) -> dict[str, Any]:
         """Status and binding line: saturated, over budget, missing an SLO, or ok (with the binding SLO or the
         load as a share of capacity)."""
@@ -184,6 +190,7 @@ def _simulate(entry: _ConfigEntry, wl: Workload, arrival: str, rate: float | Non
     from planner.load.analytic import LoadPrediction
     from planner.load.simulator import build_requests, percentiles, simulate
 
+    assert entry.cfg is not None
     reqs = build_requests(entry.cfg, wl, entry.cost, SIM_REQUESTS, seed=0)
     res = simulate(entry.cost, reqs, entry.mem.kv_capacity_tokens, arrival, rate, conc, seed=0)
 
@@ -196,7 +203,7 @@ def _simulate(entry: _ConfigEntry, wl: Workload, arrival: str, rate: float | Non
                           mean_batch=res.mean_batch)
 
 
-def _budget_verdict(base: Base, cfg: Any, cost_per_hour: float) -> str:
+def _budget_verdict(base: Base, cfg: ResolvedConfig, cost_per_hour: float) -> str:
     limit = base.budget.limit(cfg.gpu.name)
     if limit is None:
         return f"budget: {cfg.gpu.name} is not in the budget ({base.budget.describe()})"

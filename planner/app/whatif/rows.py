@@ -9,6 +9,7 @@ from planner.app.whatif.base_case import Base, arrival_of, image_label, point_sl
 from planner.app.whatif.vary import COLUMN, point_label
 from planner.core.units import GIB
 from planner.load.slo_check import tightest
+from planner.spec.config import ResolvedConfig
 from planner.spec.slo import Slo
 from planner.spec.workload import Workload
 
@@ -76,7 +77,7 @@ def fill_memory(row: dict[str, Any], mem: Any) -> None:
     row["kv_capacity_tokens"] = int(mem.kv_capacity_tokens)
 
 
-def fill_config(row: dict[str, Any], cfg: Any) -> None:
+def fill_config(row: dict[str, Any], cfg: ResolvedConfig) -> None:
     from planner.catalog.loader import calibration_status
 
     row.update(gpu=cfg.gpu.name, tp=cfg.tp, pp=cfg.pp, precision=cfg.precision, kv_cache_dtype=cfg.kv_cache_dtype,

@@ -12,7 +12,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from planner.core.errors import RequestError
 from planner.core.inputs import parse_json, read_text
 from planner.perf.roofline import Roofline
 from planner.perf.steps import decode_step, prefill_step
+from planner.spec.config import ResolvedConfig
 
 BENCH_FIELDS = ("completed", "total_input_tokens", "total_output_tokens", "mean_tpot_ms", "max_concurrency",
                 "request_throughput", "mean_ttft_ms")
@@ -103,7 +103,7 @@ class EngineFit:
     rows: list[dict[str, float]]
 
 
-def predicted_tpot_parts_ms(cfg: Any, cal: Calibration, run: BenchRun) -> tuple[float, float]:
+def predicted_tpot_parts_ms(cfg: ResolvedConfig, cal: Calibration, run: BenchRun) -> tuple[float, float]:
     """(GPU ms per decode step incl. the prefills spread over it, per-sequence engine ms) for one run.
 
     Steady state of continuous batching with ``B`` running requests: every step decodes ``B`` sequences holding on
@@ -119,7 +119,7 @@ def predicted_tpot_parts_ms(cfg: Any, cal: Calibration, run: BenchRun) -> tuple[
     return gpu, cal.value("engine_per_seq_overhead_ms") * b
 
 
-def fit_engine_overhead(cfg: Any, cal: Calibration, runs: Sequence[BenchRun]) -> EngineFit:
+def fit_engine_overhead(cfg: ResolvedConfig, cal: Calibration, runs: Sequence[BenchRun]) -> EngineFit:
     """Solve measured mean TPOT = GPU step time + engine_step_overhead + per-seq x B for the overhead
     (least squares over the runs: the mean residual), floored at 0."""
     parts = [predicted_tpot_parts_ms(cfg, cal, r) for r in runs]

@@ -17,6 +17,7 @@ import numpy as np
 
 from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct, usable
 from planner.catalog.schema import Calibration, GpuSpec
+from planner.core.units import MIB
 from planner.perf.kernels import Kernels
 from planner.perf.roofline import Roofline
 
@@ -37,7 +38,7 @@ SIMPLE_ELEMENTWISE = ("add", "mul", "gelu", "gelu_tanh", "sigmoid", "mul_scalar"
 """vit_shapes.py's one-kernel, vectorised elementwise ops (LayerNorm and the broadcast multiply are slower
 kernels; the reference ViT profile counts them on their own)."""
 
-L2_THRESHOLDS = tuple(float(mb) * 2**20 for mb in (8, 12, 16, 24, 32, 40, 48, 64))
+L2_THRESHOLDS = tuple(float(mb) * MIB for mb in (8, 12, 16, 24, 32, 40, 48, 64))
 """Candidate per-kernel traffic below which an elementwise kernel runs L2-resident."""
 
 

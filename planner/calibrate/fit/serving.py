@@ -31,7 +31,7 @@ from planner.catalog.schema import Calibration, ModelSpec
 from planner.load.simulator import build_requests, simulate
 from planner.perf.memory import memory_breakdown
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig, resolve
+from planner.spec.config import ResolvedConfig, ServingConfig, resolve
 from planner.spec.workload import ImageSize, IntDist, Workload
 
 RUN_DIRS = ("calibration/measurements/h200-141gb/run20_real_vllm",
@@ -157,7 +157,7 @@ def run_model(run: RealRun, repo: Path | None = None) -> ModelSpec:
     return load_models().get(run.model)
 
 
-def run_config(run: RealRun, model: ModelSpec | None = None) -> ServingConfig:
+def run_config(run: RealRun, model: ModelSpec | None = None) -> ResolvedConfig:
     gpu = load_gpus().get("H200-141GB")
     cfg = ServingConfig(model=model or run_model(run), gpu=gpu, **SERVER,  # type: ignore[arg-type]
                         limit_images_per_prompt=1 if run.image else None, api_server_count=run.api_servers)

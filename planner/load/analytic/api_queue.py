@@ -14,7 +14,7 @@ from planner.load.analytic.mixture import (
 from planner.load.analytic.prediction import LoadPrediction
 from planner.perf.frontend import api_server_ms
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
 
 
@@ -28,7 +28,7 @@ class ApiQueue:
     cs2: float
 
     @staticmethod
-    def of(cost: StepCost, cfg: ServingConfig, shape: RequestShape) -> ApiQueue:
+    def of(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape) -> ApiQueue:
         def one(s: RequestShape) -> float:
             return api_server_ms(cost.cal, s.text_tokens, s.output_tokens, s.images, s.input_megapixels)
 

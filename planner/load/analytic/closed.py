@@ -13,15 +13,15 @@ from planner.load.analytic.mixture import (
 )
 from planner.load.analytic.prediction import LoadPrediction
 from planner.perf.stepcost import StepCost, prefill_pairs
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
 
 
-def predict_closed(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: Curves, C: int) -> LoadPrediction:
+def predict_closed(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cur: Curves, C: int) -> LoadPrediction:
     P = shape.prompt_tokens
     Pn = max(1, P - shape.cached_tokens)
     L = max(0, shape.output_tokens - 1)
-    B = int(cfg.max_num_batched_tokens or cost.max_tokens)
+    B = cfg.max_num_batched_tokens
     n_run = min(C, cur.n_cap)  # clients the engine holds at once; the rest queue for a slot
     # Requests whose images fit one step's encoder budget (max(B, one request's visual tokens)).
     vis = shape.visual_tokens

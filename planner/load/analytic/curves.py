@@ -8,7 +8,7 @@ import numpy as np
 
 from planner.perf.lone import mean_vision_ms
 from planner.perf.stepcost import StepCost, prefill_pairs
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
 
 
@@ -32,7 +32,7 @@ class Curves:
     """Whether one step's encoder budget holds more than one request's images (so calls can be shared)."""
 
 
-def curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity_tokens: int) -> Curves:
+def curves(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, kv_capacity_tokens: int) -> Curves:
     """a(n), e(n) and lambda(n) for n = 0..n_cap, kept in ``cost``'s memo per shape (the solver asks for the
     same shape at many rates)."""
     key = ("analytic.curves", cfg.max_num_seqs, cfg.max_num_batched_tokens, shape.prompt_tokens,
@@ -41,12 +41,12 @@ def curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity_
     return cost.memo(key, lambda: _build_curves(cost, cfg, shape, kv_capacity_tokens))
 
 
-def _build_curves(cost: StepCost, cfg: ServingConfig, shape: RequestShape, kv_capacity_tokens: int) -> Curves:
+def _build_curves(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, kv_capacity_tokens: int) -> Curves:
     P = shape.prompt_tokens
     Pn = max(1, P - shape.cached_tokens)
     L = max(0, shape.output_tokens - 1)
-    B = int(cfg.max_num_batched_tokens or cost.max_tokens)
-    seqs = int(cfg.max_num_seqs or cost.max_seqs)
+    B = cfg.max_num_batched_tokens
+    seqs = cfg.max_num_seqs
     V = mean_vision_ms(cost, shape)
     ctx = P + 1 + L / 2
     # KV per decoding sequence at the mean context (prefix hits shared) plus half a block of rounding.

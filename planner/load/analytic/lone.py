@@ -7,11 +7,11 @@ from planner.load.analytic.curves import Curves
 from planner.load.analytic.prediction import LoadPrediction
 from planner.perf.lone import lone_request, prefill_alone_ms
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
 
 
-def predict_single(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: Curves) -> LoadPrediction:
+def predict_single(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cur: Curves) -> LoadPrediction:
     """The lone request's latency, constant; its throughput one request per e2e."""
     lone = lone_request(cost, cfg, shape)
     e2e = lone.e2e_ms
@@ -21,6 +21,6 @@ def predict_single(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur:
                           max_requests_per_s=cur.max_rate, mean_batch=1.0)
 
 
-def alone_ms(cost: StepCost, cfg: ServingConfig, shape: RequestShape, vision_ms: float) -> float:
+def alone_ms(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, vision_ms: float) -> float:
     """A request's encoder call and prefill with the engine to itself."""
     return vision_ms + prefill_alone_ms(cost, cfg, shape)

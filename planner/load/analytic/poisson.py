@@ -23,7 +23,7 @@ from planner.load.analytic.prediction import INF, LoadPrediction
 from planner.load.analytic.tpot import tpot_poisson
 from planner.perf.frontend import shape_frontend_ms
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
 
 
@@ -33,7 +33,7 @@ def saturated(cur: Curves, shape: RequestShape) -> LoadPrediction:
                           max_requests_per_s=cur.max_rate, mean_batch=float(cur.n_cap))
 
 
-def predict_poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: Curves, lam: float,
+def predict_poisson(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cur: Curves, lam: float,
                     api: ApiQueue) -> LoadPrediction:
     """Poisson arrivals at ``lam`` requests/s: the decode batch and the TTFT chain solved together (three rounds
     of Little's law at most), then TPOT, the wait for a slot and the wait for an API server."""
@@ -42,7 +42,7 @@ def predict_poisson(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur
     P = shape.prompt_tokens
     Pn = max(1, P - shape.cached_tokens)
     L = max(0, shape.output_tokens - 1)
-    B = int(cfg.max_num_batched_tokens or cost.max_tokens)
+    B = cfg.max_num_batched_tokens
     lam_ms = lam * 1e-3
     n_bar = _batch_at(cur, lam)
     chain = atoms = None
@@ -112,7 +112,7 @@ def _class_tpot_atoms(cur: Curves, chain: Chain, shape: RequestShape, n_bar: flo
             np.concatenate([a[2] for _, a in parts if a is not None]))
 
 
-def _class_ttft_atoms(cost: StepCost, cfg: ServingConfig, shape: RequestShape, cur: Curves, chain_atoms: Atoms
+def _class_ttft_atoms(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cur: Curves, chain_atoms: Atoms
                       ) -> Atoms:
     """A class's first token comes after its own encoder call and prefill where the mean request's came after
     the mean's: the queue ahead of it is the traffic's. The wait ahead of it grows with the spread of the work

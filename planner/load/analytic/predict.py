@@ -12,11 +12,11 @@ from planner.load.analytic.poisson import predict_poisson
 from planner.load.analytic.prediction import LoadPrediction
 from planner.perf.frontend import shape_frontend_ms
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
 
 
-def predict(cost: StepCost, cfg: ServingConfig, shape: RequestShape, arrival: str, rate_per_s: float | None,
+def predict(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, arrival: str, rate_per_s: float | None,
             concurrency: int | None, kv_capacity_tokens: int) -> LoadPrediction:
     """Latency percentiles and throughput of ONE replica of ``cfg`` serving ``shape``.
 

@@ -10,7 +10,7 @@ from planner.catalog.loader import load_calibration, load_precisions
 from planner.catalog.schema import Calibration
 from planner.core.stats import Percentiles
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 
 INF = Percentiles(mean=math.inf, p50=math.inf, p90=math.inf, p95=math.inf, p99=math.inf)
 
@@ -46,7 +46,7 @@ def meets_slos(pred: LoadPrediction, slos: list[Any]) -> bool:
     return all(getattr(getattr(pred, s.metric), s.stat) <= s.limit_ms for s in slos)
 
 
-def build_step_cost(cfg: ServingConfig, calibration: Calibration | None = None) -> StepCost:
+def build_step_cost(cfg: ResolvedConfig, calibration: Calibration | None = None) -> StepCost:
     """Step-time tables of a resolved ``cfg`` (see ``deployment.resolve``)."""
     cal = calibration or load_calibration(cfg.gpu.name)
     return StepCost(cfg, cal, load_precisions())

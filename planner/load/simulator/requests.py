@@ -9,7 +9,7 @@ import numpy as np
 from planner.catalog.vision_tokens import image_tokens
 from planner.perf.frontend import api_server_ms, frontend_ms
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 from planner.spec.shape import processed_megapixels
 from planner.spec.workload import Workload
 
@@ -39,7 +39,7 @@ class SimRequests:
         return len(self.prompt)
 
 
-def build_requests(cfg: ServingConfig, workload: Workload, cost: StepCost, n: int, seed: int = 0) -> SimRequests:
+def build_requests(cfg: ResolvedConfig, workload: Workload, cost: StepCost, n: int, seed: int = 0) -> SimRequests:
     """Sample ``n`` requests from ``workload`` and turn their images into visual tokens and ViT time."""
     sample = workload.sample(n, seed)
     rule = cfg.model.visual_tokens

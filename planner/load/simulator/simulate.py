@@ -11,13 +11,13 @@ from planner.load.simulator.lane import Lane
 from planner.load.simulator.requests import SimRequests
 from planner.load.simulator.result import SimResult, closed_window, queue_grows
 from planner.perf.stepcost import StepCost
-from planner.spec.config import ServingConfig
+from planner.spec.config import ResolvedConfig
 
 
 def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival: str = "poisson",
              rate_per_s: float | None = None, concurrency: int | None = None,
              trace_s: tuple[float, ...] | None = None, seed: int = 0, warmup: float = 0.1,
-             cooldown: float = 0.05, block_size: int = 16, cfg: ServingConfig | None = None,
+             cooldown: float = 0.05, block_size: int = 16, cfg: ResolvedConfig | None = None,
              async_scheduling: bool | None = None) -> SimResult:
     """Serve ``reqs`` on one replica of ``cost.cfg``; returns per-request times.
 
@@ -59,7 +59,7 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
                      frontend_ms=front_ms, counted=counted)
 
 
-def _run_lanes(cost: StepCost, reqs: SimRequests, cfg: ServingConfig, arr: np.ndarray | None,
+def _run_lanes(cost: StepCost, reqs: SimRequests, cfg: ResolvedConfig, arr: np.ndarray | None,
                concurrency: int | None, kv_capacity_tokens: int, block_size: int, async_scheduling: bool,
                servers: int, front_ms: np.ndarray | None
                ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float, float, int, int]:
