@@ -97,7 +97,8 @@ class GpuSpec(Strict):
     int8_dense_tops: float | None = None
     int4_dense_tops: float | None = None
     tdp_w: float = Field(gt=0)
-    num_sms: int | None = None
+    num_sms: int = Field(ge=1)
+    """Streaming multiprocessors (AMD: compute units): the waves GEMM and attention tiles run in."""
     interconnect: Interconnect
     gpus_per_node: int = Field(default=8, ge=1)
     """Largest usual node size for this GPU (tensor parallel stays inside a node)."""

@@ -50,7 +50,7 @@ class Roofline:
         self.gpu = gpu
         self.cal = cal
         self.bw = gpu.hbm_bandwidth_gb_per_s * 1e9
-        self.sms = gpu.num_sms or 108
+        self.sms = gpu.num_sms
         # Fixed cost of one kernel on the GPU: its ramp-up/tail plus the gap between
         # consecutive kernels of a CUDA graph.
         gap = cal.value("graph_launch_gap_us")
