@@ -121,6 +121,9 @@ class Estimate:
                 "status": "calibrated" if self.calibration.calibrated else "uncalibrated",
                 "validation": calibration_status(self.config.gpu.name)[0],
                 "error_band": calibration_status(self.config.gpu.name)[1],
+                "at_fit_bound": {name: {"value": self.calibration.value(name), "side": f.at_bound, "bound": f.bound,
+                                        "unbounded_value": f.unbounded_value}
+                                 for name, f in self.calibration.at_fit_bound().items()},
             },
         }
 

@@ -62,6 +62,8 @@ def print_estimate(est: Estimate, explain: bool = False) -> None:
     if status:
         console.print(f"calibration: {data['gpu']} {status.upper() if status == 'uncalibrated' else status}: "
                       f"{cal.get('error_band', '')}")
+    if explain and cal.get("at_fit_bound"):
+        console.print(fit_bound_line(cal["gpu"], cal["at_fit_bound"]))
     console.print(
         f"GPU times: vision encode {_f(lat['vision_encode_ms'])} ms{_host_note(lat)}, "
         f"prefill {_f(lat['prefill_ms'])} ms "
@@ -101,6 +103,15 @@ def print_estimate(est: Estimate, explain: bool = False) -> None:
             for r in rows:
                 et.add_row(r["op"], str(r["count"]), _f(r["ms"], 3), _f(r["gflop"], 1), _f(r["mb"], 1), r["bound"])
             console.print(et)
+
+
+def fit_bound_line(gpu: str, at_bound: dict[str, dict[str, Any]]) -> str:
+    """One line naming the constants of ``gpu``'s calibration that sit at a bound of their fit, with the value the
+    fit gives without that bound."""
+    items = [f"{name} at {b['side']} bound {b['bound']:g}"
+             + (f" (unbounded {b['unbounded_value']:.3g})" if b.get("unbounded_value") is not None else "")
+             for name, b in at_bound.items()]
+    return f"fit bounds: {gpu} " + ", ".join(items)
 
 
 def explain_json(est: Estimate) -> dict[str, list[dict[str, Any]]]:
@@ -263,7 +274,7 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
         console.print(at)
 
 
-__all__ = ["GIB", "print_estimate", "explain_json", "print_gpus", "print_models"]
+__all__ = ["GIB", "print_estimate", "explain_json", "fit_bound_line", "print_gpus", "print_models"]
 
 
 def _host_note(lat: dict) -> str:

@@ -333,6 +333,21 @@ class FitInfo(Strict):
     n_points: int
     mape_pct: float | None = None
     fitted_on: str
+    at_bound: Literal["lower", "upper"] | None = None
+    """Set when the fitted value ended on an edge of the fit's box (least squares with bounds): the data pulled the
+    constant past ``bound``, so the value is the bound's, not the data's. None: inside the box."""
+    bound: float | None = None
+    """The bound the value sits at (with ``at_bound``)."""
+    unbounded_value: float | None = None
+    """With ``at_bound``: the same fit with that constant's bound removed (the others kept); absent when that fit
+    leaves the model's domain (e.g. a negative latency the formulas cannot evaluate)."""
+
+    @model_validator(mode="after")
+    def _bound_complete(self) -> FitInfo:
+        flagged = self.at_bound is not None
+        if flagged != (self.bound is not None) or (not flagged and self.unbounded_value is not None):
+            raise ValueError("at_bound and bound go together (and unbounded_value only with them)")
+        return self
 
 
 class Constant(Strict):
@@ -417,6 +432,10 @@ class Calibration(Strict):
 
     def value(self, name: str) -> float:
         return self.constants[name].value
+
+    def at_fit_bound(self) -> dict[str, FitInfo]:
+        """The fitted constants whose value sits at a bound of their fit (``FitInfo.at_bound``), by name."""
+        return {n: c.fit for n, c in self.constants.items() if c.fit is not None and c.fit.at_bound is not None}
 
 
 class ValidationStatus(Strict):

@@ -45,6 +45,13 @@ each physical; least squares on log(time) (relative errors):
 Everything else (``p2p_latency_us``, engine overheads, int4) is copied from
 the base (default) calibration with its note.
 
+A fitted constant that ends on an edge of its least-squares box (the data
+pulled it past a bound: H200 ``quant_memory_efficiency`` at 0.1, the prefill
+attention efficiency at 1) carries ``at_bound``, ``bound`` and
+``unbounded_value`` (the same fit without that bound) in its fit record;
+``vlmplan estimate --explain`` prints them. tests/unit/test_calibration_refit.py
+re-runs each shipped file's ``# Fitted by:`` command and compares.
+
 Modules, by what they fit: ``kernels`` (launch gaps, elementwise kinds, fp8 quantisation), ``gemm``,
 ``attention``, ``allreduce``, ``frontend`` (image preprocessing on the host CPU), ``engine_overhead`` (from
 ``vllm bench serve`` results), ``serving`` and ``api_server`` (from real vLLM serving runs); ``measurements``

@@ -8,12 +8,14 @@ and from which file: ``planner.calibrate.fit`` (package docstring).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from planner.calibrate.fit.calibration_file import calibration_yaml
 from planner.calibrate.fit.measurements import fit_files
 from planner.calibrate.fit.sibling import sibling_calibration
+from planner.catalog.loader import catalog_root
 from planner.catalog.schema import Calibration
 from planner.core.errors import PlannerError
 
@@ -47,12 +49,41 @@ def _fitted_by(args: argparse.Namespace) -> str:
             + (f" --sibling {args.sibling}" if args.sibling else ""))
 
 
+FITTED_BY = "# Fitted by: python -m planner.calibrate.fit "
+"""How the first line of a calibration file written by this command starts."""
+
+
+def fit_from_args(args: argparse.Namespace) -> Calibration:
+    """The calibration this command fits from its parsed arguments (what ``main`` writes)."""
+    return fit_files(args.microbench, args.allreduce, args.gpu, shape_effects=args.shape_effects,
+                     vit_shapes=args.vit_shapes, quant_ops=args.quant_ops,
+                     sibling=sibling_calibration(args.sibling) if args.sibling else None)
+
+
+def refit(calibration_file: Path) -> Calibration:
+    """Re-run the fit that the ``# Fitted by:`` line heading ``calibration_file`` records, in this process, its
+    paths read from the repository root as the line gives them."""
+    first = calibration_file.read_text().splitlines()[0]
+    if not first.startswith(FITTED_BY):
+        raise ValueError(f"{calibration_file}: no '{FITTED_BY.strip()}' line at the top")
+    args = _parser().parse_args(shlex.split(first[len(FITTED_BY):]))
+    root = catalog_root().parent
+    for key in ("microbench", "allreduce", "shape_effects", "quant_ops"):
+        if getattr(args, key) is not None:
+            setattr(args, key, root / getattr(args, key))
+    args.vit_shapes = [root / p for p in args.vit_shapes]
+    return fit_from_args(args)
+
+
 def _print_fitted(cal: Calibration) -> None:
     """One line per fitted constant on stderr: value, unit, MAPE and points, to eyeball the fit."""
     for name, c in cal.constants.items():
         if c.fit is not None:
             mape = f"{c.fit.mape_pct:.1f}%" if c.fit.mape_pct is not None else "-"
-            print(f"{name:40s} {c.value:>12g} {c.unit:40s} MAPE {mape:>6s} n={c.fit.n_points}",
+            edge = f"  AT {c.fit.at_bound.upper()} BOUND {c.fit.bound:g}" if c.fit.at_bound else ""
+            if c.fit.unbounded_value is not None:
+                edge += f" (unbounded: {c.fit.unbounded_value:g})"
+            print(f"{name:40s} {c.value:>12g} {c.unit:40s} MAPE {mape:>6s} n={c.fit.n_points}{edge}",
                   file=sys.stderr)
 
 
@@ -60,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     """Fit, write the YAML (to ``--out`` or stdout), summarise on stderr; exit 2 with one line on bad input."""
     args = _parser().parse_args(argv)
     try:
-        cal = fit_files(args.microbench, args.allreduce, args.gpu, shape_effects=args.shape_effects,
-                        vit_shapes=args.vit_shapes, quant_ops=args.quant_ops,
-                        sibling=sibling_calibration(args.sibling) if args.sibling else None)
+        cal = fit_from_args(args)
     except (PlannerError, OSError, ValueError) as e:
         print(f"error: {e}".replace("\n", " "), file=sys.stderr)
         return 2

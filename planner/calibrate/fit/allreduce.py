@@ -33,8 +33,8 @@ def fit_allreduce(ar: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[s
     if len(ws) > 1:
         # Several ring sizes: the growth of the latency with the GPU count is identifiable.
         names, x0, lo, hi = names + ["allreduce_hop_latency_us"], x0 + [2.0], lo + [0.0], hi + [50.0]
-    v = log_fit(names, x0, (lo, hi), predict, meas)
+    fit = log_fit(names, x0, (lo, hi), predict, meas)
     how = (f"log least squares of latency + ring bytes over NCCL all-reduce inside a CUDA graph, {ws} GPUs, "
            f"{pts[0]['bytes']}..{pts[-1]['bytes']} bytes")
-    return {n: Fitted(v[n], how, len(pts), mape_pct(predict(v), meas)) for n in names}
+    return fit.fitted(names, how, len(pts), mape_pct(predict(fit.values), meas))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct, usable
+from planner.calibrate.fit.fitted import Fitted, LogFit, calibration_with, log_fit, mape_pct, usable
 from planner.catalog.schema import Calibration, GpuSpec
 from planner.perf.roofline import Roofline
 
@@ -53,7 +53,7 @@ def fit_attention(mb: dict[str, Any], gpu: GpuSpec, base: Calibration, se: dict[
 
     names = ["attention_prefill_compute_efficiency", "attention_prefill_overhead_tokens",
              "attention_softmax_head_dims"]
-    v = log_fit(names, [0.8, 100.0, 60.0], ([0.05, 0.0, 0.0], [1.0, 2000.0, 1000.0]), predict, meas)
+    fit = log_fit(names, [0.8, 100.0, 60.0], ([0.05, 0.0, 0.0], [1.0, 2000.0, 1000.0]), predict, meas)
     kinds = ["default-backend SDPA prefill (causal GQA and ViT, seq 128..16384)"]
     if se and se.get("attn_batched"):
         kinds.append("batched short sequences (shape_effects.py)")
@@ -62,8 +62,7 @@ def fit_attention(mb: dict[str, Any], gpu: GpuSpec, base: Calibration, se: dict[
                      "head dims 64/72/80, 64-token windows)")
     how = ("joint log least squares over " + "; ".join(kinds) + " with query tiles padded to 128 rows and waves of "
            "one tile per SM; efficiency bounded by 1")
-    err = mape_pct(predict(v), meas)
-    return {n: Fitted(v[n], how, len(pts), err) for n in names}
+    return fit.fitted(names, how, len(pts), mape_pct(predict(fit.values), meas))
 
 
 
@@ -94,10 +93,10 @@ def fit_attn_decode(mb: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict
     # half_bytes fitted in MB for conditioning.
     scaled = log_fit(names, [0.8, 1.0], ([0.1, 0.0], [1.0, 1000.0]),
                       lambda x: predict({names[0]: x[names[0]], names[1]: x[names[1]] * 1e6}), meas)
-    v = {names[0]: scaled[names[0]], names[1]: scaled[names[1]] * 1e6}
+    v = {names[0]: scaled.values[names[0]], names[1]: scaled.values[names[1]] * 1e6}
+    flags = {n: (b.times(1e6) if n == names[1] else b) for n, b in scaled.at_bound.items()}
     how = ("log least squares of latency + (bytes + half)/(HBM x eff) over the fastest SDPA decode kernel per "
            "shape (batch 1..256, context 256..32768)")
-    err = mape_pct(predict(v), meas)
-    return {n: Fitted(v[n], how, len(pts), err) for n in names}
+    return LogFit(v, flags).fitted(names, how, len(pts), mape_pct(predict(v), meas))
 
 

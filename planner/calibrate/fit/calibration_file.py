@@ -35,6 +35,20 @@ NOT_FITTED = {
 """Why a constant kept its default, written into its note."""
 
 
+def rounded(x: float) -> float:
+    """A fitted number as the catalog files keep it: 4 decimals below 1000, hundreds above."""
+    return round(x, 4) if abs(x) < 1e3 else round(x, -2)
+
+
+def fit_info(f: Fitted, dataset: str, day: str) -> FitInfo:
+    """The provenance of fitted constant ``f``, with its bound flag when it ended at a bound of its fit."""
+    mape = round(f.mape_pct, 2) if f.mape_pct is not None else None
+    b = f.at_bound
+    return FitInfo(method=f.method, dataset=dataset, n_points=f.n_points, mape_pct=mape, fitted_on=day,
+                   at_bound=b.side if b else None, bound=rounded(b.bound) if b else None,
+                   unbounded_value=rounded(b.unbounded_value) if b and b.unbounded_value is not None else None)
+
+
 def build_calibration(gpu: GpuSpec, fitted: dict[str, Fitted], datasets: dict[str, str],
                       base: Calibration | None = None, fitted_on: str | None = None,
                       extra_sources: Sequence[Source] = ()) -> Calibration:
@@ -51,11 +65,7 @@ def build_calibration(gpu: GpuSpec, fitted: dict[str, Fitted], datasets: dict[st
             note = (c.note + "; " if c.note else "") + f"not fitted ({why}): default kept"
             consts[name] = Constant(value=c.value, unit=c.unit, fit=c.fit, note=note if c.fit is None else c.note)
             continue
-        value = round(f.value, 4) if abs(f.value) < 1e3 else round(f.value, -2)
-        mape = round(f.mape_pct, 2) if f.mape_pct is not None else None
-        consts[name] = Constant(value=value, unit=c.unit, note=None,
-                                fit=FitInfo(method=f.method, dataset=datasets[name], n_points=f.n_points,
-                                            mape_pct=mape, fitted_on=day))
+        consts[name] = Constant(value=rounded(f.value), unit=c.unit, note=None, fit=fit_info(f, datasets[name], day))
     srcs = [Source(kind="fitted", title=f"planner/calibrate/fit/ on {', '.join(sorted(set(datasets.values())))}",
                    retrieved=day), *extra_sources]
     return Calibration(gpu=gpu.name, engine=base.engine, calibrated=True, constants=consts, sources=srcs)

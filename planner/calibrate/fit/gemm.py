@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct, usable
+from planner.calibrate.fit.fitted import Fitted, LogFit, calibration_with, log_fit, mape_pct, usable
 from planner.catalog.loader import load_precisions
 from planner.catalog.schema import Calibration, GpuSpec
 from planner.perf.roofline import Roofline
@@ -42,16 +42,17 @@ memory side or with wave quantisation."""
 
 
 def _fit_compute_then_memory(gpu: GpuSpec, cal: Calibration, pts: list[dict[str, Any]], precision: str,
-                             compute_name: str, memory_name: str | None) -> dict[str, float]:
+                             compute_name: str, memory_name: str | None) -> LogFit:
     """Compute efficiency on the large-M GEMMs, then (bf16 only) memory efficiency on all with it fixed."""
     big = [p for p in pts if p["M"] >= COMPUTE_BOUND_MIN_M]
-    v = log_fit([compute_name], [0.6], ([0.05], [1.0]), lambda x: _gemm_predict(gpu, cal, big, precision, x),
-                 np.array([p["time_us"] * 1e-6 for p in big]))
+    fit = log_fit([compute_name], [0.6], ([0.05], [1.0]), lambda x: _gemm_predict(gpu, cal, big, precision, x),
+                  np.array([p["time_us"] * 1e-6 for p in big]))
     if memory_name is not None:
         meas = np.array([p["time_us"] * 1e-6 for p in pts])
-        v.update(log_fit([memory_name, "gemm_latency_us"], [0.8, 3.0], ([0.2, 0.0], [1.0, 20.0]),
-                          lambda x: _gemm_predict(gpu, cal, pts, precision, {**v, **x}), meas))
-    return v
+        v = fit.values
+        fit = fit.merged(log_fit([memory_name, "gemm_latency_us"], [0.8, 3.0], ([0.2, 0.0], [1.0, 20.0]),
+                                 lambda x: _gemm_predict(gpu, cal, pts, precision, {**v, **x}), meas))
+    return fit
 
 
 def fit_gemm_bf16(mb: dict[str, Any], gpu: GpuSpec, base: Calibration,
@@ -62,20 +63,20 @@ def fit_gemm_bf16(mb: dict[str, Any], gpu: GpuSpec, base: Calibration,
     pts = _gemm_points(mb, "bf16") + [p for p in (vs or {}).get("gemm", {}).get("points", []) if usable(p)]
     meas = np.array([p["time_us"] * 1e-6 for p in pts])
     names = ["gemm_compute_efficiency", "gemm_memory_efficiency"]
-    best: tuple[float, dict[str, float]] | None = None
+    best: tuple[float, LogFit] | None = None
     for tm, tn in TILE_CANDIDATES:
         tiled = calibration_with(base, {"gemm_tile_m": tm, "gemm_tile_n": tn})
-        v = _fit_compute_then_memory(gpu, tiled, pts, "bf16", *names)
-        err = mape_pct(_gemm_predict(gpu, tiled, pts, "bf16", v), meas)
+        fit = _fit_compute_then_memory(gpu, tiled, pts, "bf16", *names)
+        err = mape_pct(_gemm_predict(gpu, tiled, pts, "bf16", fit.values), meas)
         if best is None or err < best[0]:
-            best = (err, {**v, "gemm_tile_m": tm, "gemm_tile_n": tn})
+            best = (err, fit.merged(LogFit({"gemm_tile_m": tm, "gemm_tile_n": tn})))
     assert best is not None
-    err, v = best
+    err, fit = best
     how = ("wave-quantised roofline over bf16 GEMMs (torch.mm, cuBLAS; with vit_shapes.py also F.linear with bias "
            "at the vision towers' shapes), M = 1..16384: compute efficiency by log least squares on M >= "
            f"{COMPUTE_BOUND_MIN_M}, then memory efficiency and the per-kernel latency on all M; tile chosen among "
            f"{', '.join(f'{a}x{b}' for a, b in TILE_CANDIDATES)} by MAPE over all points (the MAPE given)")
-    return {n: Fitted(v[n], how, len(pts), err) for n in [*names, "gemm_latency_us", "gemm_tile_m", "gemm_tile_n"]}
+    return fit.fitted([*names, "gemm_latency_us", "gemm_tile_m", "gemm_tile_n"], how, len(pts), err)
 
 
 def fit_gemm_quant(mb: dict[str, Any], gpu: GpuSpec, base: Calibration, dtype: str, precision: str,
@@ -86,12 +87,12 @@ def fit_gemm_quant(mb: dict[str, Any], gpu: GpuSpec, base: Calibration, dtype: s
     if not pts:
         return {}
     meas = np.array([p["time_us"] * 1e-6 for p in pts])
-    v = _fit_compute_then_memory(gpu, base, pts, precision, name, None)
-    err = mape_pct(_gemm_predict(gpu, base, pts, precision, v), meas)
+    fit = _fit_compute_then_memory(gpu, base, pts, precision, name, None)
+    err = mape_pct(_gemm_predict(gpu, base, pts, precision, fit.values), meas)
     how = (f"log least squares over {dtype} GEMMs with M >= {COMPUTE_BOUND_MIN_M} (memory efficiency, tiles and "
            "latency shared with bf16; the MAPE is over all M)"
            + ("; M < 32 timed padded to 32 (m_padded_to)" if precision == "int8" else ""))
-    return {name: Fitted(v[name], how, len(pts), err)}
+    return fit.fitted([name], how, len(pts), err)
 
 
 def fit_shape_effects(se: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[str, Fitted]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct, usable
+from planner.calibrate.fit.fitted import Fitted, LogFit, calibration_with, log_fit, mape_pct, usable
 from planner.catalog.schema import Calibration, GpuSpec
 from planner.core.units import MIB
 from planner.perf.kernels import Kernels
@@ -56,7 +56,7 @@ def fit_launch(mb: dict[str, Any]) -> dict[str, Fitted]:
 
 
 def _kind_fit(gpu: GpuSpec, base: Calibration, pts: Points, kind: str,
-              names: list[str], x0: list[float]) -> tuple[dict[str, float], float]:
+              names: list[str], x0: list[float]) -> tuple[LogFit, float]:
     """Latency and efficiency of one kind of non-GEMM kernel: (bytes, kernels, seconds) points timed cold."""
     meas = np.array([t for _, _, t in pts])
 
@@ -66,8 +66,8 @@ def _kind_fit(gpu: GpuSpec, base: Calibration, pts: Points, kind: str,
             return np.array([rf.elementwise("e", b, 1, k, resident=False).time_s for b, k, _ in pts])
         return np.array([rf.kernels("e", Kernels(k, 1.0, kind), b).time_s for b, k, _ in pts])
 
-    v = log_fit(names, x0, ([0.0, 0.1], [20.0, 1.0]), predict, meas)
-    return v, mape_pct(predict(v), meas)
+    fit = log_fit(names, x0, ([0.0, 0.1], [20.0, 1.0]), predict, meas)
+    return fit, mape_pct(predict(fit.values), meas)
 
 
 def _cold_points(mb: dict[str, Any], vs: dict[str, Any] | None, vs_ew: list[dict[str, Any]],
@@ -103,12 +103,12 @@ def _fit_cold(gpu: GpuSpec, base: Calibration, pts: dict[str, Points], with_ew: 
     simple values in place."""
     out: dict[str, Fitted] = {}
     names = ["kernel_latency_us", "elementwise_memory_efficiency"]
-    v, err = _kind_fit(gpu, base, pts["simple"], "simple", names, [1.0, 0.8])
+    fit, err = _kind_fit(gpu, base, pts["simple"], "simple", names, [1.0, 0.8])
     how = ("joint log least squares of kernels x latency + bytes/(HBM x eff) over simple elementwise kernels "
            f"timed with rotating buffers: device copies <= {COPY_MAX_BUFFER_BYTES >> 20} MiB"
            + ("; vit_shapes.py's add, mul, GELU (exact, tanh), sigmoid, scalar multiply on [M, d]" if with_ew else ""))
-    out.update({n: Fitted(v[n], how, len(pts["simple"]), err) for n in names})
-    base = calibration_with(base, v)
+    out.update(fit.fitted(names, how, len(pts["simple"]), err))
+    base = calibration_with(base, fit.values)
     for kind, desc in (("norm", "fp32 sum reductions, eager F.rms_norm"
                         + (", F.layer_norm (vit_shapes.py)" if with_vs else "")),
                        ("broadcast", "eager SiLU*mul on strided halves (2 kernels)"
@@ -117,9 +117,9 @@ def _fit_cold(gpu: GpuSpec, base: Calibration, pts: dict[str, Points], with_ew: 
         if len(pts[kind]) < 3:
             continue
         names_k = [f"{kind}_kernel_latency_us", f"{kind}_memory_efficiency"]
-        vk, errk = _kind_fit(gpu, base, pts[kind], kind, names_k, [2.0, 0.6])
+        fit_k, errk = _kind_fit(gpu, base, pts[kind], kind, names_k, [2.0, 0.6])
         how_k = f"joint log least squares of latency + bytes/(HBM x eff) over {desc}, rotating buffers"
-        out.update({n: Fitted(vk[n], how_k, len(pts[kind]), errk) for n in names_k})
+        out.update(fit_k.fitted(names_k, how_k, len(pts[kind]), errk))
     return out
 
 
@@ -128,7 +128,7 @@ def _fit_l2(gpu: GpuSpec, cal: Calibration, hot: Points) -> dict[str, Fitted]:
     threshold, the efficiency by log least squares on the points under it; the threshold with the least MAPE over
     all hot points wins (a discrete choice, not a free parameter)."""
     hot_meas = np.array([t for _, _, t in hot])
-    best: tuple[float, float, float] | None = None
+    best: tuple[float, float, LogFit] | None = None
     for thr in L2_THRESHOLDS:
         under = [h for h in hot if h[0] <= thr]
         if len(under) < 3:
@@ -141,19 +141,19 @@ def _fit_l2(gpu: GpuSpec, cal: Calibration, hot: Points) -> dict[str, Fitted]:
 
         x = log_fit(["elementwise_l2_efficiency"], [1.5], ([0.5], [10.0]), pred_hot,
                     np.array([t for _, _, t in under]))
-        rf = Roofline(gpu, calibration_with(cal_t, x))
+        rf = Roofline(gpu, calibration_with(cal_t, x.values))
         err = mape_pct([rf.elementwise("e", b, 1, k).time_s for b, k, _ in hot], hot_meas)
         if best is None or err < best[0]:
-            best = (err, thr, x["elementwise_l2_efficiency"])
+            best = (err, thr, x)
     if best is None:
         return {}
-    err, thr, eff = best
+    err, thr, fit = best
     how_l2 = ("vit_shapes.py's simple elementwise ops on [M, d] timed hot (one buffer set): threshold chosen "
               f"among {', '.join(str(int(t) >> 20) for t in L2_THRESHOLDS)} MiB by MAPE over all "
               f"{len(hot)} hot points, efficiency by log least squares on those under it (latency and HBM "
               "efficiency held)")
-    return {"elementwise_l2_efficiency": Fitted(eff, how_l2, len(hot), err),
-            "l2_resident_bytes": Fitted(thr, how_l2, len(hot), err)}
+    return fit.merged(LogFit({"l2_resident_bytes": thr})).fitted(
+        ["elementwise_l2_efficiency", "l2_resident_bytes"], how_l2, len(hot), err)
 
 
 def fit_elementwise(mb: dict[str, Any], gpu: GpuSpec, base: Calibration,
@@ -188,7 +188,7 @@ def fit_quant(qo: dict[str, Any], gpu: GpuSpec, base: Calibration) -> dict[str, 
     if len(pts) < 3:
         return {}
     names = ["quant_latency_us", "quant_memory_efficiency"]
-    v, err = _kind_fit(gpu, base, pts, "quant", names, [8.0, 0.2])
+    fit, err = _kind_fit(gpu, base, pts, "quant", names, [8.0, 0.2])
     how = ("log least squares of latency + input bytes/(HBM x eff) over quant_ops.py's eager dynamic fp8 "
            "quantisation of [M, K] bf16 tensors, M = 1..8192, K = 2048..14336, rotating buffers")
-    return {n: Fitted(v[n], how, len(pts), err) for n in names}
+    return fit.fitted(names, how, len(pts), err)

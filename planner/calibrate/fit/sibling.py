@@ -7,7 +7,7 @@ its bandwidth-independent efficiencies once converted to the same absolute bandw
 
 from __future__ import annotations
 
-from planner.calibrate.fit.fitted import Fitted
+from planner.calibrate.fit.fitted import AtBound, Fitted
 from planner.catalog.loader import load_calibration, load_gpus
 from planner.catalog.schema import Calibration, GpuSpec
 from planner.core.errors import RequestError
@@ -45,12 +45,14 @@ def transfer_from_sibling(fitted: dict[str, Fitted], datasets: dict[str, str], g
         c = sibling.constants.get(name)
         if name in fitted or c is None or c.fit is None:
             continue
-        value = c.value
-        if how == "bandwidth":
-            value *= sib_gpu.hbm_bandwidth_gb_per_s / gpu.hbm_bandwidth_gb_per_s
+        factor = sib_gpu.hbm_bandwidth_gb_per_s / gpu.hbm_bandwidth_gb_per_s if how == "bandwidth" else 1.0
+        value = c.value * factor
         note = (f"transferred from {sibling.gpu} (same die; {c.value:g} there"
                 + (f", x {sib_gpu.hbm_bandwidth_gb_per_s:g}/{gpu.hbm_bandwidth_gb_per_s:g} GB/s to keep the absolute "
                    "bandwidth" if how == "bandwidth" else "") + "), fitted there by: " + c.fit.method)
-        fitted[name] = Fitted(value, note, c.fit.n_points, c.fit.mape_pct)
+        bound = None
+        if c.fit.at_bound is not None and c.fit.bound is not None:
+            bound = AtBound(c.fit.at_bound, c.fit.bound, c.fit.unbounded_value).times(factor)
+        fitted[name] = Fitted(value, note, c.fit.n_points, c.fit.mape_pct, bound)
         datasets[name] = c.fit.dataset
 
