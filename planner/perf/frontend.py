@@ -28,11 +28,23 @@ def api_server_ms(cal: Calibration, input_tokens: Any, output_tokens: Any, image
     (first come, first served); at low load the wait is nil and the request's latency outside the engine is
     ``frontend_ms``'s; near saturation the queue caps the replica's throughput at
     ``api_server_count / api_server_ms`` (planner.calibrate.api_server)."""
+    return (api_input_ms(cal, input_tokens, images, input_megapixels)
+            + api_stream_ms(cal, output_tokens))
+
+
+def api_input_ms(cal: Calibration, input_tokens: Any, images: Any, input_megapixels: Any) -> Any:
+    """The part of ``api_server_ms`` done before the engine sees the request: the request's fixed path,
+    tokenising its prompt, decoding and preprocessing its images."""
     return (cal.value("api_server_ms_per_request")
             + cal.value("api_server_ms_per_input_token") * input_tokens
-            + cal.value("api_server_ms_per_output_token") * output_tokens
             + cal.value("api_server_ms_per_image") * images
             + cal.value("api_server_ms_per_megapixel") * input_megapixels)
+
+
+def api_stream_ms(cal: Calibration, output_tokens: Any) -> Any:
+    """The part of ``api_server_ms`` done while the request streams: detokenising and sending its output
+    tokens, from its first token to its last."""
+    return cal.value("api_server_ms_per_output_token") * output_tokens
 
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 from planner.load.analytic.api_queue import ApiQueue, with_frontend
 from planner.load.analytic.closed import predict_closed
@@ -10,6 +11,7 @@ from planner.load.analytic.curves import curves
 from planner.load.analytic.lone import predict_single
 from planner.load.analytic.poisson import predict_poisson
 from planner.load.analytic.prediction import LoadPrediction
+from planner.load.analytic.waves import predict_waves
 from planner.perf.frontend import shape_frontend_ms
 from planner.perf.stepcost import StepCost
 from planner.spec.config import ResolvedConfig
@@ -25,6 +27,7 @@ def predict(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, arrival: s
     (``concurrency`` clients with zero think time).
     """
     cur = curves(cost, cfg, shape, kv_capacity_tokens)
+    waves = None
     api = ApiQueue.of(cost, cfg, shape)
     if arrival == "single" or (arrival == "closed" and concurrency == 1):
         pred = predict_single(cost, cfg, shape, cur)
@@ -35,13 +38,24 @@ def predict(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, arrival: s
     elif arrival == "closed":
         if concurrency is None or concurrency < 1:
             raise ValueError("closed-loop arrival needs concurrency >= 1")
-        pred = predict_closed(cost, cfg, shape, cur, int(concurrency))
+        waves = predict_waves(cost, cfg, shape, cur, int(concurrency), _engine_async_scheduling(),
+                              shape_frontend_ms(cost.cal, shape))
+        pred = waves or predict_closed(cost, cfg, shape, cur, int(concurrency))
     else:
         raise ValueError(f"arrival '{arrival}' is not single, poisson or closed")
     pred = with_frontend(pred, shape_frontend_ms(cost.cal, shape), closed=arrival in ("single", "closed"))
-    if arrival == "closed" and (concurrency or 1) > 1:
+    if arrival == "closed" and (concurrency or 1) > 1 and (not waves or pred.requests_per_s >= 0.98 * api.max_rate):
+        # (Waves model the API servers' input work in front of the engine; their capacity still caps the loop.)
         pred = api.closed_loop(pred, int(concurrency or 1))
     if pred.requests_per_s > api.max_rate:  # saturated by the API servers, or a loop they slow down
         slow = api.max_rate / pred.requests_per_s
         pred = replace(pred, requests_per_s=api.max_rate, output_tokens_per_s=pred.output_tokens_per_s * slow)
     return replace(pred, max_requests_per_s=min(pred.max_requests_per_s, api.max_rate))
+
+
+@lru_cache(maxsize=1)
+def _engine_async_scheduling() -> bool:
+    """The shipped engine's scheduler mode (catalogs/engines), as the simulator takes it."""
+    from planner.catalog.loader import load_engine
+
+    return load_engine().async_scheduling

@@ -33,8 +33,12 @@ class Lane:
                  async_scheduling: bool = False, api_servers: int = 0) -> None:
         self.cost = cost
         # Closed loop: the replica's API-server processes (first come, first served), as times they free up.
+        # A request holds one for its input work before the engine sees it, and for its streaming work from its
+        # first token (booked then as one block: what it delays is the input work of requests sent later).
         self.api_free = [0.0] * api_servers if reqs.api_ms is not None else []
-        self.api_s = (reqs.api_ms[ids] * 1e-3).tolist() if reqs.api_ms is not None else [0.0] * len(ids)
+        stream = reqs.api_stream_ms[ids] if reqs.api_stream_ms is not None else np.zeros(len(ids))
+        self.api_s = ((reqs.api_ms[ids] - stream) * 1e-3).tolist() if reqs.api_ms is not None else [0.0] * len(ids)
+        self.stream_s = (stream * 1e-3).tolist()
         self.api_wait = [0.0] * len(ids)
         self.async_scheduling = async_scheduling
         self.front_s = ((reqs.frontend_ms[ids] * 1e-3).tolist() if reqs.frontend_ms is not None
@@ -314,6 +318,8 @@ class Lane:
             s.gen[j] += 1
             if s.gen[j] == 1:
                 s.first[j] = s.t
+                if self.api_free:
+                    fcfs_start(self.api_free, s.t, self.stream_s[j])
             if s.gen[j] >= self.output[j]:
                 s.phase[j] = FINISHED
                 s.fin[j] = s.t

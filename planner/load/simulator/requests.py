@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.catalog.vision_tokens import image_tokens
-from planner.perf.frontend import api_server_ms, frontend_ms
+from planner.perf.frontend import api_server_ms, api_stream_ms, frontend_ms
 from planner.perf.stepcost import StepCost
 from planner.spec.config import ResolvedConfig
 from planner.spec.shape import processed_megapixels
@@ -34,6 +34,10 @@ class SimRequests:
     """How long the request holds one API-server process (``speed.api_server_ms``): requests queue for the
     replica's ``api_server_count`` processes first come, first served, and the wait delays the engine's arrival
     and adds to TTFT and e2e. None: no API-server queue."""
+    api_stream_ms: np.ndarray | None = None
+    """The part of ``api_ms`` spent streaming the request's output (``speed.api_stream_ms``). A closed loop
+    queues only the rest before the engine sees the request and books this part on a process from its first
+    token; an open loop queues all of ``api_ms`` on arrival."""
 
     def __len__(self) -> int:
         return len(self.prompt)
@@ -74,7 +78,8 @@ def build_requests(cfg: ResolvedConfig, workload: Workload, cost: StepCost, n: i
     prompt = sample.prompt_tokens + visual
     cached = np.floor(workload.prefix_cache_hit * prompt).astype(np.int64)
     return SimRequests(prompt=prompt, cached=cached, output=sample.output_tokens.astype(np.int64),
-                       enc_tokens=visual, vision_ms=vision, frontend_ms=frontend, api_ms=np.asarray(api, dtype=float))
+                       enc_tokens=visual, vision_ms=vision, frontend_ms=frontend, api_ms=np.asarray(api, dtype=float),
+                       api_stream_ms=np.asarray(api_stream_ms(cost.cal, sample.output_tokens), dtype=float))
 
 
 def fixed_requests(n: int, prompt: int, output: int, cached: int = 0, enc_tokens: int = 0,
