@@ -112,8 +112,7 @@ def manifests(plan: Plan) -> list[dict[str, Any]]:
         docs += [k8s._deployment(dep, "vllm", pod),
                  k8s._service(dep, "vllm", k8s.k8s_name(dep), k8s._selector(dep), vllm.VLLM_PORT)]
         names[role] = k8s.k8s_name(dep)
-    base = names["prefill"].removesuffix("-prefill") if names["prefill"].endswith("-prefill") else names["prefill"]
-    proxy = f"{base}-proxy"[:63]
+    proxy = (names["prefill"].replace("-prefill", "", 1)[:57].rstrip("-") + "-proxy")
     labels = {"app.kubernetes.io/name": proxy, "app.kubernetes.io/component": "pd-proxy"}
     assert plan.pd is not None
     cmd = ["python3", "/proxy/toy_proxy_server.py", "--port", str(PROXY_PORT),
