@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from planner.core.errors import RequestError
 from planner.plan import PdPlan, Predicted, PredictedMemory, Simulated
 from planner.solver import Candidate, SolveRequest
@@ -23,17 +25,13 @@ def parse_topologies(text: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(parts))
 
 
-def _pool_plan(p: PoolChoice, c: PdCandidate, model_arg: str, req: SolveRequest):  # type: ignore[no-untyped-def]
-    from planner.app.solve_request import deployment_plan
+def pd_plan(c: PdCandidate, model_arg: str, req: SolveRequest, deployment_plan: Any, _pct: Any) -> PdPlan:
+    """``deployment_plan`` and ``_pct``: planner.app.solve_request's (passed in: that module imports this one)."""
+    def pool(p: PoolChoice) -> Any:
+        cand = Candidate(c.workload, p.cfg, c.shape, p.replicas, p.memory, p.prediction)
+        return deployment_plan(cand, model_arg, req.slos_of(c.workload))
 
-    cand = Candidate(c.workload, p.cfg, c.shape, p.replicas, p.memory, p.prediction)
-    return deployment_plan(cand, model_arg, req.slos_of(c.workload))
-
-
-def pd_plan(c: PdCandidate, model_arg: str, req: SolveRequest) -> PdPlan:
-    from planner.app.solve_request import _pct
-
-    pre, dec = _pool_plan(c.prefill, c, model_arg, req), _pool_plan(c.decode, c, model_arg, req)
+    pre, dec = pool(c.prefill), pool(c.decode)
     sim = c.simulated
     return PdPlan(
         prefill=pre, decode=dec, link=c.link, link_gb_per_s=c.link_gb_per_s, transfer_ms=round(c.transfer_ms, 4),

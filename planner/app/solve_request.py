@@ -429,7 +429,7 @@ def to_plan(sol: Solution, req: SolveRequest, model_arg: str | dict[str, str], n
     if sol.disagg is not None and sol.disagg.best is not None:
         from planner.app.disagg_plan import pd_plan
 
-        pd = pd_plan(sol.disagg.best, arg(sol.disagg.best.workload), req)
+        pd = pd_plan(sol.disagg.best, arg(sol.disagg.best.workload), req, deployment_plan, _pct)
     elif sol.disagg is not None and sol.disagg.note:
         extra.append(sol.disagg.note)
     cost = pd.cost_per_hour if pd is not None and sol.topology == "pd" else sum(d.cost_per_hour for d in deployments)
