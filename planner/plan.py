@@ -193,6 +193,25 @@ class DeploymentPlan(_Frozen):
         return "limits: " + "; ".join(parts)
 
 
+class PdPlan(_Frozen):
+    """A prefill/decode-disaggregated deployment: two pools, the KV cache pulled from one to the other."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    prefill: DeploymentPlan
+    decode: DeploymentPlan
+    link: Annotated[str, Field(pattern=r"^[a-z0-9 -]{1,64}$")]
+    link_gb_per_s: float = Field(gt=0)
+    transfer_ms: float = Field(ge=0)
+    """Mean KV transfer time of one request."""
+    link_load: float = Field(ge=0)
+    prefill_held_kv_tokens: float = Field(ge=0)
+    """KV tokens a prefill replica holds for requests waiting to be pulled: the extra memory of the split."""
+    cost_per_hour: float = Field(ge=0)
+    predicted: Predicted
+    simulated: Simulated | None = None
+
+
 class Plan(_Frozen):
     schema_version: Literal[1] = 1
     status: Literal["optimal", "feasible", "infeasible"]
@@ -206,6 +225,11 @@ class Plan(_Frozen):
     alternatives: list[DeploymentPlan] = []
     engine: str = DEFAULT_ENGINE
     notes: list[str] = []
+    topology: Literal["aggregated", "pd"] = "aggregated"
+    """What the launch configs start: ``deployments`` (aggregated) or ``pd``. With pd, ``deployments`` holds the
+    best aggregated plan for comparison (empty when there is none)."""
+    pd: PdPlan | None = None
+    """The best prefill/decode-disaggregated deployment found (``solve --topologies ...,pd``), chosen or not."""
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

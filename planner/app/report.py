@@ -272,6 +272,9 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
             at.add_row(a.gpu, str(a.gpus_per_replica * a.replicas), f"{a.tp} x {a.pp}", a.precision, str(a.replicas),
                        f"{a.cost_per_hour:,.2f}", _f(a.predicted.ttft_ms.p95, 1), a.calibration)
         console.print(at)
+    from planner.app.disagg_report import print_topologies
+
+    print_topologies(console, plan, sol)
 
 
 __all__ = ["GIB", "print_estimate", "explain_json", "fit_bound_line", "print_gpus", "print_models"]

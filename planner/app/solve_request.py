@@ -59,6 +59,8 @@ class SolveInput(BaseModel):
     max_load: float | None = None
     """Ceiling on a replica's offered load as a fraction of its saturation throughput (None: the scenario's, else
     the solver's default)."""
+    topologies: str | None = None
+    """Comma-separated topologies to search ('aggregated', 'pd'); None: aggregated only."""
 
 
 def _max_load(value: float | None) -> float:
@@ -209,8 +211,14 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
                        precisions=precisions, kv_cache_dtypes=kvs, objective=inp.objective,  # type: ignore[arg-type]
                        verify=inp.verify, max_load=_max_load(inp.max_load),
                        max_model_len=_max_model_len_choice(inp.max_model_len),
-                       uncalibrated_margin=_margin(inp.uncalibrated_margin))
+                       uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp))
     return req, notes, {workload.name: model_arg}
+
+
+def _topologies(inp: SolveInput) -> tuple[str, ...]:
+    from planner.app.disagg_plan import parse_topologies
+
+    return parse_topologies(inp.topologies)
 
 
 def _margin(value: float | None) -> float:
@@ -308,7 +316,7 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
                        objective=merged.objective, models=models, workload_slos=slos_of,  # type: ignore
                        verify=inp.verify, max_load=_max_load(merged.max_load),
                        max_model_len=_max_model_len_choice(inp.max_model_len),
-                       uncalibrated_margin=_margin(inp.uncalibrated_margin))
+                       uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp))
     return req, notes, model_args
 
 
@@ -417,11 +425,21 @@ def to_plan(sol: Solution, req: SolveRequest, model_arg: str | dict[str, str], n
             extra.append(f"{d.workload}: model {d.model} is a local folder: the launch configs serve {d.served_model}")
     if sol.status == "infeasible":
         extra += [sol.explanation, f"nearest relaxation: {sol.relaxation}"]
+    pd = None
+    if sol.disagg is not None and sol.disagg.best is not None:
+        from planner.app.disagg_plan import pd_plan
+
+        pd = pd_plan(sol.disagg.best, arg(sol.disagg.best.workload), req, deployment_plan, _pct)
+    elif sol.disagg is not None and sol.disagg.note:
+        extra.append(sol.disagg.note)
+    cost = pd.cost_per_hour if pd is not None and sol.topology == "pd" else sum(d.cost_per_hour for d in deployments)
     return Plan(
+        topology=sol.topology,  # type: ignore[arg-type]
+        pd=pd,
         status=sol.status,
         objective=req.objective,
         max_load=req.max_load,
-        cost_per_hour=round(sum(d.cost_per_hour for d in deployments), 4),
+        cost_per_hour=round(cost, 4),
         deployments=deployments,
         binding=sol.binding if sol.status != "infeasible" else [sol.explanation],
         alternatives=[deployment_plan(c, arg(c.workload), req.slos_of(c.workload)) for c in sol.alternatives],

@@ -68,6 +68,7 @@ GPU_FIGURES = (
     "tdp_w",
     "num_sms",
     "interconnect",
+    "network_gb_per_s_per_gpu",
     "precisions",
     "price",
 )
@@ -102,6 +103,10 @@ class GpuSpec(Strict):
     interconnect: Interconnect
     gpus_per_node: int = Field(default=8, ge=1)
     """Largest usual node size for this GPU (tensor parallel stays inside a node)."""
+    network_gb_per_s_per_gpu: float | None = Field(default=None, gt=0)
+    """Scale-out network between nodes of the usual offering, per GPU and direction, in GB/s (bytes): what a KV
+    cache crosses from a prefill node to a decode node. None: not known; a disaggregated plan on this GPU then
+    keeps both pools inside one node (``interconnect``)."""
     precisions: list[Precision]
     """Weight precisions vLLM 0.33 can run on this GPU."""
     kv_cache_dtypes: list[KvCacheDtype]

@@ -79,6 +79,10 @@ def emit_each(plan: Plan, out_dir: Path, targets: list[str],
     target, why (also written to ``out_dir/INCOMPLETE.txt``). ``dry_run_first``: raise the first refusal instead
     (nothing written)."""
     wanted = _check_targets(targets)
+    if plan.topology == "pd" and plan.status != "infeasible":
+        from planner.emit import disagg
+
+        return disagg.emit_each(plan, out_dir, wanted, dry_run_first)
     if plan.status == "infeasible" or not plan.deployments:
         raise RequestError("the plan has no deployment to emit (status: infeasible); relax the SLOs or the budget")
     refused: dict[str, str] = {}

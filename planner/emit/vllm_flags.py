@@ -179,6 +179,21 @@ def _json_object(v: Any) -> str | None:
     return None if isinstance(v, dict) else "must be a JSON object"
 
 
+KV_ROLES = ("kv_producer", "kv_consumer", "kv_both")
+"""``KVTransferConfig.kv_role`` (vllm/config/kv_transfer.py)."""
+
+
+def _kv_transfer(v: Any) -> str | None:
+    """``--kv-transfer-config``: a KVTransferConfig object naming a connector and a role."""
+    if not isinstance(v, dict):
+        return "must be a JSON object such as {\"kv_connector\": \"NixlConnector\", \"kv_role\": \"kv_both\"}"
+    if not isinstance(v.get("kv_connector"), str):
+        return "needs kv_connector (a connector name, e.g. NixlConnector)"
+    if v.get("kv_role") not in KV_ROLES:
+        return f"kv_role must be one of {', '.join(KV_ROLES)}"
+    return None
+
+
 SPECS: dict[str, Spec] = {
     "tensor-parallel-size": Spec("int", _at_least(1)),
     "pipeline-parallel-size": Spec("int", _at_least(1)),
@@ -191,6 +206,7 @@ SPECS: dict[str, Spec] = {
     "dtype": Spec("choice", choices=MODEL_DTYPES),
     "limit-mm-per-prompt": Spec("json", _limit_mm),
     "mm-processor-kwargs": Spec("json", _json_object),
+    "kv-transfer-config": Spec("json", _kv_transfer),
     "mm-encoder-tp-mode": Spec("choice", choices=MM_ENCODER_TP_MODES),
     "trust-remote-code": Spec("bool"),
     "enable-prefix-caching": Spec("bool"),

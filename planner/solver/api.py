@@ -37,7 +37,16 @@ from planner.spec.workload import Workload
 
 
 def solve(req: SolveRequest) -> Solution:
-    """The optimal plan for ``req`` (or why there is none)."""
+    """The optimal plan for ``req`` (or why there is none); with ``pd`` among ``req.topologies`` also the cheapest
+    prefill/decode-disaggregated deployment, chosen when it is cheaper (``planner.solver.disagg``)."""
+    if "pd" not in req.topologies:
+        return _solve_aggregated(req)
+    from planner.solver.disagg import with_pd
+
+    return with_pd(req, _solve_aggregated(req))
+
+
+def _solve_aggregated(req: SolveRequest) -> Solution:
     t0 = time.perf_counter()
     _check(req)
     names = [w.name for w in req.workloads]

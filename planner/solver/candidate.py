@@ -108,6 +108,10 @@ class Solution:
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     """What the solver did that the user should know (simulator rejections)."""
+    disagg: Any = None
+    """The pd search's outcome (``planner.solver.disagg.PdOutcome``) when the request asked for it, else None."""
+    topology: str = "aggregated"
+    """The topology of the answer: 'aggregated' (``chosen``) or 'pd' (``disagg.best``)."""
 
 
 def describe(cfg: ServingConfig | ResolvedConfig) -> str:

@@ -71,6 +71,9 @@ class SolveRequest:
     """Only deployments with this max_num_seqs (one of ``SEQ_CHOICES``); None: every choice."""
     alternatives: int = ALTERNATIVES
     """How many alternatives the solution lists (each costs evaluations; a sweep that shows none asks for 0)."""
+    topologies: tuple[str, ...] = ("aggregated",)
+    """Deployment topologies searched: 'aggregated' (N identical engines) and 'pd' (a prefill pool and a decode
+    pool, ``planner.solver.disagg``)."""
 
     def model_of(self, workload: str) -> ModelSpec:
         return self.models.get(workload, self.model)
