@@ -188,9 +188,30 @@ def calibrate_run(
     typer.echo(f"wrote {path} (use it with --calibration {path})")
 
 
+def calibrate_check(
+    bench: Annotated[Path, typer.Option("--bench", help="JSON from 'vllm bench serve --save-result' (verify.sh's).")],
+    plan: Annotated[Path, typer.Option(
+        "--plan", help="deployment.json beside verify.sh, or a plan.yaml.")],
+    workload: Annotated[str | None, typer.Option(help="Workload to check, when the plan has several.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Measured against planned percentiles; exit 0 when every planned SLO holds, 1 when one does not."""
+    from planner.calibrate.bench_check import check_bench, format_check, load_deployment
+
+    result = _run(lambda: check_bench(bench, load_deployment(plan, workload)))
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        for line in format_check(result):
+            typer.echo(line)
+    if not result.passed:
+        raise typer.Exit(code=1)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``calibrate`` command group to ``app``."""
     cal_app = typer.Typer(no_args_is_help=True, help="Calibrate the speed model: microbenchmarks or vLLM bench runs.")
     app.add_typer(cal_app, name="calibrate")
     cal_app.command("fit")(calibrate_fit)
     cal_app.command("run")(calibrate_run)
+    cal_app.command("check")(calibrate_check)
