@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from planner.catalog import DEFAULT_ENGINE
 from planner.core.errors import RequestError
+
+if TYPE_CHECKING:
+    from planner.spec.workload import Workload
 
 
 class _Frozen(BaseModel):
@@ -122,6 +125,35 @@ class ImageSpec(_Frozen):
     height: int = Field(ge=1, le=1 << 20)
 
 
+class WeightedImage(_Frozen):
+    width: int = Field(ge=1, le=1 << 20)
+    height: int = Field(ge=1, le=1 << 20)
+    weight: float = Field(gt=0, le=1e9)
+    """Relative frequency among the workload's images."""
+
+
+class Traffic(_Frozen):
+    """The planned workload as a benchmark replays it: what ``verify.sh`` sends (``planner.emit.verify``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    arrival: Literal["single", "poisson", "closed", "trace"]
+    rate_per_s: float | None = Field(default=None, gt=0)
+    """All replicas together (a trace: its mean rate)."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Closed-loop clients, all replicas together."""
+    prompt_tokens: int = Field(ge=0)
+    """Mean text tokens per prompt (visual tokens come on top)."""
+    prompt_tokens_range: tuple[int, int]
+    output_tokens: int = Field(ge=1)
+    output_tokens_range: tuple[int, int]
+    images_per_request: float = Field(default=0.0, ge=0)
+    """Mean."""
+    images_per_request_range: tuple[int, int] = (0, 0)
+    image_sizes: list[WeightedImage] = []
+    prefix_cache_hit: float = Field(default=0.0, ge=0, lt=1)
+
+
 class DeploymentPlan(_Frozen):
     """One workload's chosen deployment: ``replicas`` copies of a TP x PP engine."""
 
@@ -172,6 +204,8 @@ class DeploymentPlan(_Frozen):
     """How far the GPU's predictions have been checked (catalogs/calibration/validation_status.yaml)."""
     error_band: str = Field(default="", max_length=400)
     """The error that status implies, in words with the measured numbers."""
+    traffic: Traffic | None = None
+    """The workload it was sized for (None in plans written before vlmplan wrote ``verify.sh``)."""
 
     @field_validator("mm_processor_kwargs")
     @classmethod
@@ -249,3 +283,35 @@ class Plan(_Frozen):
             loc, value, msg = first_problem(exc)
             shown = f" = {clip(repr(value), 60)}" if not isinstance(value, (dict, list)) else ""
             raise RequestError(f"{path}: not a valid vlmplan plan ({loc}{shown}: {clip(msg, 200)})") from None
+
+
+def traffic_of(workload: Workload) -> Traffic:
+    """The workload's arrivals and request shape as a benchmark replays them: means and ranges of the lengths, the
+    image sizes with their frequencies."""
+    arrival, rate, clients = workload.arrival, workload.rate_per_s, workload.concurrency
+    if arrival == "trace":
+        rate = rate or workload.trace_rate_per_s
+    prompt = workload.prompt_tokens_dist
+    out = workload.output_tokens_dist
+    per = workload.images_per_request_dist
+    if workload.image_size_dist is not None:
+        dist = workload.image_size_dist
+        sizes = [WeightedImage(width=s.width, height=s.height, weight=round(float(p), 6))
+                 for s, p in zip(dist.values, dist.probabilities()) if p > 0]
+    else:
+        counts: dict[tuple[int, int], int] = {}
+        for im in workload.images:
+            counts[(im.width, im.height)] = counts.get((im.width, im.height), 0) + 1
+        sizes = [WeightedImage(width=w, height=h, weight=float(n)) for (w, h), n in counts.items()]
+    return Traffic(
+        arrival=arrival, rate_per_s=rate if arrival != "closed" else None,
+        concurrency=clients if arrival == "closed" else None,
+        prompt_tokens=round(prompt.mean()) if prompt else workload.prompt_tokens,
+        prompt_tokens_range=(min(prompt.values), max(prompt.values)) if prompt else (workload.prompt_tokens,) * 2,
+        output_tokens=max(1, round(out.mean())) if out else workload.output_tokens,
+        output_tokens_range=(min(out.values), max(out.values)) if out else (workload.output_tokens,) * 2,
+        images_per_request=round(per.mean(), 4) if per else float(len(workload.images)),
+        images_per_request_range=(min(per.values), max(per.values)) if per else (len(workload.images),) * 2,
+        image_sizes=sizes if (per is None or max(per.values) > 0) else [],
+        prefix_cache_hit=workload.prefix_cache_hit,
+    )

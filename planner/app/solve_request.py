@@ -13,7 +13,16 @@ from planner.catalog.schema import GpuSpec, KvCacheDtype, Precision
 from planner.core.errors import RequestError
 from planner.core.stats import Percentiles
 from planner.core.units import GIB
-from planner.plan import DeploymentPlan, ImageSpec, PercentilesMs, Plan, Predicted, PredictedMemory, Simulated
+from planner.plan import (
+    DeploymentPlan,
+    ImageSpec,
+    PercentilesMs,
+    Plan,
+    Predicted,
+    PredictedMemory,
+    Simulated,
+    traffic_of,
+)
 from planner.solver import Candidate, Objective, Solution, SolveRequest, default_gpus
 from planner.spec.lookup import parse_prices, resolve_model
 from planner.spec.slo import Budget, Slo, parse_budget, parse_slos
@@ -418,7 +427,9 @@ def to_plan(sol: Solution, req: SolveRequest, model_arg: str | dict[str, str], n
 
     deployments = [deployment_plan(c, arg(c.workload), req.slos_of(c.workload)) for c in sol.chosen]
     images = {w.name: [ImageSpec(width=i.width, height=i.height) for i in w.images] for w in req.workloads}
-    deployments = [d.model_copy(update={"images": images.get(d.workload, [])}) for d in deployments]
+    traffic = {w.name: traffic_of(w) for w in req.workloads}
+    deployments = [d.model_copy(update={"images": images.get(d.workload, []), "traffic": traffic.get(d.workload)})
+                   for d in deployments]
     extra = list(notes) + list(sol.notes)
     for d in deployments:
         if d.served_model != d.model and local_model_folder(d.model) == d.served_model:

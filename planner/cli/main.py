@@ -142,7 +142,7 @@ def solve(
     if out is not None and plan.status != "infeasible":
         def render(folder: Path) -> list[Path]:  # plan.yaml and every target that can be written
             plan.save(folder / "plan.yaml")
-            return [folder / "plan.yaml", *(_emit(plan, folder, target, refused) if target else [])]
+            return [folder / "plan.yaml", *(_emit(plan, folder, target, refused) if target else _verify(plan, folder))]
 
         stage_outputs(out, force, render)
     if as_json:
@@ -176,6 +176,12 @@ def _emit(plan: Any, out: Path, targets: list[str], refused: dict[str, str]) -> 
     written, why = emit_each(plan, out, targets)
     refused.update(why)
     return written
+
+
+def _verify(plan: Any, out: Path) -> list[Path]:
+    from planner.emit import emit_verify
+
+    return emit_verify(plan, out)
 
 
 def _refused_exit(refused: dict[str, str], written: list[str]) -> None:

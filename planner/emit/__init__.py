@@ -7,6 +7,7 @@ sub-folder per target::
     out_dir/chat-qwen2-5-vl-7b-instruct/nim/run.sh, nim.env, values.yaml
     out_dir/chat-qwen2-5-vl-7b-instruct/k8s-vllm/k8s.yaml
     out_dir/chat-qwen2-5-vl-7b-instruct/k8s-nim/k8s.yaml   (values.yaml + install.sh for a multi-node replica)
+    out_dir/chat-qwen2-5-vl-7b-instruct/verify/verify.sh, deployment.json   (every time: planner.emit.verify)
 
 Every target is checked for every deployment before its first file is written. ``emit`` refuses the whole request
 when one target is refused (e.g. ``vllm`` for a model vLLM 0.33 dropped, ``nim`` on AMD GPUs); ``emit_each`` writes
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from planner.core.errors import RequestError
-from planner.emit import k8s, nim, vllm
+from planner.emit import k8s, nim, verify, vllm
 from planner.emit.common import check_text, deployment_slug
 from planner.plan import DeploymentPlan, Plan
 
@@ -99,6 +100,7 @@ def emit_each(plan: Plan, out_dir: Path, targets: list[str],
     for dep, name in zip(plan.deployments, folder_names(plan)):
         for target in wanted:
             written += _WRITERS[target](dep, Path(out_dir) / name / target)
+        written += verify.write(dep, Path(out_dir) / name / "verify")
     if refused:  # say so in the folder too, so that it never looks complete
         note = Path(out_dir) / "INCOMPLETE.txt"
         note.write_text("vlmplan could not write these targets; the folder is incomplete:\n"
@@ -115,3 +117,12 @@ def _check_target(dep: DeploymentPlan, target: str) -> None:
         vllm.preflight(dep)
     else:
         nim.env_vars(dep)
+
+
+def emit_verify(plan: Plan, out_dir: Path) -> list[Path]:
+    """Only ``verify.sh`` (and the deployment it checks) for every deployment: what ``solve --out`` writes without
+    ``--target``."""
+    if plan.status == "infeasible":
+        return []
+    return [p for dep, name in zip(plan.deployments, folder_names(plan))
+            for p in verify.write(dep, Path(out_dir) / name / "verify")]

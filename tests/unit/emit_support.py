@@ -49,7 +49,12 @@ def deployment(**overrides: Any) -> DeploymentPlan:
 
 
 def single_gpu_plan() -> Plan:
-    return Plan(status="optimal", cost_per_hour=9.52, deployments=[deployment()])
+    """Carries its workload, so emit also writes verify/verify.sh (golden too)."""
+    traffic = {"arrival": "poisson", "rate_per_s": 5.0, "prompt_tokens": 256, "prompt_tokens_range": [256, 256],
+               "output_tokens": 256, "output_tokens_range": [256, 256], "images_per_request": 1.0,
+               "images_per_request_range": [1, 1], "image_sizes": [{"width": 1280, "height": 960, "weight": 1.0}]}
+    return Plan(status="optimal", cost_per_hour=9.52,
+                deployments=[deployment(slos=["ttft_p95<=500ms"], traffic=traffic)])
 
 
 def tp4_plan() -> Plan:

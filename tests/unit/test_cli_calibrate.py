@@ -67,17 +67,22 @@ def test_calibrate_fit_solves_for_the_overhead(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)
     # Expected: each run's TPOT minus the GPU time of its step (decode of B sequences at prompt + output/2 context,
-    # plus B/output prefills of the prompt per step) minus the per-sequence overhead; the fit is their mean.
+    # plus B/output prefills of the prompt per step) = step overhead + per-sequence overhead x B. Batches 16 and 4
+    # (Little's law) differ by more than x2, so both terms are fitted: two runs, two unknowns, solved exactly.
     gpu = load_gpus().get("H100")
     cal = load_calibration(gpu.name)
     cfg = resolve(ServingConfig(model=load_models().get(LLAMA), gpu=gpu), load_engine())
     rf, prec = Roofline(gpu, cal), load_precisions()
-    resid = []
+    resid, batches = [], []
     for tpot, b in ((10.45, 16), (8.62, round(1.963 * (44.8 + 8.62 * 255) / 1000))):
         step = decode_step(rf, cfg, prec, b, 1024 + 128).time_ms + b / 256 * prefill_step(rf, cfg, prec, 1024).time_ms
-        resid.append(tpot - step - cal.value("engine_per_seq_overhead_ms") * b)
-    assert got["engine_step_overhead_ms"] == pytest.approx(sum(resid) / 2, rel=1e-6)
-    assert got["engine_step_overhead_ms"] > 0
+        resid.append(tpot - step)
+        batches.append(b)
+    per_seq = (resid[0] - resid[1]) / (batches[0] - batches[1])
+    terms = {t["name"]: t["value"] for t in got["terms"]}
+    assert terms["engine_per_seq_overhead_ms"] == pytest.approx(per_seq, rel=1e-6)
+    assert got["engine_step_overhead_ms"] == pytest.approx(resid[0] - per_seq * batches[0], rel=1e-6)
+    assert got["engine_step_overhead_ms"] > 0 and got["mape_pct"] == pytest.approx(0, abs=1e-6)
     written = load_calibration_file(out)
     c = written.constants["engine_step_overhead_ms"]
     assert c.value == pytest.approx(got["engine_step_overhead_ms"], abs=1e-4)
@@ -85,6 +90,25 @@ def test_calibrate_fit_solves_for_the_overhead(tmp_path: Path) -> None:
     # Everything else is the GPU's calibration unchanged.
     assert written.value("gemm_compute_efficiency") == cal.value("gemm_compute_efficiency")
     assert written.calibrated
+
+
+def test_calibrate_fit_one_run_keeps_the_per_sequence_term() -> None:
+    # One run: one batch size, so only the step overhead is fitted (the residual after the catalog's per-sequence
+    # term), as before the refit could separate them.
+    res = CliRunner().invoke(_app(), ["calibrate", "fit", "--bench", str(C16), "--model", LLAMA, "--gpu", "H100",
+                                      "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    gpu = load_gpus().get("H100")
+    cal = load_calibration(gpu.name)
+    cfg = resolve(ServingConfig(model=load_models().get(LLAMA), gpu=gpu), load_engine())
+    rf, prec = Roofline(gpu, cal), load_precisions()
+    step = decode_step(rf, cfg, prec, 16, 1024 + 128).time_ms + 16 / 256 * prefill_step(rf, cfg, prec, 1024).time_ms
+    expect = 10.45 - step - cal.value("engine_per_seq_overhead_ms") * 16
+    assert got["engine_step_overhead_ms"] == pytest.approx(expect, rel=1e-6)
+    kept = next(t for t in got["terms"] if t["name"] == "engine_per_seq_overhead_ms")
+    assert not kept["fitted"] and kept["value"] == cal.value("engine_per_seq_overhead_ms")
+    assert any("every run ran about 16 sequences" in n for n in got["notes"])
 
 
 def test_calibrate_fit_bad_file_is_one_line_exit_2(tmp_path: Path) -> None:

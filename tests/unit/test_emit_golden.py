@@ -63,13 +63,16 @@ def test_golden(case: str, tmp_path: Path):
 
 
 def test_golden_layout():
-    # One folder per deployment (workload + model), one sub-folder per target.
+    # One folder per deployment (workload + model), one sub-folder per target, and verify/ for a plan that records
+    # its workload.
     assert sorted(_tree(GOLDEN / "single-gpu")) == [
         "chat-qwen2-5-vl-7b-instruct/k8s-nim/k8s.yaml",
         "chat-qwen2-5-vl-7b-instruct/k8s-vllm/k8s.yaml",
         "chat-qwen2-5-vl-7b-instruct/nim/nim.env",
         "chat-qwen2-5-vl-7b-instruct/nim/run.sh",
         "chat-qwen2-5-vl-7b-instruct/nim/values.yaml",
+        "chat-qwen2-5-vl-7b-instruct/verify/deployment.json",
+        "chat-qwen2-5-vl-7b-instruct/verify/verify.sh",
         "chat-qwen2-5-vl-7b-instruct/vllm/config.yaml",
         "chat-qwen2-5-vl-7b-instruct/vllm/serve.sh",
     ]
