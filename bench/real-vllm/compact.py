@@ -89,7 +89,8 @@ def main() -> None:
     os.makedirs(dest, exist_ok=True)
     runs = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(res, "*.run.json")))]
     for plan in sorted({r["plan"] for r in runs}):
-        kind = "text" if "text" in plan else "vl"
+        # The server kind from the provenance file serve.sh wrote for the plan (a plan's name need not say it).
+        kind = os.path.basename(glob.glob(os.path.join(res, f"provenance_*_{plan}.txt"))[0]).split("_")[1]
         prov = open(os.path.join(res, f"provenance_{kind}_{plan}.txt")).read().splitlines()
         cmd = open(os.path.join(res, f"serve_cmd_{kind}.txt")).read().strip()
         items = sorted((r for r in runs if r["plan"] == plan), key=lambda r: r["wall_start"])

@@ -35,9 +35,10 @@ from planner.spec.config import ResolvedConfig, ServingConfig, resolve
 from planner.spec.workload import ImageSize, IntDist, Workload
 
 RUN_DIRS = ("calibration/measurements/h200-141gb/run20_real_vllm",
-            "calibration/measurements/h200-141gb/run21_api_servers")
+            "calibration/measurements/h200-141gb/run21_api_servers",
+            "calibration/measurements/h200-141gb/run23_waves")
 """The real-vLLM runs shipped with vlmplan, under catalogs/ (run21: two API servers, and text past one API
-server's saturation)."""
+server's saturation; run23: text closed loops measured after the waves model was built, all held out)."""
 
 HELD_OUT = frozenset({
     # The whole 1280x960 photo series, text-only prompts to the VL server, every ranged-length run, the long
@@ -50,6 +51,9 @@ HELD_OUT = frozenset({
     "api2vl_page_r5", "api2vl_page_r8", "api2vl_page_c16", "api2vl_large_r12", "api2vl_small_r40", "api2vl_small_c64",
     "api2vl_small_r24", "api2text_r32", "api2text_r64", "api2text_c64", "api2text_c128", "api1text_i256_o1_r150",
     "api1text_i256_o32_r100", "api1text_i1024_o32_r100",
+    # run23 (2026-12-03, after the closed-loop waves model was written): every run.
+    "waves_c8", "waves_c24", "waves_c48", "waves_mix_c32", "waves_o64_c32", "waves_i256_c64", "waves_i2048_c16",
+    "waves_mix_c64", "waves_c96",
 })
 
 MODEL_DIRS = {"Qwen/Qwen2.5-7B-Instruct": "bench/real-vllm/model/Qwen2.5-7B-Instruct"}
@@ -127,8 +131,8 @@ def load_runs(root: Path | None = None) -> list[RealRun]:
     runs: list[RealRun] = []
     for path in paths:
         doc = json.loads(path.read_text())
-        model = "Qwen/Qwen2.5-7B-Instruct" if "text" in doc["plan"] else "Qwen/Qwen2.5-VL-7B-Instruct"
         cmd = doc["serve_command"].split()
+        model = cmd[cmd.index("--served-model-name") + 1]
         api_servers = int(cmd[cmd.index("--api-server-count") + 1]) if "--api-server-count" in cmd else 1
         for r in doc["runs"]:
             s = r["summary"]
