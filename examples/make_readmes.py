@@ -98,9 +98,17 @@ LOADED = [col("TTFT p95 ms", "ttft_p95_ms"), col("TPOT p95 ms", "tpot_p95_ms"), 
 
 
 @dataclass(frozen=True)
+class FrontEndStudy:
+    """`vlmplan solve` of the scenario with and without the API-server queue (``--no-frontend-queue``), each chosen
+    deployment then simulated with the queue (what a real vLLM server does)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Example:
     folder: str
-    studies: list[Study] = field(default_factory=list)
+    studies: list[Study | FrontEndStudy] = field(default_factory=list)
 
 
 def _scenario(folder: str) -> str:
@@ -147,6 +155,7 @@ EXAMPLES = [
         Study("solver", [],
               [("cheapest deployment", deployment), col("$/h", "cost_per_hour", 2)] + LOADED + [("binding", binding)]),
     ]),
+    Example("document-pages-frontend", [FrontEndStudy("frontend")]),
     Example("workloads", [
         Study("alone", ["--fixed", "--concurrency", "1", "--vary",
                         "workload=document-vqa.yaml,visual-reasoning.yaml,captioning.yaml",
@@ -193,7 +202,42 @@ def _cell(x: Any) -> str:
     return str(x).replace("|", "/")
 
 
-def render(example: Example, study: Study) -> str:
+def render_frontend(example: Example) -> str:
+    import numpy as np
+
+    from planner.app.solve_request import SolveInput, build_request_models
+    from planner.catalog.loader import load_calibration, load_engine
+    from planner.load.analytic import build_step_cost
+    from planner.load.simulator import build_requests, simulate
+    from planner.load.slo_check import meets
+    from planner.perf.hostcpu import api_server_vcpus, replica_vcpus
+    from planner.solver import solve
+
+    head = (f"| `vlmplan solve --scenario {_scenario(example.folder)}` | GPUs | replicas | API servers per replica "
+            "| vCPUs per replica | $/h | TTFT p95 ms (analytic) | TTFT p95 ms, simulated with the API-server queue "
+            "| meets the SLO |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    host = load_engine().host
+    for flag, queue in (("", True), (" --no-frontend-queue", False)):
+        req, _notes, _ = build_request_models(SolveInput(scenario=ROOT / _scenario(example.folder), verify=queue,
+                                                         frontend_queue=queue))
+        for c in solve(req).chosen:
+            cal = load_calibration(c.cfg.gpu.name)
+            vcpus = replica_vcpus(host, c.cfg, api_server_vcpus(cal, host, c.shape)) if host else float("nan")
+            w = req.workloads[0]
+            cost = build_step_cost(c.cfg, cal)
+            res = simulate(cost, build_requests(c.cfg, w, cost, 4000, 0), c.memory.kv_capacity_tokens, "poisson",
+                           (w.rate_per_s or 0) / c.replicas, seed=0, cfg=c.cfg)
+            ok_ = "yes" if meets(res, req.slos_on(c.workload, c.cfg.gpu.name)) else "no"
+            lines.append(f"| `solve{flag}` | {c.gpus} x {c.cfg.gpu.name} | {c.replicas} | {c.cfg.api_server_count} "
+                         f"| {vcpus:.1f} | {c.cost_per_hour:.2f} | {c.prediction.ttft.p95:,.1f} "
+                         f"| {float(np.percentile(res.ttft_ms, 95)):,.1f} | {ok_} |")
+    return "\n".join(lines)
+
+
+def render(example: Example, study: Study | FrontEndStudy) -> str:
+    if isinstance(study, FrontEndStudy):
+        return render_frontend(example)
     args = [_scenario(example.folder), *study.args]
     data = run_whatif(args)
     rows = data["rows"]
@@ -241,7 +285,7 @@ def update(example: Example, check: bool = False) -> list[str]:
     for study in example.studies:
         body = render(example, study) + "\n"
 
-        def sub(m: re.Match[str], study: Study = study, body: str = body) -> str:
+        def sub(m: re.Match[str], study: Study | FrontEndStudy = study, body: str = body) -> str:
             if m.group("name") != study.name:
                 return m.group(0)
             if not same_block(m.group("body"), body):

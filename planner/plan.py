@@ -154,6 +154,22 @@ class Traffic(_Frozen):
     prefix_cache_hit: float = Field(default=0.0, ge=0, lt=1)
 
 
+class HostResources(_Frozen):
+    """What one replica needs from its node beside the GPUs (``perf.hostcpu``); the Kubernetes targets request it."""
+
+    vcpus: float = Field(gt=0, le=1 << 16)
+    """CPUs (logical; Kubernetes cpu units) of the engine core, its workers and every API server busy at once."""
+    vcpus_per_api_server: float = Field(gt=0, le=1 << 10)
+    """CPUs one busy API server uses for the planned requests (image work runs the processor's threads)."""
+    vcpus_offered: float | None = Field(default=None, gt=0, le=1 << 16)
+    """CPUs the GPU offering's node has for one replica (None: the catalog does not say)."""
+    memory_gib: float = Field(gt=0, le=1 << 20)
+    """Host RAM: the engine's, the multimodal processor cache per API server and in the engine core, the API
+    servers' own."""
+    mm_processor_cache_gib: float = Field(ge=0, le=1 << 20)
+    """vLLM's --mm-processor-cache-gb (its default; one copy per API server and one in the engine core)."""
+
+
 class DeploymentPlan(_Frozen):
     """One workload's chosen deployment: ``replicas`` copies of a TP x PP engine."""
 
@@ -195,6 +211,10 @@ class DeploymentPlan(_Frozen):
     cost_per_hour: float = Field(ge=0)
     """USD per hour for all replicas."""
     price_usd_per_gpu_hour: float = Field(ge=0)
+    api_server_count: int = Field(default=1, ge=1, le=256)
+    """vLLM ``--api-server-count``: API-server processes per replica (the solver's choice)."""
+    host: HostResources | None = None
+    """CPUs and host memory per replica (None: plans written before they were modelled)."""
     predicted: Predicted
     simulated: Simulated | None = None
     """None when the deployment was not simulated (e.g. alternatives, or ``solve`` run without the check)."""

@@ -104,6 +104,8 @@ class FixedConfig(_Strict):
     mm_encoder_tp_mode: Literal["weights", "data"] = "weights"
     limit_images: int | None = Field(default=None, ge=0, le=1 << 20)
     mm_processor_kwargs: dict[str, Any] = {}
+    api_server_count: int = Field(default=1, ge=1, le=256)
+    """vLLM ``--api-server-count`` (its default 1; ``solve`` decides it)."""
     price_usd_per_gpu_hour: float | None = Field(default=None, gt=0, le=100_000)
     """Overrides the catalog price of ``gpu``."""
 

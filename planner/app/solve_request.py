@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -15,6 +16,7 @@ from planner.core.stats import Percentiles
 from planner.core.units import GIB
 from planner.plan import (
     DeploymentPlan,
+    HostResources,
     ImageSpec,
     PercentilesMs,
     Plan,
@@ -70,6 +72,8 @@ class SolveInput(BaseModel):
     the solver's default)."""
     topologies: str | None = None
     """Comma-separated topologies to search ('aggregated', 'pd'); None: aggregated only."""
+    frontend_queue: bool = True
+    """Model the API servers as a queue and decide their count (False: one API server, its work a delay only)."""
 
 
 def _max_load(value: float | None) -> float:
@@ -220,7 +224,8 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
                        precisions=precisions, kv_cache_dtypes=kvs, objective=inp.objective,  # type: ignore[arg-type]
                        verify=inp.verify, max_load=_max_load(inp.max_load),
                        max_model_len=_max_model_len_choice(inp.max_model_len),
-                       uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp))
+                       uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp),
+                       frontend_queue=inp.frontend_queue)
     return req, notes, {workload.name: model_arg}
 
 
@@ -325,7 +330,8 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
                        objective=merged.objective, models=models, workload_slos=slos_of,  # type: ignore
                        verify=inp.verify, max_load=_max_load(merged.max_load),
                        max_model_len=_max_model_len_choice(inp.max_model_len),
-                       uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp))
+                       uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp),
+                       frontend_queue=inp.frontend_queue)
     return req, notes, model_args
 
 
@@ -354,6 +360,22 @@ def local_model_folder(model_arg: str) -> str | None:
         return str((path if path.is_dir() else path.parent).resolve())
     except OSError:
         return None
+
+
+def _host(c: Candidate) -> HostResources | None:
+    """CPUs and host memory one replica of ``c`` needs (None when the engine catalog has no host model)."""
+    from planner.catalog.loader import load_calibration, load_engine
+    from planner.perf.hostcpu import api_server_vcpus, offered_vcpus, replica_memory_gib, replica_vcpus
+
+    host = load_engine().host
+    if host is None:
+        return None
+    per = api_server_vcpus(load_calibration(c.cfg.gpu.name), host, c.shape)
+    offered = offered_vcpus(c.cfg)
+    return HostResources(vcpus=round(replica_vcpus(host, c.cfg, per), 2), vcpus_per_api_server=round(per, 2),
+                         vcpus_offered=None if math.isinf(offered) else offered,
+                         memory_gib=round(replica_memory_gib(host, c.cfg.api_server_count), 2),
+                         mm_processor_cache_gib=host.mm_processor_cache_gib)
 
 
 def deployment_plan(c: Candidate, model_arg: str, slos: list[Slo] | None = None) -> DeploymentPlan:
@@ -395,6 +417,8 @@ def deployment_plan(c: Candidate, model_arg: str, slos: list[Slo] | None = None)
         images=[],
         cost_per_hour=round(c.cost_per_hour, 4),
         price_usd_per_gpu_hour=cfg.gpu.price.price_usd_per_gpu_hour,
+        api_server_count=cfg.api_server_count,
+        host=_host(c),
         predicted=Predicted(
             ttft_ms=_pct(c.prediction.ttft),
             tpot_ms=_pct(c.prediction.tpot),

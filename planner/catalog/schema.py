@@ -71,6 +71,7 @@ GPU_FIGURES = (
     "network_gb_per_s_per_gpu",
     "precisions",
     "price",
+    "host_vcpus_per_gpu",
 )
 
 
@@ -111,6 +112,10 @@ class GpuSpec(Strict):
     """Weight precisions vLLM 0.33 can run on this GPU."""
     kv_cache_dtypes: list[KvCacheDtype]
     price: Price
+    host_vcpus_per_gpu: float | None = Field(default=None, gt=0)
+    """Host CPUs (logical: vCPUs, Kubernetes ``cpu`` units) a node of this GPU offers per GPU: what one replica's
+    engine and API-server processes may use (the solver never plans more for a replica than ``tp * pp`` times
+    this). Part of the offering, paid in the GPU-hour price. None: unknown, not limited."""
     provenance: dict[str, str]
     """Figure name (one of ``GPU_FIGURES``) -> key of ``sources``."""
     sources: dict[str, Source]
@@ -294,6 +299,32 @@ class BatchDefault(Strict):
     """GPU architectures this row does not apply to (vLLM treats A100 as small)."""
 
 
+class HostCpu(Strict):
+    """What one replica's processes need from the host, per vLLM process: the engine core, one worker per GPU when
+    a replica spans several GPUs, and ``--api-server-count`` API servers (each with its multimodal processor
+    cache). Every value names its source in ``sources`` (key ``host_cpu``)."""
+
+    engine_core_vcpus: float = Field(gt=0)
+    """CPUs the EngineCore process keeps busy (scheduler loop, and at TP x PP = 1 the GPU worker in-process)."""
+    worker_vcpus_per_gpu: float = Field(ge=0)
+    """CPUs of each GPU worker process when TP x PP > 1 (vLLM's multiprocessing executor: one process per GPU)."""
+    api_server_min_vcpus: float = Field(gt=0)
+    """CPUs one API-server process needs at the least: one Python event loop (the GIL) kept busy."""
+    api_server_cpu_ms_per_megapixel: float = Field(ge=0)
+    """CPU milliseconds (over all the process's threads) an API server spends per input megapixel: base64 and
+    image decode plus the HF processor, whose torch threads make the CPU time exceed the time the process is
+    held (``speed.api_server_ms_per_megapixel`` is that wall time)."""
+    mm_processor_cache_gib: float = Field(ge=0)
+    """vLLM's ``--mm-processor-cache-gb`` default: host RAM of the multimodal processor cache, one copy per API
+    server and one in the engine core."""
+    engine_memory_gib: float = Field(gt=0)
+    """Host RAM of the engine core and its workers beyond the processor cache."""
+    api_server_memory_gib: float = Field(gt=0)
+    """Host RAM of one API-server process beyond its processor cache."""
+    max_api_servers: int = Field(ge=1)
+    """Most API servers the solver tries per replica."""
+
+
 class EngineSpec(Strict):
     """Facts about one serving-engine release that the memory model needs."""
 
@@ -312,6 +343,8 @@ class EngineSpec(Strict):
     async_scheduling: bool = False
     """The scheduler decides step k + 1 while step k runs (vLLM V1's asynchronous scheduling): a request
     that arrives while the engine is busy waits for the step after next."""
+    host: HostCpu | None = None
+    """The host CPU and memory a replica's processes need (None: not modelled, no CPU requests emitted)."""
     sources: dict[str, Source]
 
 

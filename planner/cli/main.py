@@ -112,6 +112,7 @@ def solve(
     max_load: Annotated[float | None, typer.Option(help="Highest offered load per replica as a fraction of its saturation throughput (default 0.85).")] = None,
     max_model_len: Annotated[str | None, typer.Option("--max-model-len", help="Context of every deployment: 'workload' (default: its longest request), 'model' (the model's own context) or a number of tokens.")] = None,
     topologies: Annotated[str | None, typer.Option(help="Topologies to search: aggregated (default), pd (prefill and decode pools, KV pulled over NIXL), e.g. aggregated,pd.")] = None,
+    frontend_queue: Annotated[bool, typer.Option("--frontend-queue/--no-frontend-queue", help="Model the API servers as a queue and choose --api-server-count per replica within the node's CPUs (default on; off: one API server whose work is only a delay, to compare).")] = True,
     out: Annotated[Path | None, typer.Option(help="Write DIR/plan.yaml (and launch configs with --target).")] = None,
     target: Annotated[list[str] | None, typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable (needs --out).")] = None,
     force: ForceOpt = False,
@@ -134,7 +135,8 @@ def solve(
                      prices_file=prices_file, objective=objective, rate=rate, concurrency=concurrency,
                      prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image,
                      images_per_request=images_per_request, no_image=no_image, max_load=max_load,
-                     max_model_len=max_model_len, uncalibrated_margin=uncalibrated_margin, topologies=topologies)
+                     max_model_len=max_model_len, uncalibrated_margin=uncalibrated_margin, topologies=topologies,
+                     frontend_queue=frontend_queue)
     req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
     plan = _run(lambda: _plan_of(to_plan, sol, req, model_args, notes))

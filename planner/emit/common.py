@@ -233,6 +233,13 @@ def plan_summary(dep: DeploymentPlan) -> list[str]:
         f"cost: ${dep.cost_per_hour:.2f}/hour at ${dep.price_usd_per_gpu_hour:.2f}/GPU-hour",
         dep.launch_limits(),
     ]
+    if dep.host is not None:
+        h = dep.host
+        lines.append(f"front end: --api-server-count {dep.api_server_count}; per replica {h.vcpus:g} vCPUs (engine + "
+                     f"{dep.api_server_count} x {h.vcpus_per_api_server:g} per busy API server)"
+                     + (f" of the {h.vcpus_offered:g} its node offers" if h.vcpus_offered else "")
+                     + f", {h.memory_gib:g} GiB host RAM (--mm-processor-cache-gb {h.mm_processor_cache_gib:g} per API "
+                     f"server and engine core)")
     return lines
 
 

@@ -17,6 +17,7 @@ weights; secrets only through ``secretKeyRef``. Names are DNS-1035 labels of at 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def _startup_failures(dep: DeploymentPlan) -> int:
 
 def _volumes(dep: DeploymentPlan, cache_mount: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(pod volumes, container mounts): /dev/shm in memory, the model cache, and a local model folder if any."""
-    shm_gib = 32 if node_layout(dep).gpus_per_node > 1 else 16
+    shm_gib = _shm_gib(dep)
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib}Gi"}},
         {"name": "model-cache", "emptyDir": {}},
@@ -123,6 +124,21 @@ def _volumes(dep: DeploymentPlan, cache_mount: str) -> tuple[list[dict[str, Any]
         volumes.append({"name": "model", "hostPath": {"path": dep.served_model, "type": "Directory"}})
         mounts.append({"name": "model", "mountPath": dep.served_model, "readOnly": True})
     return volumes, mounts
+
+
+def _resources(dep: DeploymentPlan, resource: str, gpus: str) -> dict[str, Any]:
+    """Requests and limits of one pod: its GPUs and, when the plan has them, the replica's CPUs (whole CPUs, so
+    that with equal requests and limits the pod is Guaranteed and the kubelet's static CPU manager can pin them)
+    and host memory plus the memory-backed /dev/shm (its pages count against the pod's memory)."""
+    out: dict[str, Any] = {resource: gpus}
+    if dep.host is not None:
+        out["cpu"] = str(math.ceil(dep.host.vcpus - 1e-9))
+        out["memory"] = f"{math.ceil(dep.host.memory_gib + _shm_gib(dep) - 1e-9)}Gi"
+    return {"limits": dict(out), "requests": dict(out)}
+
+
+def _shm_gib(dep: DeploymentPlan) -> int:
+    return 32 if node_layout(dep).gpus_per_node > 1 else 16
 
 
 def _hf_token_env() -> dict[str, Any]:
@@ -141,7 +157,7 @@ def _vllm_container(dep: DeploymentPlan, args: list[str], role: str) -> dict[str
         "args": args,
         "env": [_hf_token_env()],
         "ports": [{"name": "http", "containerPort": VLLM_PORT}],
-        "resources": {"limits": {resource: gpus}, "requests": {resource: gpus}},
+        "resources": _resources(dep, resource, gpus),
         "volumeMounts": mounts,
     }
     if role != "worker":  # headless workers serve no HTTP
@@ -251,7 +267,7 @@ def nim_manifests(dep: DeploymentPlan) -> list[dict[str, Any]]:
         "image": image.ref,
         "env": env,
         "ports": [{"name": "http", "containerPort": NIM_PORT}],
-        "resources": {"limits": {resource: gpus}, "requests": {resource: gpus}},
+        "resources": _resources(dep, resource, gpus),
         "volumeMounts": mounts,
         "startupProbe": _probe("/v1/health/ready", 10, _startup_failures(dep)),
         "readinessProbe": _probe("/v1/health/ready", 10, 3),

@@ -218,6 +218,11 @@ def _header(dep: DeploymentPlan, title: str) -> list[str]:
     if image.model_free:
         lines.append("Model-free NIM: check that this NIM release supports the model's architecture "
                      f"({dep.hf_architecture}).")
+    if dep.api_server_count > 1:
+        lines.append(f"NOT APPLIED: the plan runs {dep.api_server_count} API servers per replica (vLLM "
+                     "--api-server-count); NIM documents no setting for it (NIM_PASSTHROUGH_ARGS carries engine "
+                     "arguments), so this NIM runs its own front end, which may cap the replica below the planned "
+                     "rate.")
     return lines
 
 

@@ -131,6 +131,8 @@ def serve_args(
     args: list[Arg] = [dep.served_model]
     for name, value in engine_options(dep):
         args += option_tokens(name, value)
+    if dep.api_server_count > 1:  # vLLM's default is one; a multi-node replica keeps it (solver.frontend)
+        args += ["--api-server-count", str(dep.api_server_count)]
     args += ["--host", "0.0.0.0", "--port", str(VLLM_PORT)]
     layout = node_layout(dep)
     if layout.multi_node:
@@ -241,6 +243,8 @@ def config_mapping(dep: DeploymentPlan) -> tuple[dict[str, Any], list[str]]:
             cli_only.append(f"--no-{name}")
         else:
             data[name] = value
+    if dep.api_server_count > 1:
+        data["api-server-count"] = dep.api_server_count
     data["host"] = "0.0.0.0"
     data["port"] = VLLM_PORT
     layout = node_layout(dep)

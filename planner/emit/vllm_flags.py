@@ -219,6 +219,7 @@ SPECS: dict[str, Spec] = {
     "master-addr": Spec("str"),
     "master-port": Spec("int", _port),
     "headless": Spec("store_true"),
+    "api-server-count": Spec("int", _at_least(1)),
     "config": Spec("str"),
     "model": Spec("str"),
 }
@@ -369,4 +370,6 @@ def check_combination(values: dict[str, Any]) -> None:
         raise FlagError(f"--node-rank {values['node-rank']} must be < --nnodes {values['nnodes']}")
     if values.get("headless") and values.get("node-rank", 0) == 0:
         raise FlagError("--headless on node rank 0: the head node must serve the API")
+    if values.get("headless") and "api-server-count" in values:
+        raise FlagError("--api-server-count with --headless: a headless node runs no API server")
 

@@ -8,11 +8,14 @@ Every line names numbers a user can check against the plan, so a surprising answ
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-from planner.catalog.loader import load_calibration
+from planner.catalog.loader import load_calibration, load_engine
 from planner.load.analytic import build_step_cost, predict
 from planner.load.slo_check import observed, tightest
+from planner.perf.hostcpu import engine_vcpus, offered_vcpus, replica_vcpus
 from planner.solver.candidate import Candidate, Screening
+from planner.solver.frontend import FrontEnd
 from planner.solver.request import SolveRequest, offered
 from planner.spec.slo import Slo
 from planner.spec.workload import Workload
@@ -38,6 +41,9 @@ def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[C
             out.append(f"{c.workload}: {s.key} {value:.1f} ms of {s.limit_ms:g} ms{margin} "
                        f"({room * 100:.0f}% headroom) is the tightest SLO; {c.replicas} replica(s) needed"
                        + _why_replicas(req, c, slos))
+        front = front_end_line(req, c)
+        if front:
+            out.append(f"{c.workload}: front end: {front}")
         tail = tail_shaper(c)
         if tail:
             out.append(f"{c.workload}: tail: {tail}")
@@ -49,6 +55,62 @@ def binding_constraints(req: SolveRequest, chosen: list[Candidate], kept: list[C
             out.append(f"{c.workload}: budget/inventory: the cheapest option ({cheapest.gpus} x "
                        f"{cheapest.cfg.gpu.name}, ${cheapest.cost_per_hour:.2f}/h) does not fit the budget")
     return out
+
+
+FRONT_BUSY = 0.5
+"""API-server utilisation from which the binding report shows the front end even with one API server."""
+
+
+def _front(c: Candidate) -> FrontEnd:
+    return FrontEnd.of(load_calibration(c.cfg.gpu.name), load_engine().host, c.cfg, c.shape)
+
+
+def front_end_line(req: SolveRequest, c: Candidate) -> str:
+    """The chosen deployment's API servers when they bind (more than one, or one busy at least ``FRONT_BUSY`` of
+    the time): how long a request holds one, how busy they are, why one fewer would not do, and their CPUs."""
+    w = next((x for x in req.workloads if x.name == c.workload), None)
+    if w is None or not req.frontend_queue:
+        return ""
+    kind, total = offered(w)
+    if kind != "poisson":
+        return ""
+    fe = _front(c)
+    n = c.cfg.api_server_count
+    rate = total / c.replicas
+    busy = rate * fe.hold_ms / 1e3 / n
+    if n <= 1 and busy < FRONT_BUSY:
+        return ""
+    line = (f"{n} API server(s) per replica (--api-server-count {n}): each request holds one for {fe.hold_ms:.0f} ms "
+            f"(one saturates at {1e3 / fe.hold_ms:.3g} req/s), so at {rate:.3g} req/s per replica they are "
+            f"{busy:.0%} busy")
+    if n > 1:
+        line += "; " + _why_servers(req, c, fe, rate)
+    host = load_engine().host
+    if host is not None:
+        need = replica_vcpus(host, c.cfg, fe.vcpus_per_server)
+        offered_cpus = offered_vcpus(c.cfg)
+        line += (f"; {need:.1f} vCPUs per replica (engine {engine_vcpus(host, c.cfg):g} + {n} x "
+                 f"{fe.vcpus_per_server:.1f})" + ("" if math.isinf(offered_cpus) else
+                                                  f" of the {offered_cpus:g} its node offers"))
+    return line
+
+
+def _why_servers(req: SolveRequest, c: Candidate, fe: FrontEnd, rate: float) -> str:
+    """Why one API server fewer would not do."""
+    fewer = c.cfg.api_server_count - 1
+    busy = rate * fe.hold_ms / 1e3 / fewer
+    if busy >= 1:
+        return f"{fewer} would saturate ({busy:.0%} of their capacity offered)"
+    if busy > req.max_load:
+        return f"{fewer} would run {busy:.0%} busy (max load {req.max_load:.0%})"
+    cost = build_step_cost(c.cfg, load_calibration(c.cfg.gpu.name))
+    pred = predict(cost, replace(c.cfg, api_server_count=fewer), c.shape, "poisson", rate, None,
+                   c.memory.kv_capacity_tokens)
+    for s in req.slos_on(c.workload, c.cfg.gpu.name):
+        value = observed(pred, s)
+        if value > s.limit_ms:
+            return f"with {fewer}, {s.key} would be {value:.1f} ms"
+    return f"with {fewer}, the load ceiling binds ({pred.max_requests_per_s:.3g} req/s per replica)"
 
 
 def tail_shaper(c: Candidate) -> str:
@@ -86,13 +148,22 @@ def _why_replicas(req: SolveRequest, c: Candidate, slos: list[Slo]) -> str:
         return ""
     fewer = c.replicas - 1
     cap = c.prediction.max_requests_per_s
+    fe = _front(c)
+    if req.frontend_queue and fe.ceiling_servers(total / fewer, req.max_load) > max(1, fe.most):
+        need = fe.ceiling_servers(total / fewer, req.max_load)
+        return (f" (front end: with {fewer}, each replica would need {need} API servers, more than the "
+                f"{fe.most} its node's CPUs hold)")
+    api_cap = c.cfg.api_server_count * 1e3 / fe.hold_ms if fe.hold_ms > 0 else math.inf
+    whose = (f", its {c.cfg.api_server_count} API server(s)' limit" if req.frontend_queue
+             and api_cap <= cap * (1 + 1e-6) else "")
     if total / fewer >= cap:
-        return f" (capacity: one replica saturates at {cap:.3g} req/s)"
+        return f" (capacity: one replica saturates at {cap:.3g} req/s{whose})"
     if total / fewer > req.max_load * cap:
         return (f" (load: with {fewer}, each would run at {total / fewer / cap:.0%} of its {cap:.3g} req/s "
-                f"saturation; max load {req.max_load:.0%})")
+                f"saturation{whose}; max load {req.max_load:.0%})")
     cost = build_step_cost(c.cfg, load_calibration(c.cfg.gpu.name))
-    pred = predict(cost, c.cfg, c.shape, "poisson", total / fewer, None, c.memory.kv_capacity_tokens)
+    pred = predict(cost, c.cfg, c.shape, "poisson", total / fewer, None, c.memory.kv_capacity_tokens,
+                   api_queue=req.frontend_queue)
     for s in slos:
         value = observed(pred, s)
         if value > s.limit_ms:

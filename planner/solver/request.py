@@ -74,6 +74,10 @@ class SolveRequest:
     topologies: tuple[str, ...] = ("aggregated",)
     """Deployment topologies searched: 'aggregated' (N identical engines) and 'pd' (a prefill pool and a decode
     pool, ``planner.solver.disagg``)."""
+    frontend_queue: bool = True
+    """Model the API servers as a queue (``--api-server-count`` decided per replica, within the node's CPUs). False:
+    the planner of before, one API server whose work is a delay only, in the analytic screen and the simulator
+    check alike (for comparisons: ``solve --no-frontend-queue``)."""
 
     def model_of(self, workload: str) -> ModelSpec:
         return self.models.get(workload, self.model)

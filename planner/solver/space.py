@@ -21,13 +21,16 @@ from planner.core.errors import PlannerError
 from planner.core.units import GIB
 from planner.load.analytic import LoadPrediction, build_step_cost, predict
 from planner.load.slo_check import meets, observed
+from planner.perf.hostcpu import engine_vcpus, offered_vcpus
 from planner.perf.memory import MemoryBreakdown, memory_breakdown
 from planner.perf.stepcost import StepCost
 from planner.solver.candidate import Candidate, Screening, SimCheck, describe, prune_key
 from planner.solver.configs import Config, configs
+from planner.solver.frontend import FrontEnd, decide
 from planner.solver.replicas import fewest, replicas_for
 from planner.solver.request import SEQ_CHOICES, SolveRequest, offered, replica_limit
 from planner.spec.config import ResolvedConfig, resolve
+from planner.spec.shape import RequestShape
 
 K = TypeVar("K")
 Check = Callable[[Candidate], SimCheck]
@@ -62,8 +65,9 @@ class Space:
 
     def step_cost(self, cfg: ResolvedConfig) -> StepCost:
         """``StepCost`` of a config, shared by the configs that differ only in max_num_seqs: its tables span the
-        token budget, which ``resolve`` keeps >= max_num_seqs. The calibration is the GPU's (in the key)."""
-        key = cfg.cache_key(ignore=("max_num_seqs",))
+        token budget, which ``resolve`` keeps >= max_num_seqs, and not on the API servers. The calibration is the
+        GPU's (in the key)."""
+        key = cfg.cache_key(ignore=("max_num_seqs", "api_server_count"))
         hit = self._costs.get(key)
         if hit is None:
             if cfg.gpu.name not in self._cal:
@@ -95,6 +99,10 @@ class Space:
         except PlannerError as exc:
             screen.unsupported.append(f"{describe(c.base)}: {exc}")
             return []
+
+    def front_end(self, cfg: ResolvedConfig, shape: RequestShape) -> FrontEnd:
+        """The API-server side of ``cfg`` serving ``shape`` (``solver.frontend``)."""
+        return FrontEnd.of(self.step_cost(cfg).cal, self.engine.host, cfg, shape)
 
     # -- the simulator's rejections
 
@@ -132,11 +140,15 @@ class Space:
         accepts up to ``limit`` (None: not even ``limit``)."""
         cost = self.step_cost(cand.cfg)
         kind, total = offered(self.workloads[cand.workload])
+        fe = self.front_end(cand.cfg, cand.shape)
+        slos = self.req.slos_on(cand.workload, cand.cfg.gpu.name)
 
         def at(r: int) -> Candidate:
-            pred = predict(cost, cand.cfg, cand.shape, kind, total / r if kind == "poisson" else None,
-                           math.ceil(total / r) if kind == "closed" else None, cand.memory.kv_capacity_tokens)
-            return replace(cand, replicas=r, prediction=pred, simulated=None)
+            n, pred = decide(cost, cand.cfg, cand.shape, fe, kind, total / r if kind == "poisson" else None,
+                             math.ceil(total / r) if kind == "closed" else None, cand.memory.kv_capacity_tokens,
+                             slos, self.req.max_load, self.req.frontend_queue)
+            return replace(cand, cfg=replace(cand.cfg, api_server_count=n), replicas=r, prediction=pred,
+                           simulated=None)
 
         if check is None:
             return at(cand.replicas + 1)
@@ -216,6 +228,15 @@ def screen_config(space: Space, c: Config, screen: Screening) -> list[Candidate]
             screen.best[s.key] = (value, describe(cfg0))
     if not meets(alone, slos):
         return []
+    fe = space.front_end(cfg0, shape)
+    if req.frontend_queue and fe.most == 0:
+        host = space.engine.host
+        assert host is not None
+        need = engine_vcpus(host, cfg0) + fe.vcpus_per_server
+        screen.unsupported.append(
+            f"{describe(cfg0)}: host CPUs: a replica needs {need:.1f} vCPUs (engine {engine_vcpus(host, cfg0):g} + one "
+            f"API server {fe.vcpus_per_server:.1f}) > the {offered_vcpus(cfg0):g} its node offers")
+        return []
     out: list[Candidate] = []
     cap = req.max_replicas
     choices = (req.max_num_seqs,) if req.max_num_seqs is not None else SEQ_CHOICES
@@ -228,14 +249,25 @@ def screen_config(space: Space, c: Config, screen: Screening) -> list[Candidate]
         if not mem.fits:
             continue
 
+        servers: dict[tuple[str, float | None, int | None], int] = {}
+
         def cost_pred(arrival: str, rate: float | None, conc: int | None,
-                      cost: StepCost = cost, cfg: ResolvedConfig = cfg, mem: MemoryBreakdown = mem) -> LoadPrediction:
-            return predict(cost, cfg, shape, arrival, rate, conc, mem.kv_capacity_tokens)
+                      cost: StepCost = cost, cfg: ResolvedConfig = cfg, mem: MemoryBreakdown = mem,
+                      servers: dict[tuple[str, float | None, int | None], int] = servers) -> LoadPrediction:
+            n, pred = decide(cost, cfg, shape, fe, arrival, rate, conc, mem.kv_capacity_tokens, slos, req.max_load,
+                             req.frontend_queue)
+            servers[(arrival, rate, conc)] = n
+            return pred
 
         found = replicas_for(cost_pred, workload, slos, cap, req.max_load, hint=out[-1].replicas if out else None)
         if found is None:
             continue
         replicas, pred = found
+        kind, total = offered(workload)
+        key = (("single", None, None) if workload.arrival == "single"
+               else ("closed", None, math.ceil(total / replicas)) if kind == "closed"
+               else ("poisson", total / replicas, None))
+        cfg = replace(cfg, api_server_count=servers.get(key, 1))
         out.append(Candidate(workload.name, cfg, shape, replicas, mem, pred))
         if space.minimal:
             cap = min(cap, replicas)

@@ -112,6 +112,8 @@ def simulate_replica(space: Space, c: Candidate) -> SimCheck:
 
     def run(k: int) -> SimResult:
         reqs = build_requests(c.cfg, w, cost, k, SEED)
+        if not space.req.frontend_queue:  # the planner without an API-server queue: its work a delay only
+            reqs = replace(reqs, api_ms=None)
         return simulate(cost, reqs, c.memory.kv_capacity_tokens, arrival, rate, conc,
                         trace if arrival == "trace" else None, seed=SEED, cfg=c.cfg)
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from planner.emit import vllm_flags
-from planner.plan import DeploymentPlan, Plan
+from planner.plan import DeploymentPlan, HostResources, Plan
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "emit"
@@ -48,13 +48,20 @@ def deployment(**overrides: Any) -> DeploymentPlan:
     return DeploymentPlan.model_validate(base)
 
 
+SINGLE_GPU_HOST = HostResources(vcpus=7.77, vcpus_per_api_server=2.39, vcpus_offered=24, memory_gib=32,
+                                mm_processor_cache_gib=4)
+"""Two API servers for document pages on an H100 (what ``solve`` plans: perf.hostcpu)."""
+
+
 def single_gpu_plan() -> Plan:
-    """Carries its workload, so emit also writes verify/verify.sh (golden too)."""
+    """Carries its workload, so emit also writes verify/verify.sh (golden too); two API servers per replica, with
+    the replica's CPUs and host memory (Kubernetes requests them)."""
     traffic = {"arrival": "poisson", "rate_per_s": 5.0, "prompt_tokens": 256, "prompt_tokens_range": [256, 256],
                "output_tokens": 256, "output_tokens_range": [256, 256], "images_per_request": 1.0,
                "images_per_request_range": [1, 1], "image_sizes": [{"width": 1280, "height": 960, "weight": 1.0}]}
     return Plan(status="optimal", cost_per_hour=9.52,
-                deployments=[deployment(slos=["ttft_p95<=500ms"], traffic=traffic)])
+                deployments=[deployment(slos=["ttft_p95<=500ms"], traffic=traffic,
+                                           api_server_count=2, host=SINGLE_GPU_HOST)])
 
 
 def tp4_plan() -> Plan:
@@ -77,6 +84,8 @@ def two_node_plan() -> Plan:
         served_model="Qwen/Qwen3-VL-235B-A22B-Instruct", hf_architecture="Qwen3VLMoeForConditionalGeneration",
         gpus_per_replica=16, tp=8, pp=2, replicas=1, max_num_seqs=256, max_model_len=32768,
         max_num_batched_tokens=16384, mm_processor_kwargs={}, cost_per_hour=76.16, predicted=predicted(27.5),
+        host=HostResources(vcpus=22.0, vcpus_per_api_server=1.0, vcpus_offered=384, memory_gib=26,
+                           mm_processor_cache_gib=4),
     )
     return Plan(status="optimal", cost_per_hour=76.16, deployments=[dep])
 

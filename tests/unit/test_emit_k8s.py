@@ -38,7 +38,13 @@ def test_single_node_manifests_validate(plan, engine: str):
     assert deploy["spec"]["replicas"] == dep.replicas
     pod = deploy["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": str(dep.tp * dep.pp)}
+    gpus = {"nvidia.com/gpu": str(dep.tp * dep.pp)}
+    if dep.host is None:
+        assert container["resources"]["limits"] == gpus
+    else:  # single-gpu: 7.77 vCPUs -> 8 whole CPUs; 32 GiB host RAM + the 16 GiB memory-backed /dev/shm
+        assert dep.host.vcpus == 7.77 and dep.host.memory_gib == 32
+        assert container["resources"]["limits"] == {**gpus, "cpu": "8", "memory": "48Gi"}
+    assert container["resources"]["requests"] == container["resources"]["limits"]  # Guaranteed QoS
     term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert term["matchExpressions"][0] == {"key": "nvidia.com/gpu.product", "operator": "In",
                                            "values": ["NVIDIA-H100-80GB-HBM3"]}
@@ -77,7 +83,10 @@ def test_two_node_lws():
     # TP 8 x PP 2 = 16 GPUs on 8-GPU nodes -> groups of 16 / 8 = 2 pods, one group per replica.
     assert lws["spec"]["replicas"] == 1 and lws["spec"]["leaderWorkerTemplate"]["size"] == 2
     leader, worker = containers(lws)
-    assert leader["resources"]["limits"] == {"nvidia.com/gpu": "8"}
+    # Every pod of the group asks for the replica's CPUs (22) and host RAM (26 GiB + the 32 GiB /dev/shm of an
+    # 8-GPU node): the workers' share is not modelled apart (over-asked, never under).
+    assert leader["resources"]["limits"] == worker["resources"]["limits"] == {"nvidia.com/gpu": "8", "cpu": "22",
+                                                                              "memory": "58Gi"}
     env = {"LWS_LEADER_ADDRESS": "lws-0.lws.default", "LWS_WORKER_INDEX": "1"}
     lead = validate_vllm_argv([expand(a, env) for a in leader["command"] + leader["args"]])
     work = validate_vllm_argv([expand(a, env) for a in worker["command"] + worker["args"]])

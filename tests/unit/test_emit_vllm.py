@@ -116,6 +116,7 @@ def test_single_gpu_serve_sh_argv_is_exactly_the_plan(tmp_path: Path):
         "--max-model-len", "16384", "--max-num-seqs", "64", "--max-num-batched-tokens", "8192",
         "--gpu-memory-utilization", "0.92", "--enable-prefix-caching", "--enable-chunked-prefill",
         "--limit-mm-per-prompt", '{"image":2}', "--mm-processor-kwargs", '{"max_pixels":1003520}',
+        "--api-server-count", "2",  # the plan's two API servers
         "--host", "0.0.0.0", "--port", "8000",
     ]
     assert script_argv(script, {}) == expected

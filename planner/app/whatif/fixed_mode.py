@@ -88,7 +88,7 @@ class FixedEvaluator:
                               max_model_len=max_len, max_num_seqs=seqs, max_num_batched_tokens=batched,
                               gpu_memory_utilization=c.gpu_memory_utilization,
                               mm_encoder_tp_mode=c.mm_encoder_tp_mode, limit_images_per_prompt=c.limit_images,
-                              mm_processor_options=dict(c.mm_processor_kwargs))
+                              mm_processor_options=dict(c.mm_processor_kwargs), api_server_count=c.api_server_count)
         cfg = resolve(asked, self.engine)
         mem = memory_breakdown(cfg, self.engine, self.precisions)
         cost = build_step_cost(cfg) if mem.fits else None

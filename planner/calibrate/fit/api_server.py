@@ -85,3 +85,63 @@ def fit_api_server() -> ApiServerFit:
     return ApiServerFit(ms_per_request=float(1e3 * x[1]), ms_per_input_token=float(1e3 * x[2]),
                         ms_per_output_token=float(1e3 * x[3]), ms_per_image=max(0.0, intercept),
                         ms_per_megapixel=slope, idle_cores=float(x[0]), runs=len(y), cpu_mape_pct=mape)
+
+
+VL_RUNS = (("run20_real_vllm/vl1.json", "vl1_"), ("run20_real_vllm/vl2.json", "vl2_"),
+           ("run21_api_servers/api2vl.json", "api2vl_"))
+"""Runs of the VL server (one and two API servers) whose requests carry one image each; warm-ups left out."""
+
+
+@dataclass(frozen=True)
+class ApiServerCpuFit:
+    cpu_ms_per_megapixel: float
+    """API-server CPU (all threads) per input megapixel."""
+    runs: int
+    mape_pct: float
+    """Mean |error| of the API servers' CPU seconds per run, predicted against measured."""
+    peak_engine_core_cores: float
+    """The most CPUs the EngineCore process used on average over any of these runs (TP = 1)."""
+
+
+def _image_size(run: dict[str, object]) -> tuple[int, int] | None:
+    """(width, height) of the run's one image per request (``dataset.image`` is '(w,h,count)'), None for text."""
+    image = run["dataset"].get("image") if isinstance(run["dataset"], dict) else None  # type: ignore[union-attr]
+    if not image:
+        return None
+    w, h, _ = (int(x) for x in str(image).strip("()").split(","))
+    return w, h
+
+
+def fit_api_server_cpu(text: ApiServerFit | None = None) -> ApiServerCpuFit:
+    """The API servers' CPU seconds in each VL run with images (run20 vl1/vl2, run21 api2vl), less what the text
+    terms of ``fit_api_server`` predict (idle CPU per API server over the run, per request, per output token), as a
+    line through the origin over the run's input megapixels. Every such run is used, those of ``serving.HELD_OUT``
+    too: the held-out set guards the latency fit, and this constant enters no latency."""
+    text = text or fit_api_server()
+    mp_sum, rest, base, measured = [], [], [], []
+    engine_peak = 0.0
+    for name, prefix in VL_RUNS:
+        for run in json.loads((MEASUREMENTS / name).read_text())["runs"]:
+            label = run["label"]
+            size = _image_size(run)
+            if not label.startswith(prefix) or "warmup" in label or size is None:
+                continue
+            servers = 2 if prefix == "api2vl_" else 1
+            req = run["requests"]
+            n = len(req["input_len"])
+            duration = run["summary"]["duration"]
+            known = (text.idle_cores * servers * duration + 1e-3 * text.ms_per_request * n
+                     + 1e-3 * text.ms_per_output_token * sum(req["output_len"]))
+            cpu = run["server_cpu_s"]["api_server"]
+            mp_sum.append(n * size[0] * size[1] / 1e6)
+            rest.append(cpu - known)
+            base.append(known)
+            measured.append(cpu)
+            engine_peak = max(engine_peak, run["server_cpu_s"].get("VLLM::EngineCor", 0.0) / duration)
+    x, y = np.array(mp_sum), np.array(rest)
+    slope = float(x @ y / (x @ x))
+    pred = np.array(base) + slope * x
+    meas = np.array(measured)
+    mape = float(np.mean(np.abs(pred - meas) / meas)) * 100
+    return ApiServerCpuFit(cpu_ms_per_megapixel=1e3 * slope, runs=len(x), mape_pct=mape,
+                           peak_engine_core_cores=engine_peak)

@@ -19,16 +19,17 @@ from planner.spec.shape import RequestShape
 
 
 def predict(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, arrival: str, rate_per_s: float | None,
-            concurrency: int | None, kv_capacity_tokens: int) -> LoadPrediction:
+            concurrency: int | None, kv_capacity_tokens: int, api_queue: bool = True) -> LoadPrediction:
     """Latency percentiles and throughput of ONE replica of ``cfg`` serving ``shape``.
 
     ``arrival``: 'single' (one request alone), 'poisson' (``rate_per_s``;
     'trace' is taken as Poisson at the given rate) or 'closed'
-    (``concurrency`` clients with zero think time).
+    (``concurrency`` clients with zero think time). ``api_queue`` False: no API-server queue (the engine alone,
+    the front end a delay only).
     """
     cur = curves(cost, cfg, shape, kv_capacity_tokens)
     waves = None
-    api = ApiQueue.of(cost, cfg, shape)
+    api = ApiQueue.of(cost, cfg, shape) if api_queue else ApiQueue(servers=1, hold_ms=0.0, cs2=0.0)
     if arrival == "single" or (arrival == "closed" and concurrency == 1):
         pred = predict_single(cost, cfg, shape, cur)
     elif arrival in ("poisson", "trace"):

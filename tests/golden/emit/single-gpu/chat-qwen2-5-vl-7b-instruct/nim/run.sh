@@ -10,9 +10,11 @@
 # predicted: TTFT p95 180 ms, TPOT p95 26.0 ms, 2.5 requests/s, memory 70.0 GiB per GPU (KV 500000 tokens)
 # cost: $9.52/hour at $4.76/GPU-hour
 # limits: a prompt plus output over 16,384 tokens is rejected (--max-model-len; `solve --max-model-len model` plans for the model's own context); more than 2 image(s) per prompt are rejected (--limit-mm-per-prompt); images over 1,003,520 pixels are downscaled before the encoder (max_pixels)
+# front end: --api-server-count 2; per replica 7.77 vCPUs (engine + 2 x 2.39 per busy API server) of the 24 its node offers, 32 GiB host RAM (--mm-processor-cache-gb 4 per API server and engine core)
 #
 # Profile: vllm-bf16-tp1-pp1 (generic vLLM profile of the model-free NIM).
 # Model-free NIM: check that this NIM release supports the model's architecture (Qwen2_5_VLForConditionalGeneration).
+# NOT APPLIED: the plan runs 2 API servers per replica (vLLM --api-server-count); NIM documents no setting for it (NIM_PASSTHROUGH_ARGS carries engine arguments), so this NIM runs its own front end, which may cap the replica below the planned rate.
 #
 # Needs: docker with the NVIDIA container toolkit, `docker login nvcr.io` (user $oauthtoken, password =
 # NGC key), and NGC_API_KEY exported in this shell (passed to the container, never written to disk).

@@ -10,6 +10,7 @@
 # predicted: TTFT p95 180 ms, TPOT p95 26.0 ms, 2.5 requests/s, memory 70.0 GiB per GPU (KV 500000 tokens)
 # cost: $9.52/hour at $4.76/GPU-hour
 # limits: a prompt plus output over 16,384 tokens is rejected (--max-model-len; `solve --max-model-len model` plans for the model's own context); more than 2 image(s) per prompt are rejected (--limit-mm-per-prompt); images over 1,003,520 pixels are downscaled before the encoder (max_pixels)
+# front end: --api-server-count 2; per replica 7.77 vCPUs (engine + 2 x 2.39 per busy API server) of the 24 its node offers, 32 GiB host RAM (--mm-processor-cache-gb 4 per API server and engine core)
 #
 # Extra vLLM flags given to this script are appended (and win), e.g. ./serve.sh --port 8001.
 # Gated models need HF_TOKEN in the environment. Several replicas on one host: give each its own
@@ -28,6 +29,7 @@ exec vllm serve Qwen/Qwen2.5-VL-7B-Instruct \
   --enable-chunked-prefill \
   --limit-mm-per-prompt '{"image":2}' \
   --mm-processor-kwargs '{"max_pixels":1003520}' \
+  --api-server-count 2 \
   --host 0.0.0.0 \
   --port 8000 \
   "$@"

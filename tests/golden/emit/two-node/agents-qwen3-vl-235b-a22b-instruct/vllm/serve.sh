@@ -10,6 +10,7 @@
 # predicted: TTFT p95 180 ms, TPOT p95 26.0 ms, 2.5 requests/s, memory 70.0 GiB per GPU (KV 500000 tokens)
 # cost: $76.16/hour at $4.76/GPU-hour
 # limits: a prompt plus output over 32,768 tokens is rejected (--max-model-len; `solve --max-model-len model` plans for the model's own context); more than 2 image(s) per prompt are rejected (--limit-mm-per-prompt)
+# front end: --api-server-count 1; per replica 22 vCPUs (engine + 1 x 1 per busy API server) of the 384 its node offers, 26 GiB host RAM (--mm-processor-cache-gb 4 per API server and engine core)
 #
 # Extra vLLM flags given to this script are appended (and win), e.g. ./serve.sh --port 8001.
 # Gated models need HF_TOKEN in the environment. Several replicas on one host: give each its own
