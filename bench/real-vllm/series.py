@@ -28,7 +28,7 @@ import tarfile
 import time
 import urllib.request
 
-SCRIPT_VERSION = "2.2.0"
+SCRIPT_VERSION = "2.3.0"
 
 # Image sizes (width x height) of the series: a small photo, a large photo, a document page.
 SMALL = "(448,448,1)"
@@ -143,6 +143,26 @@ SERIES: dict[str, list[Run]] = {
         ("i2048_c16", 25, ("conc", 16, 96), _txt(2048, 128)),
         ("mix_c64", 25, ("conc", 64, 256), _txt(1024, 256, 0.5)),
         ("c96", 30, ("conc", 96, 288), _txt()),
+    ],
+    # run24 (2026-12-03): Qwen3-32B (bf16, one H200, one API server), a model 4.7x larger than the two every
+    # serving constant was fitted on: all held out, a transfer test. Closed loop 1-128 clients and Poisson
+    # from light load past saturation at 1,024 in / 256 out, and long prompts (4,096 / 512) at 8 clients.
+    "q32a": [
+        ("warmup", 25, ("conc", 16, 32), _txt()),
+        ("c1", 30, ("conc", 1, 6), _txt()),
+        ("c4", 25, ("conc", 4, 16), _txt()),
+        ("c16", 25, ("conc", 16, 48), _txt()),
+        ("c32", 25, ("conc", 32, 96), _txt()),
+        ("c64", 45, ("conc", 64, 192), _txt()),
+        ("c128", 50, ("conc", 128, 256), _txt()),
+    ],
+    "q32b": [
+        ("r1", 50, ("rate", 1, 40), _txt()),
+        ("r2", 40, ("rate", 2, 64), _txt()),
+        ("r4", 40, ("rate", 4, 120), _txt()),
+        ("r8", 45, ("rate", 8, 200), _txt()),
+        ("mix_c32", 30, ("conc", 32, 96), _txt(1024, 256, 0.5)),
+        ("i4096_o512_c8", 40, ("conc", 8, 24), _txt(4096, 512)),
     ],
     # run22: text server, one API server (vLLM's default), past saturation with short prompts and 1, 32 and 128
     # output tokens: separates the API server's work per request from its work per streamed token (run21 showed

@@ -2,7 +2,7 @@
 # Device-side entry for every call after preflight.sh: unpack part B if it travelled, make sure a
 # vLLM server of the wanted model is up (started with setsid, so it outlives this call while the
 # machine stays warm), run one series of series.py, and pack /tmp/res into $OUT/results.tgz.
-#   bash bench/real-vllm/serve.sh vl|text PLAN SECONDS
+#   bash bench/real-vllm/serve.sh vl|text|q32 PLAN SECONDS
 # The server keeps running after the call: the next call (within the machine's 30 s warm window)
 # reuses it without a cold start. A server of the other model is stopped first.
 set -u
@@ -24,8 +24,11 @@ fi
 echo "[$(el)s] unpacked"
 healthy() { python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health',timeout=2)" >/dev/null 2>&1; }
 
-if [ "$KIND" = vl ]; then SRC=$HERE/model/Qwen2.5-VL-7B-Instruct; NAME=Qwen/Qwen2.5-VL-7B-Instruct
-else SRC=$HERE/model/Qwen2.5-7B-Instruct; NAME=Qwen/Qwen2.5-7B-Instruct; fi
+case $KIND in
+  vl)  SRC=$HERE/model/Qwen2.5-VL-7B-Instruct; NAME=Qwen/Qwen2.5-VL-7B-Instruct ;;
+  q32) SRC=$HERE/model/Qwen3-32B; NAME=Qwen/Qwen3-32B ;;   # a larger model no constant was fitted on
+  *)   SRC=$HERE/model/Qwen2.5-7B-Instruct; NAME=Qwen/Qwen2.5-7B-Instruct ;;
+esac
 MD=/tmp/model_$KIND; mkdir -p $MD; cp $SRC/*.json $MD/
 [ -s $MD/tokenizer.json ] || python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" \
    $HERE/model/Qwen2.5-VL-7B-Instruct/tokenizer.json.xz $MD/tokenizer.json
