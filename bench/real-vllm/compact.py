@@ -98,7 +98,7 @@ def main() -> None:
                "runs": [run_record(res, r) for r in items]}
         with open(os.path.join(dest, f"{plan}.json"), "w") as fh:
             json.dump(doc, fh, separators=(",", ":"))
-    for kind in ("vl", "text"):
+    for kind in ("vl", "text", "q32"):
         log = os.path.join(res, f"server_{kind}.log")
         if os.path.exists(log):
             lines = [ln[:600] for ln in open(log, errors="replace") if MEMORY_LINES.search(ln) and "it/s]" not in ln]
