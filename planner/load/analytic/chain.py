@@ -183,6 +183,15 @@ class Chain:
         return w[nz], lows, widths
 
 
+def chain_of(cost: StepCost, n: int, B: int, Pn: int, P: int, cur: Curves, lam_ms: float) -> Chain:
+    """``Chain(...)``, kept in ``cost``'s memo: a chain reads of ``cur`` only a(n) and the vision times, so the
+    solver's max_num_seqs choices of one configuration (other curves, same step costs) share the chains of the
+    rates they try (654 chains, 211 distinct, in the default solve)."""
+    n = min(n, len(cur.a) - 1)
+    key = ("analytic.chain", n, B, Pn, P, float(cur.a[n]), cur.vision_ms, cur.vision_host_ms, lam_ms)
+    return cost.memo(key, lambda: Chain(cost, n, B, Pn, P, cur, lam_ms))
+
+
 def band_add(ab: np.ndarray, ku: int, i: np.ndarray, j: np.ndarray, v: np.ndarray) -> None:
     """ab[ku + i - j, j] += v (LAPACK band storage), duplicates summed."""
     rows = ku + i - j

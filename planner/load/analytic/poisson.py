@@ -8,7 +8,7 @@ import numpy as np
 
 from planner.core.stats import Percentiles
 from planner.load.analytic.api_queue import ApiQueue
-from planner.load.analytic.chain import Chain
+from planner.load.analytic.chain import Chain, chain_of
 from planner.load.analytic.curves import Curves
 from planner.load.analytic.lone import alone_ms
 from planner.load.analytic.mixture import (
@@ -52,7 +52,7 @@ def predict_poisson(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cu
         n_i = int(round(n_bar))
         if n_i == n_used:
             break
-        chain = Chain(cost, n_i, B, Pn, P, cur, lam_ms)
+        chain = chain_of(cost, n_i, B, Pn, P, cur, lam_ms)
         if not chain.stable:
             return saturated(cur, shape)
         n_used = n_i
