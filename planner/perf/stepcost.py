@@ -144,8 +144,9 @@ class StepCost:
         also pays a fixed part) always outlasts the FLOPs, so the roofline's max never switches sides."""
         self._vision = lru_cache(maxsize=4096)(self._vision_uncached)
         self._memo: dict[Hashable, Any] = {}
-        self._decode_base = [self._lin[n] + self._lm[n] + self.step_overhead_ms + self.per_seq_overhead_ms * n
-                             for n in range(self.max_tokens + 1)]  # decode_base_ms, looked up by the simulator
+        # decode_base_ms, looked up by the simulator (numpy does the list's scalar arithmetic entry by entry)
+        self._decode_base = (self.lin_ms + self.lm_ms + self.step_overhead_ms
+                             + self.per_seq_overhead_ms * np.arange(self.max_tokens + 1)).tolist()
 
     # ------------------------------------------------------------------ attention
 
