@@ -36,6 +36,9 @@ is ``engine_overhead_ms``, kept apart.
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import numpy as np
 
 from planner.catalog.schema import Calibration, GpuSpec, PrecisionTable
 from planner.perf.attention import AttentionCost, prefill_pairs
@@ -77,20 +80,28 @@ class Roofline:
         self._peaks = {prec: self._peak(prec) for prec in ("bf16", "fp16", "fp8", "int8", "int4")}
         self._attention: dict[tuple[int, int, int, int], AttentionCost] = {}
 
-    def _op(self, name: str, flops: float, nbytes: float, peak: float, compute_eff: float,
-            mem_eff: float, count: int = 1, kernels: int = 1, latency: float | None = None) -> Op:
+    def _op(self, name: str, flops: Any, nbytes: Any, peak: float, compute_eff: Any,
+            mem_eff: Any, count: int = 1, kernels: int = 1, latency: float | None = None) -> Op:
+        """One op on the roofline. With arrays (one entry per token count: ``StepCost``'s tables) the times are
+        arrays too, computed entry by entry with the same floating-point operations, and ``bound`` is 'mixed'."""
+        fixed = (self.gemm_latency if latency is None else latency) * kernels
+        if isinstance(flops, np.ndarray) or isinstance(nbytes, np.ndarray) or isinstance(compute_eff, np.ndarray):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t_ca = np.where(flops != 0, flops / (peak * compute_eff), 0.0)
+            return Op(name, flops, nbytes, fixed + np.maximum(t_ca, nbytes / (self.bw * mem_eff)), "mixed", count,
+                      kernels)
         t_c = flops / (peak * compute_eff) if flops else 0.0
         t_m = nbytes / (self.bw * mem_eff)
         body = max(t_c, t_m)
         bound = "compute" if t_c >= t_m else "memory"
-        fixed = (self.gemm_latency if latency is None else latency) * kernels
         if fixed > body:
             bound = "latency"
         return Op(name, flops, nbytes, fixed + body, bound, count, kernels)
 
-    def wave_efficiency(self, m: int, n: int) -> float:
-        tiles = math.ceil(m / self._tile_m) * math.ceil(n / self._tile_n)
-        waves = math.ceil(tiles / self.sms)
+    def wave_efficiency(self, m: Any, n: int) -> Any:
+        ceil = np.ceil if isinstance(m, np.ndarray) else math.ceil
+        tiles = ceil(m / self._tile_m) * math.ceil(n / self._tile_n)
+        waves = ceil(tiles / self.sms)
         return tiles / (waves * self.sms)
 
     def gemm(self, name: str, m: int, n: int, k: int, precision: str, precisions: PrecisionTable,
@@ -116,9 +127,10 @@ class Roofline:
         nbytes = groups * rows * (k * p.activation_bytes + n * ACT) + w_bytes
         flops = 2.0 * groups * rows * n * k
         peak, eff = self._peaks.get(precision) or self._peak(precision)
-        row_tiles = math.ceil(rows / self._tile_m)
+        ceil = np.ceil if isinstance(rows, np.ndarray) else math.ceil
+        row_tiles = ceil(rows / self._tile_m)
         tiles = groups * row_tiles * math.ceil(n / self._tile_n)
-        waves = math.ceil(tiles / self.sms)
+        waves = ceil(tiles / self.sms)
         eff *= tiles / (waves * self.sms) * rows / (row_tiles * self._tile_m)
         if not gemm_aligned(n, k, p.activation_bytes):
             eff *= self._unaligned_eff
@@ -141,8 +153,9 @@ class Roofline:
         and runs at L2 speed (measured: hot vs rotating buffers, vit_shapes.py); ``resident`` overrides."""
         if resident is None:
             resident = nbytes / max(kernels, 1) <= self._l2_bytes
-        return self._op(name, 0.0, nbytes, 1.0, 1.0, self._l2_eff if resident else self._ew_eff, count,
-                        kernels, self.latency)
+        eff = np.where(resident, self._l2_eff, self._ew_eff) if isinstance(resident, np.ndarray) else (
+            self._l2_eff if resident else self._ew_eff)
+        return self._op(name, 0.0, nbytes, 1.0, 1.0, eff, count, kernels, self.latency)
 
     def kernels(self, name: str, k: Kernels, unit_bytes: float, count: int = 1) -> Op:
         """The non-GEMM work ``k`` (``k.bytes`` units of ``unit_bytes``), ``count`` times."""
@@ -185,6 +198,8 @@ class Roofline:
     def _attention_op(self, name: str, flops: float, nbytes: float, parts: tuple[float, float],
                       count: int) -> Op:
         t_c, t_m = parts
+        if isinstance(t_c, np.ndarray) or isinstance(t_m, np.ndarray):
+            return Op(name, flops, nbytes, self.gemm_latency + np.maximum(t_c, t_m) * 1e-3, "mixed", count)
         body = max(t_c, t_m) * 1e-3
         bound = "latency" if self.gemm_latency > body else "compute" if t_c >= t_m else "memory"
         return Op(name, flops, nbytes, self.gemm_latency + body, bound, count)

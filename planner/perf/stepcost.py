@@ -70,12 +70,11 @@ def _token_tables(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable,
                   max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """(lin_ms, lm_ms) for 0..max_tokens tokens, read off ``decode_step`` on the grid."""
     grid = _grid(max_tokens, int(rf.cal.value("gemm_tile_m")))
-    lin = np.empty(len(grid))
-    lm = np.empty(len(grid))
-    for i, m in enumerate(grid):
-        ops = decode_step(rf, cfg, precisions, int(m), 1).ops
-        lin[i] = sum(op.total_s for op in ops if op.name not in _NOT_LINEAR) * 1e3
-        lm[i] = sum(op.total_s for op in ops if op.name == "lm_head") * 1e3
+    # One decode_step over the whole grid (arrays, entry by entry the scalar evaluation's arithmetic); the sums
+    # run over the ops in the same order as a per-point loop would.
+    ops = decode_step(rf, cfg, precisions, grid.astype(np.int64), 1).ops
+    lin = sum((op.total_s for op in ops if op.name not in _NOT_LINEAR), np.zeros(len(grid))) * 1e3
+    lm = sum((op.total_s for op in ops if op.name == "lm_head"), np.zeros(len(grid))) * 1e3
     m_all = np.arange(max_tokens + 1, dtype=float)
     lin_all = np.interp(m_all, grid, lin)
     lm_all = np.interp(m_all, grid, lm)
@@ -145,8 +144,9 @@ class StepCost:
         also pays a fixed part) always outlasts the FLOPs, so the roofline's max never switches sides."""
         self._vision = lru_cache(maxsize=4096)(self._vision_uncached)
         self._memo: dict[Hashable, Any] = {}
-        self._decode_base = [self._lin[n] + self._lm[n] + self.step_overhead_ms + self.per_seq_overhead_ms * n
-                             for n in range(self.max_tokens + 1)]  # decode_base_ms, looked up by the simulator
+        # decode_base_ms, looked up by the simulator (numpy does the list's scalar arithmetic entry by entry)
+        self._decode_base = (self.lin_ms + self.lm_ms + self.step_overhead_ms
+                             + self.per_seq_overhead_ms * np.arange(self.max_tokens + 1)).tolist()
 
     # ------------------------------------------------------------------ attention
 

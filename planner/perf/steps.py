@@ -8,6 +8,9 @@ roofline, so that a report can say which op bounds a step. ``StepCost`` reads it
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import numpy as np
 
 from planner.catalog.schema import Calibration, PrecisionTable
 from planner.perf.kernels import VLLM, KernelProfile
@@ -45,8 +48,12 @@ def _linear_ops(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable, m
         # min(E, m * top_k), each seeing m * top_k / touched rows, all in one fused kernel whose tiles share
         # the waves (timing each expert as its own GEMM made a step of 1,024 tokens cost 59 ms, of 1,025
         # tokens 31 ms).
-        touched = min(moe.num_experts, m * moe.top_k)
-        rows = max(1, math.ceil(m * moe.top_k / touched))
+        if isinstance(m, np.ndarray):  # StepCost's tables: every token count at once
+            touched = np.minimum(moe.num_experts, m * moe.top_k)
+            rows = np.maximum(1, np.ceil(m * moe.top_k / touched))
+        else:
+            touched = min(moe.num_experts, m * moe.top_k)
+            rows = max(1, math.ceil(m * moe.top_k / touched))
         inter = moe.moe_intermediate_size // tp
         ops.append(rf.grouped_gemm(f"{prefix}expert_gate_up", touched, rows, 2 * inter, d.hidden_size,
                                    cfg.precision, precisions, n_moe))
@@ -157,10 +164,11 @@ def _kv_write(rf: Roofline, cfg: ResolvedConfig, m: int, layers: int, profile: K
     return rf.kernels("kv_cache_write", profile.kv_write, kv, layers)
 
 
-def decode_step(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable, batch: int,
+def decode_step(rf: Roofline, cfg: ResolvedConfig, precisions: PrecisionTable, batch: Any,
                 context: int, profile: KernelProfile = VLLM) -> StepTime:
     """One decode step of ``batch`` sequences each holding ``context`` tokens
-    (replayed from a CUDA graph, as vLLM does)."""
+    (replayed from a CUDA graph, as vLLM does). ``batch`` may be an integer array: every op's time is then an
+    array, one entry per batch size, equal to the scalar evaluation's (``StepCost``'s tables)."""
     d = cfg.model.decoder
     heads, kv_heads, kv_b = _head_layout(cfg)
     ops = _linear_ops(rf, cfg, precisions, batch, "", profile) + _elementwise_ops(rf, cfg, batch, "", profile)

@@ -10,15 +10,18 @@ B the cost cap::
                 sum_{w,c} k(c) x[w,c] <= B
 
 Solved with a fixed seed and one worker, so the same input gives the same plan; the status is ``optimal`` when
-CP-SAT proves it. OR-Tools is imported here and nowhere else in the solver: its modelling layer pulls in pandas
-(about half a second), so callers import this module only when they solve.
+CP-SAT proves it. OR-Tools is imported here and nowhere else in the solver, so callers import this module only
+when they solve. The model is written straight into CP-SAT's ``CpModelProto`` through ``cp_model_helper`` (the
+C++ binding ``cp_model.CpModel`` wraps): ``ortools.sat.python.cp_model`` imports pandas, about 0.3 s of a cold
+``vlmplan solve``, for series helpers this model never uses. The proto is the one ``cp_model`` would build (zero
+coefficients left out as it leaves them out; ``tests/unit/test_solver.py`` compares the two).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
+from ortools.sat.python import cp_model_helper as cmh
 
 from planner.solver.candidate import Candidate
 from planner.solver.request import Objective
@@ -62,46 +65,62 @@ def _weights(opts: list[Option], objective: Objective) -> list[int]:
     return [int(o.ttft_p95_ms * 1000) for o in opts]
 
 
-def _model(workloads: list[str], opts: list[Option], budget: Budget, objective: Objective
-           ) -> tuple[cp_model.CpModel, list[cp_model.IntVar]] | None:
-    """The model of the module docstring; None when a workload has no option at all."""
-    m = cp_model.CpModel()
-    x = [m.new_bool_var(f"x{i}") for i in range(len(opts))]
+def _linear(proto: cmh.LinearConstraintProto, idx: list[int], coeffs: list[int], lo: int, hi: int) -> None:
+    """``lo <= sum coeffs[k] x[idx[k]] <= hi`` into a linear constraint proto (zero coefficients left out)."""
+    kept = [(i, k) for i, k in zip(idx, coeffs) if k != 0]
+    proto.vars.extend([i for i, _ in kept])
+    proto.coeffs.extend([k for _, k in kept])
+    proto.domain.extend([lo, hi])
+
+
+def _model(workloads: list[str], opts: list[Option], budget: Budget, objective: Objective) -> cmh.CpModelProto | None:
+    """The model of the module docstring (variable ``i`` is ``x`` of ``opts[i]``); None when a workload has no
+    option at all."""
+    m = cmh.CpModelProto()
+    for i in range(len(opts)):
+        v = m.variables.add()
+        v.name = f"x{i}"
+        v.domain.extend([0, 1])
     for w in workloads:
-        mine = [x[i] for i, o in enumerate(opts) if o.workload == w]
+        mine = [i for i, o in enumerate(opts) if o.workload == w]
         if not mine:
             return None
-        m.add_exactly_one(mine)
+        m.constraints.add().exactly_one.literals.extend(mine)
     for gpu in sorted({o.gpu for o in opts}):
         limit = budget.limit(gpu)
         if limit is None:
             continue
         idx = [i for i, o in enumerate(opts) if o.gpu == gpu]
-        m.add_linear_constraint(cp_model.LinearExpr.weighted_sum([x[i] for i in idx], [opts[i].gpus for i in idx]),
-                                0, limit)
+        _linear(m.constraints.add().linear, idx, [opts[i].gpus for i in idx], 0, limit)
     if budget.max_usd_per_hour is not None:
         cost = [milli(o.cost_per_hour) for o in opts]
-        m.add_linear_constraint(cp_model.LinearExpr.weighted_sum(x, cost), 0, milli(budget.max_usd_per_hour))
-    m.minimize(cp_model.LinearExpr.weighted_sum(x, _weights(opts, objective)))
-    return m, x
+        _linear(m.constraints.add().linear, list(range(len(opts))), cost, 0, milli(budget.max_usd_per_hour))
+    weights = _weights(opts, objective)
+    m.objective.vars.extend([i for i, k in enumerate(weights) if k != 0])
+    m.objective.scaling_factor = 1.0
+    m.objective.coeffs.extend([k for k in weights if k != 0])
+    return m
 
 
 def solve_assignment(workloads: list[str], opts: list[Option], budget: Budget, objective: Objective
                      ) -> tuple[str, list[Option]]:
     """(status, the option picked for each workload, in ``workloads`` order); ('infeasible', []) when no
     assignment meets the budget."""
-    built = _model(workloads, opts, budget, objective)
-    if built is None:
+    model = _model(workloads, opts, budget, objective)
+    if model is None:
         return "infeasible", []
-    model, x = built
-    solver = cp_model.CpSolver()
-    solver.parameters.random_seed = SEED
-    solver.parameters.num_workers = WORKERS
-    solver.parameters.max_time_in_seconds = TIME_LIMIT_S
-    status = solver.solve(model)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    params = cmh.SatParameters()
+    params.random_seed = SEED
+    params.num_workers = WORKERS
+    params.max_time_in_seconds = TIME_LIMIT_S
+    wrapper = cmh.SolveWrapper()
+    wrapper.set_parameters(params)
+    response = wrapper.solve(model)
+    status = response.status
+    if status not in (cmh.CpSolverStatus.OPTIMAL, cmh.CpSolverStatus.FEASIBLE):
         return "infeasible", []
-    chosen = [o for o, v in zip(opts, x) if solver.boolean_value(v)]
+    values = list(response.solution)
+    chosen = [o for i, o in enumerate(opts) if values[i]]
     order = {w: k for k, w in enumerate(workloads)}
     chosen.sort(key=lambda o: order[o.workload])
-    return ("optimal" if status == cp_model.OPTIMAL else "feasible"), chosen
+    return ("optimal" if status == cmh.CpSolverStatus.OPTIMAL else "feasible"), chosen

@@ -304,6 +304,52 @@ def test_cpsat_assignment_is_the_brute_force_optimum():
         assert sum(milli(o.cost_per_hour) for o in chosen) == best
 
 
+def test_cpsat_proto_is_the_one_cp_model_builds():
+    # planner.solver.cpsat writes the CpModelProto through cp_model_helper (cp_model imports pandas): the same
+    # proto, text for text, as the public CpModel API builds, and the same picks from CpSolver, on random
+    # problems with zero costs, single options, inventories and cost caps, under every objective.
+    import random
+
+    from ortools.sat.python import cp_model
+
+    from planner.solver.cpsat import SEED, TIME_LIMIT_S, WORKERS, Option, _model, _weights, milli, solve_assignment
+
+    rng = random.Random(11)
+    for case in range(40):
+        names = ["a", "b", "c"][: 1 + case % 3]
+        opts = [Option(w, rng.choice(["H100", "L4"]), g, g * rng.choice([0.0, 0.8, 2.0, 4.76]),
+                       rng.choice([0.0, 120.5, 300.25]), None)
+                for w in names for g in rng.sample(range(1, 9), rng.choice([1, 3]))]
+        budget = Budget(inventory=rng.choice([{}, {"H100": rng.randint(1, 12), "L4": rng.randint(1, 12)}]),
+                        max_usd_per_hour=rng.choice([None, 0.0, 20.0, 60.0]))
+        objective = rng.choice(["cost", "gpus", "latency"])
+        m = cp_model.CpModel()
+        x = [m.new_bool_var(f"x{i}") for i in range(len(opts))]
+        for w in names:
+            m.add_exactly_one([x[i] for i, o in enumerate(opts) if o.workload == w])
+        for gpu in sorted({o.gpu for o in opts}):
+            if (limit := budget.limit(gpu)) is not None:
+                idx = [i for i, o in enumerate(opts) if o.gpu == gpu]
+                m.add_linear_constraint(cp_model.LinearExpr.weighted_sum([x[i] for i in idx],
+                                                                         [opts[i].gpus for i in idx]), 0, limit)
+        if budget.max_usd_per_hour is not None:
+            m.add_linear_constraint(cp_model.LinearExpr.weighted_sum(x, [milli(o.cost_per_hour) for o in opts]),
+                                    0, milli(budget.max_usd_per_hour))
+        m.minimize(cp_model.LinearExpr.weighted_sum(x, _weights(opts, objective)))  # type: ignore[arg-type]
+        assert str(_model(names, opts, budget, objective)) == str(m.proto)
+        solver = cp_model.CpSolver()
+        solver.parameters.random_seed = SEED
+        solver.parameters.num_workers = WORKERS
+        solver.parameters.max_time_in_seconds = TIME_LIMIT_S
+        st = solver.solve(m)
+        status, chosen = solve_assignment(names, opts, budget, objective)  # type: ignore[arg-type]
+        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            assert status == "infeasible"
+            continue
+        assert status == ("optimal" if st == cp_model.OPTIMAL else "feasible")
+        assert sorted(map(id, chosen)) == sorted(id(o) for o, v in zip(opts, x) if solver.boolean_value(v))
+
+
 def test_the_simulator_check_in_a_child_process_gives_the_same_solution(monkeypatch: pytest.MonkeyPatch) -> None:
     # planner.solver.overlap: the chosen deployments are simulated in a forked child while the parent finds the
     # alternatives; the answer must not depend on it.

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg import solve_banded
-from scipy.special import bdtr
 
 from planner.load.analytic.curves import Curves, window_args
 from planner.load.analytic.mixture import (
@@ -14,6 +12,7 @@ from planner.load.analytic.mixture import (
     mixture_mean,
     poisson_pmf,
 )
+from planner.load.analytic.special import bdtr_half, solve_banded
 from planner.perf.stepcost import StepCost, prefill_pairs
 
 _QMAX = 400
@@ -102,7 +101,7 @@ class Chain:
         rhs = np.zeros(qmax + 1)
         rhs[0] = 1.0
         try:
-            pi = solve_banded((kl, ku), ab, rhs, check_finite=False)
+            pi = solve_banded(kl, ku, ab, rhs)
         except (np.linalg.LinAlgError, ValueError):
             pi = np.full(qmax + 1, 1.0 / (qmax + 1))
         pi = np.clip(pi, 0.0, None)
@@ -163,7 +162,7 @@ class Chain:
         p_half = poisson_pmf(mu / 2, amax)  # those before it
         # Served in the next step (g = 1) iff the arrivals before it number <= b1.
         b1 = (cap - left) // ch - 1
-        f_fit = np.where(b1[:, None] >= 0, bdtr(np.maximum(b1, 0)[:, None], A[None, :], 0.5), 0.0)
+        f_fit = np.where(b1[:, None] >= 0, bdtr_half(np.maximum(b1, 0)[:, None], A[None, :]), 0.0)
         f_fit = np.where(A[None, :] <= b1[:, None], 1.0, f_fit)
         s_last = np.minimum(cap, left[:, None] + ch * (1 + A[None, :]))
         w1 = wq[:, None] * p_tot * f_fit
@@ -182,6 +181,15 @@ class Chain:
         widths = d[nz // nc]
         lows = consts[nz % nc]
         return w[nz], lows, widths
+
+
+def chain_of(cost: StepCost, n: int, B: int, Pn: int, P: int, cur: Curves, lam_ms: float) -> Chain:
+    """``Chain(...)``, kept in ``cost``'s memo: a chain reads of ``cur`` only a(n) and the vision times, so the
+    solver's max_num_seqs choices of one configuration (other curves, same step costs) share the chains of the
+    rates they try (654 chains, 211 distinct, in the default solve)."""
+    n = min(n, len(cur.a) - 1)
+    key = ("analytic.chain", n, B, Pn, P, float(cur.a[n]), cur.vision_ms, cur.vision_host_ms, lam_ms)
+    return cost.memo(key, lambda: Chain(cost, n, B, Pn, P, cur, lam_ms))
 
 
 def band_add(ab: np.ndarray, ku: int, i: np.ndarray, j: np.ndarray, v: np.ndarray) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import gammaln
 
 from planner.core.stats import Percentiles
+from planner.load.analytic.special import lgamma_table
 
 LEVELS = (0.5, 0.9, 0.95, 0.99)
 NAMES = ("p50", "p90", "p95", "p99")
-LGAMMA = gammaln(np.arange(20001) + 1.0)
+LGAMMA = lgamma_table(20001)
 _HERMITE_Z, _HERMITE_W = np.polynomial.hermite_e.hermegauss(7)
 HERMITE = (_HERMITE_Z, _HERMITE_W / math.sqrt(2 * math.pi))
 """Nodes and weights of a standard normal (7-point Gauss-Hermite)."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import betainc, pdtr
 
 from planner.core.stats import Percentiles
 from planner.load.analytic.api_queue import ApiQueue
-from planner.load.analytic.chain import Chain
+from planner.load.analytic.chain import Chain, chain_of
 from planner.load.analytic.curves import Curves
 from planner.load.analytic.lone import alone_ms
 from planner.load.analytic.mixture import (
@@ -20,6 +19,7 @@ from planner.load.analytic.mixture import (
     with_wait,
 )
 from planner.load.analytic.prediction import INF, LoadPrediction
+from planner.load.analytic.special import nbinom_sf, pdtr
 from planner.load.analytic.tpot import tpot_poisson
 from planner.perf.frontend import shape_frontend_ms
 from planner.perf.stepcost import StepCost
@@ -52,7 +52,7 @@ def predict_poisson(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cu
         n_i = int(round(n_bar))
         if n_i == n_used:
             break
-        chain = Chain(cost, n_i, B, Pn, P, cur, lam_ms)
+        chain = chain_of(cost, n_i, B, Pn, P, cur, lam_ms)
         if not chain.stable:
             return saturated(cur, shape)
         n_used = n_i
@@ -148,7 +148,7 @@ def slot_wait(cur: Curves, lam: float, held: float, dispersion: float) -> tuple[
     n = min(held, c - 1e-6)
     if dispersion > 1.0 + 1e-6:
         # Negative binomial (r = n / (dispersion - 1), p = 1 / dispersion): P(N >= c) = I_{1-p}(c, r).
-        p_wait = float(betainc(c, n / (dispersion - 1.0), 1.0 - 1.0 / dispersion))
+        p_wait = nbinom_sf(c, n / (dispersion - 1.0), 1.0 - 1.0 / dispersion)
     else:
         p_wait = float(1.0 - pdtr(c - 1, n))
     return p_wait, 1e3 / (rate_c - lam)
