@@ -26,7 +26,8 @@ from planner.calibrate.fit.serving import KV_TOKENS, METRICS, load_runs, predict
 from planner.catalog.loader import load_calibration  # noqa: E402
 
 PAST_SATURATION = ("vl1_small_r40", "vl2_page_r5", "vl2_large_r12", "text_r64", "api2vl_page_r8", "api2vl_large_r12",
-                   "api2vl_small_r40", "api2text_r64", "api1text_i256_o128_r80", "api1text_i1024_o32_r100")
+                   "api2vl_small_r40", "api2text_r64", "api1text_i256_o128_r80", "api1text_i1024_o32_r100",
+                   "q32b_r8")
 """Poisson runs offered more than the server could serve: their throughput is the saturation throughput."""
 
 
@@ -45,7 +46,7 @@ def main() -> int:
     kv = {}
     for r in runs:
         p = predict_run(r, cal, args.seeds, models[r.model])
-        kv["text" if "7B-Instruct" in r.model and "VL" not in r.model else "vl"] = p.kv_tokens
+        kv["q32" if "Qwen3-32B" in r.model else "text" if "VL" not in r.model else "vl"] = p.kv_tokens
         err = {m: relative_error(getattr(p, m), r.measured[m]) for m in METRICS}
         rows.append({"label": r.label, "held_out": r.held_out, "measured": r.measured,
                      "predicted": {m: getattr(p, m) for m in METRICS}, "error": err})

@@ -23,7 +23,7 @@ def test_statuses_follow_the_catalog():
     # The H200 is the one GPU checked against a real vLLM server; the H100 has kernel calibration only; the
     # RTX 4090 has no calibration file at all.
     assert calibration_status("H200-141GB")[0] == "real-serving"
-    assert "10.4%" in calibration_status("H200-141GB")[1]  # the held-out TTFT p50 error of bench_real_vllm
+    assert "9.1%" in calibration_status("H200-141GB")[1]  # the held-out TTFT p50 error of bench_real_vllm
     assert calibration_status("H100-SXM-80GB")[0] == "kernels" and load_calibration("H100-SXM-80GB").calibrated
     assert calibration_status("RTX-4090-24GB")[0] == "uncalibrated"
     assert not load_calibration("RTX-4090-24GB").calibrated

@@ -36,9 +36,11 @@ from planner.spec.workload import ImageSize, IntDist, Workload
 
 RUN_DIRS = ("calibration/measurements/h200-141gb/run20_real_vllm",
             "calibration/measurements/h200-141gb/run21_api_servers",
-            "calibration/measurements/h200-141gb/run23_waves")
+            "calibration/measurements/h200-141gb/run23_waves",
+            "calibration/measurements/h200-141gb/run24_qwen3_32b")
 """The real-vLLM runs shipped with vlmplan, under catalogs/ (run21: two API servers, and text past one API
-server's saturation; run23: text closed loops measured after the waves model was built, all held out)."""
+server's saturation; run23: text closed loops measured after the waves model was built, all held out; run24:
+Qwen3-32B, a model no constant was fitted on, all held out)."""
 
 HELD_OUT = frozenset({
     # The whole 1280x960 photo series, text-only prompts to the VL server, every ranged-length run, the long
@@ -54,6 +56,10 @@ HELD_OUT = frozenset({
     # run23 (2026-12-03, after the closed-loop waves model was written): every run.
     "waves_c8", "waves_c24", "waves_c48", "waves_mix_c32", "waves_o64_c32", "waves_i256_c64", "waves_i2048_c16",
     "waves_mix_c64", "waves_c96",
+    # run24 (2026-12-04): Qwen3-32B, every run (a transfer test to a 4.7x larger model; blind predictions in
+    # run24_qwen3_32b/predicted_before.json).
+    "q32a_c1", "q32a_c4", "q32a_c16", "q32a_c32", "q32a_c64", "q32a_c128", "q32b_r1", "q32b_r2", "q32b_r4",
+    "q32b_r8", "q32b_mix_c32", "q32b_i4096_o512_c8",
 })
 
 MODEL_DIRS = {"Qwen/Qwen2.5-7B-Instruct": "bench/real-vllm/model/Qwen2.5-7B-Instruct"}
@@ -63,7 +69,7 @@ SERVER = {"max_model_len": 16384, "max_num_batched_tokens": 8192, "max_num_seqs"
           "gpu_memory_utilization": 0.92}
 """The servers' settings, from their logs (vLLM 0.26.0 defaults on an H200 but max_model_len)."""
 
-KV_TOKENS = {"vl": 2_090_640, "text": 2_115_440}
+KV_TOKENS = {"vl": 2_090_640, "text": 2_115_440, "q32": 269_312}
 """'GPU KV cache size' in the server logs."""
 
 
@@ -127,7 +133,7 @@ def _parse_image(text: str | None) -> tuple[int, int] | None:
 def load_runs(root: Path | None = None) -> list[RealRun]:
     """Every run of the shipped real-vLLM measurements (warm-ups included; see ``RealRun.warmup``)."""
     paths = [p for d in RUN_DIRS for p in sorted(((root or catalog_root()) / d).glob("*.json"))
-             if p.name != "preproc.json"]
+             if p.name not in ("preproc.json", "predicted_before.json")]
     runs: list[RealRun] = []
     for path in paths:
         doc = json.loads(path.read_text())
