@@ -43,7 +43,8 @@ def test_held_out_runs_are_predicted_within_the_accuracy_targets():
     # Medians over the held-out runs below saturation (issue targets: TTFT 15%, TPOT p50 6%); the fit never saw
     # them. README's accuracy table: 9.1%, 8.0%, 4.4%, 4.5% with 4 seeds; 2 seeds here.
     past_saturation = {"vl2_large_r12", "api2vl_page_r8", "api2vl_large_r12", "api2vl_small_r40", "api2text_r64",
-                       "api1text_i1024_o32_r100", "q32b_r8", "api1text_i256_o1_r150"}  # the last: one output token, no TPOT
+                       "api1text_i1024_o32_r100", "q32b_r8",
+                       "api1text_i256_o1_r150"}  # the last: one output token, no TPOT
     held = [r for r in RUNS if r.held_out and r.label not in past_saturation]
     cal = load_calibration("H200-141GB")
     models = {r.model: run_model(r) for r in held}
