@@ -106,9 +106,32 @@ class FrontEndStudy:
 
 
 @dataclass(frozen=True)
+class SpeculativeStudy:
+    """`vlmplan solve` of the example's scenarios with speculative decoding searched (``auto``), off, and forced, each
+    chosen deployment checked by the simulator."""
+
+    name: str
+    runs: list[tuple[str, str, float | None]]
+    """(scenario file in the example's folder, --speculative, --acceptance-rate)."""
+
+
+@dataclass(frozen=True)
+class SpeculativeBatchStudy:
+    """Time per output token of one decode step against the batch, plain and speculative (the speed model alone)."""
+
+    name: str
+    model: str
+    gpu: str
+    context: int
+    batches: list[int]
+    settings: list[tuple[str, float | None]]
+    """(method, acceptance rate; None: the method's default)."""
+
+
+@dataclass(frozen=True)
 class Example:
     folder: str
-    studies: list[Study | FrontEndStudy] = field(default_factory=list)
+    studies: list[Study | FrontEndStudy | SpeculativeStudy | SpeculativeBatchStudy] = field(default_factory=list)
 
 
 def _scenario(folder: str) -> str:
@@ -156,6 +179,12 @@ EXAMPLES = [
               [("cheapest deployment", deployment), col("$/h", "cost_per_hour", 2)] + LOADED + [("binding", binding)]),
     ]),
     Example("document-pages-frontend", [FrontEndStudy("frontend")]),
+    Example("speculative-decoding", [SpeculativeStudy("speculative", [
+        ("scenario.yaml", "auto", None), ("scenario.yaml", "off", None),
+        ("high-load.yaml", "auto", None), ("high-load.yaml", "off", None), ("high-load.yaml", "eagle3", None),
+        ("high-load.yaml", "eagle3", 0.6)]),
+        SpeculativeBatchStudy("batch", "meta-llama/Llama-3.1-8B-Instruct", "H100-SXM-80GB", 400,
+                              [1, 8, 32, 64, 128, 256, 512], [("eagle3", None), ("eagle3", 0.6), ("ngram", None)])]),
     Example("workloads", [
         Study("alone", ["--fixed", "--concurrency", "1", "--vary",
                         "workload=document-vqa.yaml,visual-reasoning.yaml,captioning.yaml",
@@ -235,9 +264,63 @@ def render_frontend(example: Example) -> str:
     return "\n".join(lines)
 
 
-def render(example: Example, study: Study | FrontEndStudy) -> str:
+def render_speculative(example: Example, study: SpeculativeStudy) -> str:
+    from planner.app.solve_request import SolveInput, build_request_models, to_plan
+    from planner.solver import solve
+
+    lines = ["| `vlmplan solve --scenario examples/speculative-decoding/...` | deployment | speculative decoding "
+             "| tokens per verify step | $/h | TPOT p95 ms (analytic) | TPOT p95 ms (simulated) | meets the SLOs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for file, choice, rate in study.runs:
+        req, notes, args = build_request_models(SolveInput(
+            scenario=ROOT / "examples" / example.folder / file, verify=True, speculative=choice, acceptance_rate=rate))
+        plan = to_plan(solve(req), req, args, notes)
+        flags = f" --speculative {choice}" + (f" --acceptance-rate {rate:g}" if rate is not None else "")
+        for d in plan.deployments:
+            sp = d.speculative
+            what = f"{sp.method}, k={sp.num_speculative_tokens}, acceptance {sp.acceptance_rate:g}" if sp else "off"
+            tokens = f"{sp.tokens_per_step:.2f}" if sp else "1"
+            dep = (f"{d.replicas} x {d.gpus_per_replica} x {d.gpu} (tp {d.tp}), seqs {d.max_num_seqs}")
+            sim = d.simulated
+            assert sim is not None, "solve ran without the simulator check"
+            lines.append(f"| `{file}{flags}` | {dep} | {what} | {tokens} | {d.cost_per_hour:,.2f} "
+                         f"| {d.predicted.tpot_ms.p95:,.2f} | {sim.tpot_ms.p95:,.2f} | "
+                         f"{'yes' if sim.meets_slos else 'no'} |")
+    return "\n".join(lines)
+
+
+def render_speculative_batch(study: SpeculativeBatchStudy) -> str:
+    from dataclasses import replace
+
+    from planner.catalog.loader import load_calibration, load_engine, load_precisions
+    from planner.perf.speculative import make_step_cost
+    from planner.spec.config import ServingConfig, resolve
+    from planner.spec.lookup import resolve_gpu, resolve_model
+    from planner.spec.speculation import speculation_of
+
+    model, gpu = resolve_model(study.model), resolve_gpu(study.gpu)
+    base = ServingConfig(model=model, gpu=gpu, max_model_len=4096)
+    cal, engine, precisions = load_calibration(gpu.name), load_engine(), load_precisions()
+    plain = make_step_cost(resolve(base, engine), cal, precisions)
+    costs = [(f"{m}, acceptance {speculation_of(model, m, a).acceptance_rate:g}",
+              make_step_cost(resolve(replace(base, speculative=speculation_of(model, m, a)), engine), cal, precisions))
+             for m, a in study.settings]
+    heads = " | ".join(f"{n}: ms per token (vs plain)" for n, _ in costs)
+    lines = [f"| sequences decoding | plain ms per token | {heads} |", "|---" * (2 + len(costs)) + "|"]
+    for b in study.batches:
+        p = plain.decode_ms(b, study.context)
+        cells = [f"{c.decode_ms(b, study.context):,.2f} ({c.decode_ms(b, study.context) / p:.2f}x)" for _, c in costs]
+        lines.append(f"| {b} | {p:,.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(example: Example, study: Study | FrontEndStudy | SpeculativeStudy | SpeculativeBatchStudy) -> str:
     if isinstance(study, FrontEndStudy):
         return render_frontend(example)
+    if isinstance(study, SpeculativeBatchStudy):
+        return render_speculative_batch(study)
+    if isinstance(study, SpeculativeStudy):
+        return render_speculative(example, study)
     args = [_scenario(example.folder), *study.args]
     data = run_whatif(args)
     rows = data["rows"]
@@ -285,7 +368,8 @@ def update(example: Example, check: bool = False) -> list[str]:
     for study in example.studies:
         body = render(example, study) + "\n"
 
-        def sub(m: re.Match[str], study: Study | FrontEndStudy = study, body: str = body) -> str:
+        def sub(m: re.Match[str], study: Study | FrontEndStudy | SpeculativeStudy | SpeculativeBatchStudy = study,
+                body: str = body) -> str:
             if m.group("name") != study.name:
                 return m.group(0)
             if not same_block(m.group("body"), body):

@@ -15,7 +15,7 @@ from planner.perf.lone import lone_request
 from planner.perf.memory import MemoryBreakdown, memory_breakdown
 from planner.perf.ops import StepTime
 from planner.perf.roofline import Roofline
-from planner.perf.stepcost import StepCost
+from planner.perf.speculative import make_step_cost
 from planner.perf.steps import decode_step, engine_overhead_ms, prefill_step
 from planner.perf.vision import vision_call_host_ms, vision_encode
 from planner.spec.config import ResolvedConfig, ServingConfig, resolve
@@ -65,6 +65,7 @@ class Estimate:
                 "max_num_batched_tokens": cfg.max_num_batched_tokens,
                 "gpu_memory_utilization": cfg.gpu_memory_utilization,
                 "mm_encoder_tp_mode": cfg.mm_encoder_tp_mode,
+                **_speculative_json(cfg),
             },
             "request": {
                 "text_tokens": self.shape.text_tokens,
@@ -128,6 +129,14 @@ class Estimate:
         }
 
 
+def _speculative_json(cfg: ResolvedConfig) -> dict[str, Any]:
+    """The config's speculative decoding for ``to_json`` (no key when off: plain output as before)."""
+    spec = cfg.speculative
+    if spec is None:
+        return {}
+    return {"speculative": {**spec.config_json(), "acceptance_rate": spec.acceptance_rate}}
+
+
 def _r(x: float) -> float:
     return round(float(x), 4)
 
@@ -181,7 +190,7 @@ def estimate(
     # call, its prompt in chunks of the token budget; each later token one decode step at its own context.
     fe = shape_frontend_ms(cal, shape)
     vision_host = vision_call_host_ms(cal, shape.images)
-    lone = lone_request(StepCost(cfg, cal, precisions), cfg, shape)
+    lone = lone_request(make_step_cost(cfg, cal, precisions), cfg, shape)
     ttft = fe + lone.ttft_ms
     tpot = lone.tpot_ms
     e2e = fe + lone.e2e_ms

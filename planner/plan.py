@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
 
 from planner.catalog import DEFAULT_ENGINE
 from planner.core.errors import RequestError
@@ -170,6 +170,29 @@ class HostResources(_Frozen):
     """vLLM's --mm-processor-cache-gb (its default; one copy per API server and one in the engine core)."""
 
 
+class SpeculativePlan(_Frozen):
+    """Speculative decoding of a deployment: what vLLM's ``--speculative-config`` gets, and what the plan assumed."""
+
+    method: Literal["ngram", "eagle", "eagle3", "mtp"]
+    num_speculative_tokens: int = Field(ge=1, le=16)
+    draft_model: SafeName | None = None
+    """Hugging Face id of the draft checkpoint (ngram and MTP take none)."""
+    extra_config: dict[SafeWord, Annotated[int, Field(ge=0, le=1 << 16)]] = {}
+    """Further ``--speculative-config`` keys (ngram's prompt-lookup window)."""
+    acceptance_rate: float = Field(gt=0, lt=1)
+    """Per-token draft acceptance the plan assumed (the workload's; check it on real traffic)."""
+    tokens_per_step: float = Field(ge=1, le=17)
+    """Tokens a sequence gains per verify step at that acceptance."""
+
+    def config_json(self) -> dict[str, Any]:
+        """The ``--speculative-config`` object."""
+        out: dict[str, Any] = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
+        if self.draft_model:
+            out["model"] = self.draft_model
+        out.update(self.extra_config)
+        return out
+
+
 class DeploymentPlan(_Frozen):
     """One workload's chosen deployment: ``replicas`` copies of a TP x PP engine."""
 
@@ -213,6 +236,8 @@ class DeploymentPlan(_Frozen):
     price_usd_per_gpu_hour: float = Field(ge=0)
     api_server_count: int = Field(default=1, ge=1, le=256)
     """vLLM ``--api-server-count``: API-server processes per replica (the solver's choice)."""
+    speculative: SpeculativePlan | None = None
+    """Speculative decoding (None: off; the key is then left out of the file)."""
     host: HostResources | None = None
     """CPUs and host memory per replica (None: plans written before they were modelled)."""
     predicted: Predicted
@@ -231,6 +256,14 @@ class DeploymentPlan(_Frozen):
     @classmethod
     def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
         return {k: _json_value(x) for k, x in v.items()}
+
+    @model_serializer(mode="wrap")
+    def _without_speculation(self, handler: Any) -> Any:
+        """A plan without speculation reads as before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("speculative", 0) is None:
+            del data["speculative"]
+        return data
 
     def launch_limits(self) -> str:
         """What the launch flags refuse or change, in one line: the limits come from the planned workload, so a

@@ -8,11 +8,12 @@ from typing import get_args
 from pydantic import BaseModel, ConfigDict
 
 from planner.catalog.loader import load_calibration_file
-from planner.catalog.schema import KvCacheDtype, Precision
+from planner.catalog.schema import KvCacheDtype, ModelSpec, Precision
 from planner.core.errors import RequestError
 from planner.estimate import Estimate, estimate
-from planner.spec.config import ServingConfig
+from planner.spec.config import ServingConfig, Speculation
 from planner.spec.lookup import parse_json_option, resolve_gpu, resolve_model
+from planner.spec.speculation import check_acceptance, parse_choice, speculation_of
 from planner.spec.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
 
 
@@ -50,6 +51,10 @@ class EstimateRequest(BaseModel):
     requests: int | None = None
     """Requests to simulate under load (default: 12000; closed loop 8 per client, at least 2000)."""
     seed: int = 0
+    speculative: str | None = None
+    """Speculative method to estimate with (ngram, eagle, eagle3, mtp); None, auto or off: none."""
+    acceptance_rate: float | None = None
+    """Per-token draft acceptance (None: the method's catalog default)."""
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -92,7 +97,19 @@ def build_config(req: EstimateRequest) -> ServingConfig:
         mm_encoder_tp_mode=_choice("--mm-encoder-tp-mode", req.mm_encoder_tp_mode, ("weights", "data")),  # type: ignore[arg-type]
         limit_images_per_prompt=req.limit_images,
         mm_processor_options=parse_json_option("--mm-processor-kwargs", req.mm_processor_kwargs),
+        speculative=_speculation(req, model),
     )
+
+
+def _speculation(req: EstimateRequest, model: ModelSpec) -> Speculation | None:
+    """--speculative METHOD at the catalog's defaults (or --acceptance-rate); auto and off estimate without."""
+    choice = parse_choice(req.speculative or "off")
+    check_acceptance(req.acceptance_rate)
+    if choice in ("auto", "off"):
+        if req.acceptance_rate is not None:
+            raise RequestError("--acceptance-rate needs --speculative METHOD (ngram, eagle, eagle3, mtp)")
+        return None
+    return speculation_of(model, choice, req.acceptance_rate)
 
 
 def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:

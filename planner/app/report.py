@@ -26,12 +26,7 @@ def print_estimate(est: Estimate, explain: bool = False) -> None:
     cfg, mem, lat = data["config"], data["memory"], data["latency"]
     req = data["request"]
     cal = data["calibration"]
-    head = (
-        f"{data['model']} on {cfg['tp'] * cfg['pp']} x {data['gpu']} (tp={cfg['tp']}, pp={cfg['pp']}), "
-        f"{cfg['precision']} weights, kv {cfg['kv_cache_dtype']}, max_model_len {cfg['max_model_len']}, "
-        f"max_num_seqs {cfg['max_num_seqs']}, util {cfg['gpu_memory_utilization']}"
-    )
-    console.print(head)
+    _print_config(data)
     console.print(
         f"request: {req['text_tokens']} text + {req['visual_tokens']} visual tokens "
         f"({req['images']} image(s), {req['encoder_patches']} ViT patches) -> {req['output_tokens']} out"
@@ -224,7 +219,8 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
     for col in ("workload", "GPU", "GPUs", "tp x pp", "precision", "kv", "max seqs", "max len", "replicas", "$/h"):
         t.add_column(col, justify="right" if col in ("GPUs", "max seqs", "max len", "replicas", "$/h") else "left")
     for d in plan.deployments:
-        t.add_row(d.workload, d.gpu, str(d.gpus_per_replica * d.replicas), f"{d.tp} x {d.pp}", d.precision,
+        prec = d.precision + (f" +{d.speculative.method}" if d.speculative is not None else "")
+        t.add_row(d.workload, d.gpu, str(d.gpus_per_replica * d.replicas), f"{d.tp} x {d.pp}", prec,
                   d.kv_cache_dtype, str(d.max_num_seqs), f"{d.max_model_len:,}", str(d.replicas),
                   f"{d.cost_per_hour:,.2f}")
     console.print(t)
@@ -257,6 +253,10 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
                       f"({mem.kv_capacity_tokens:,} tokens), activations {_f(mem.activations_gib)} GiB; serves "
                       f"{_f(d.predicted.requests_per_s, 2)} req/s")
         console.print(d.launch_limits())
+        if d.speculative is not None:
+            console.print(f"speculative decoding: {_spec_words(d.speculative.config_json())}, acceptance "
+                          f"{d.speculative.acceptance_rate:g} assumed ({d.speculative.tokens_per_step:.2f} tokens per "
+                          "step); read yours from vLLM's vllm:spec_decode_* metrics and re-plan with --acceptance-rate")
         if d.simulated is not None:
             sim = d.simulated
             console.print(f"simulated: {sim.requests_simulated:,} requests per replica (seed {sim.seed}): "
@@ -269,7 +269,8 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
         for col in ("GPU", "GPUs", "tp x pp", "precision", "replicas", "$/h", "p95 TTFT ms", "calibration"):
             at.add_column(col, justify="left" if col in ("GPU", "precision", "calibration") else "right")
         for a in plan.alternatives:
-            at.add_row(a.gpu, str(a.gpus_per_replica * a.replicas), f"{a.tp} x {a.pp}", a.precision, str(a.replicas),
+            prec = a.precision + (f" +{a.speculative.method}" if a.speculative is not None else "")
+            at.add_row(a.gpu, str(a.gpus_per_replica * a.replicas), f"{a.tp} x {a.pp}", prec, str(a.replicas),
                        f"{a.cost_per_hour:,.2f}", _f(a.predicted.ttft_ms.p95, 1), a.calibration)
         console.print(at)
     from planner.app.disagg_report import print_topologies
@@ -278,6 +279,25 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
 
 
 __all__ = ["GIB", "print_estimate", "explain_json", "fit_bound_line", "print_gpus", "print_models"]
+
+
+def _print_config(data: dict[str, Any]) -> None:
+    """The estimate's first line(s): model, GPUs and engine settings; speculative decoding when on."""
+    cfg = data["config"]
+    console.print(
+        f"{data['model']} on {cfg['tp'] * cfg['pp']} x {data['gpu']} (tp={cfg['tp']}, pp={cfg['pp']}), "
+        f"{cfg['precision']} weights, kv {cfg['kv_cache_dtype']}, max_model_len {cfg['max_model_len']}, "
+        f"max_num_seqs {cfg['max_num_seqs']}, util {cfg['gpu_memory_utilization']}"
+    )
+    if "speculative" in cfg:
+        spec = cfg["speculative"]
+        console.print(f"speculative decoding: {_spec_words(spec)}, acceptance {spec['acceptance_rate']:g} assumed")
+
+
+def _spec_words(conf: dict[str, Any]) -> str:
+    """``--speculative-config`` in words: method, draft tokens, draft checkpoint."""
+    draft = f" ({conf['model']})" if conf.get("model") else ""
+    return f"{conf['method']}{draft}, {conf['num_speculative_tokens']} draft token(s) per step"
 
 
 def _host_note(lat: dict) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
+from planner.app.speculation import speculative_args, speculative_plan
 from planner.catalog.engine_support import require_supported
 from planner.catalog.loader import calibration_status, load_gpus
 from planner.catalog.schema import GpuSpec, KvCacheDtype, Precision
@@ -74,6 +75,10 @@ class SolveInput(BaseModel):
     """Comma-separated topologies to search ('aggregated', 'pd'); None: aggregated only."""
     frontend_queue: bool = True
     """Model the API servers as a queue and decide their count (False: one API server, its work a delay only)."""
+    speculative: str | None = None
+    """--speculative: auto (default), off, or a method searched alone."""
+    acceptance_rate: float | None = None
+    """--acceptance-rate: per-token draft acceptance of the workload (None: the method's default)."""
 
 
 def _max_load(value: float | None) -> float:
@@ -225,8 +230,12 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
                        verify=inp.verify, max_load=_max_load(inp.max_load),
                        max_model_len=_max_model_len_choice(inp.max_model_len),
                        uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp),
-                       frontend_queue=inp.frontend_queue)
+                       frontend_queue=inp.frontend_queue, **_speculative(inp))
     return req, notes, {workload.name: model_arg}
+
+
+def _speculative(inp: SolveInput) -> dict[str, Any]:
+    return speculative_args(inp.speculative, inp.acceptance_rate, _topologies(inp))
 
 
 def _topologies(inp: SolveInput) -> tuple[str, ...]:
@@ -331,7 +340,7 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
                        verify=inp.verify, max_load=_max_load(merged.max_load),
                        max_model_len=_max_model_len_choice(inp.max_model_len),
                        uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp),
-                       frontend_queue=inp.frontend_queue)
+                       frontend_queue=inp.frontend_queue, **_speculative(inp))
     return req, notes, model_args
 
 
@@ -418,6 +427,7 @@ def deployment_plan(c: Candidate, model_arg: str, slos: list[Slo] | None = None)
         cost_per_hour=round(c.cost_per_hour, 4),
         price_usd_per_gpu_hour=cfg.gpu.price.price_usd_per_gpu_hour,
         api_server_count=cfg.api_server_count,
+        speculative=speculative_plan(cfg.speculative),
         host=_host(c),
         predicted=Predicted(
             ttft_ms=_pct(c.prediction.ttft),

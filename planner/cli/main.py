@@ -28,6 +28,8 @@ app.add_typer(catalog_app, name="catalog")
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog id (Qwen/Qwen2.5-VL-7B-Instruct) or a local config.json / folder.")]
 GpuOpt = Annotated[str, typer.Option("--gpu", "-g", help="GPU name or alias (H100, A100-40GB, L40S, ...).")]
+SpeculativeOpt = Annotated[str | None, typer.Option("--speculative", help="Speculative decoding: auto (solve: the model's trained draft where a TPOT/e2e SLO is set; estimate: off), off, or ngram, eagle, eagle3, mtp (that method only; catalogs/speculative).")]
+AcceptanceOpt = Annotated[float | None, typer.Option("--acceptance-rate", help="Per-token draft acceptance of your traffic, in (0, 1) (default: the method's, catalogs/speculative; read yours from vLLM's spec-decode metrics).")]
 
 
 @app.command()
@@ -58,6 +60,8 @@ def estimate(
     requests: Annotated[int | None, typer.Option(help="Requests to simulate (default: enough for stable p99).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the simulated workload.")] = 0,
     calibration: Annotated[Path | None, typer.Option(help="Calibration YAML to use instead of the GPU's.")] = None,
+    speculative: SpeculativeOpt = None,
+    acceptance_rate: AcceptanceOpt = None,
     explain: Annotated[bool, typer.Option(help="Per-op breakdown: time, FLOPs, bytes, bound.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
@@ -72,7 +76,7 @@ def estimate(
         mm_processor_kwargs=mm_processor_kwargs, limit_images=limit_images, batch=batch, context=context,
         prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image, no_image=no_image,
         concurrency=concurrency, rate=rate, calibration=calibration, workload=workload, slo=slo,
-        requests=requests, seed=seed,
+        requests=requests, seed=seed, speculative=speculative, acceptance_rate=acceptance_rate,
     )
     est = _run(lambda: run_estimate(req))
     if as_json:
@@ -113,6 +117,8 @@ def solve(
     max_model_len: Annotated[str | None, typer.Option("--max-model-len", help="Context of every deployment: 'workload' (default: its longest request), 'model' (the model's own context) or a number of tokens.")] = None,
     topologies: Annotated[str | None, typer.Option(help="Topologies to search: aggregated (default), pd (prefill and decode pools, KV pulled over NIXL), e.g. aggregated,pd.")] = None,
     frontend_queue: Annotated[bool, typer.Option("--frontend-queue/--no-frontend-queue", help="Model the API servers as a queue and choose --api-server-count per replica within the node's CPUs (default on; off: one API server whose work is only a delay, to compare).")] = True,
+    speculative: SpeculativeOpt = None,
+    acceptance_rate: AcceptanceOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write DIR/plan.yaml (and launch configs with --target).")] = None,
     target: Annotated[list[str] | None, typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable (needs --out).")] = None,
     force: ForceOpt = False,
@@ -136,7 +142,7 @@ def solve(
                      prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image,
                      images_per_request=images_per_request, no_image=no_image, max_load=max_load,
                      max_model_len=max_model_len, uncalibrated_margin=uncalibrated_margin, topologies=topologies,
-                     frontend_queue=frontend_queue)
+                     frontend_queue=frontend_queue, speculative=speculative, acceptance_rate=acceptance_rate)
     req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
     plan = _run(lambda: _plan_of(to_plan, sol, req, model_args, notes))

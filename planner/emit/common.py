@@ -240,6 +240,12 @@ def plan_summary(dep: DeploymentPlan) -> list[str]:
                      + (f" of the {h.vcpus_offered:g} its node offers" if h.vcpus_offered else "")
                      + f", {h.memory_gib:g} GiB host RAM (--mm-processor-cache-gb {h.mm_processor_cache_gib:g} per API "
                      f"server and engine core)")
+    if dep.speculative is not None:
+        sp = dep.speculative
+        lines.append(f"speculative decoding: {sp.method}, {sp.num_speculative_tokens} draft tokens per step"
+                     + (f" from {sp.draft_model}" if sp.draft_model else "") + f"; planned at acceptance "
+                     f"{sp.acceptance_rate:g} ({sp.tokens_per_step:.2f} tokens per step): check "
+                     "vllm:spec_decode_num_accepted_tokens / vllm:spec_decode_num_draft_tokens on your traffic")
     return lines
 
 

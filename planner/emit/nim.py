@@ -20,6 +20,8 @@ Decisions:
 * The NGC API key is read from the environment by ``docker run -e NGC_API_KEY`` and from a Kubernetes Secret by
   the chart; it is never written to disk.
 * NIM runs on NVIDIA GPUs only: an AMD plan is refused with a one-line error.
+* A plan with speculative decoding is refused: no NIM variable names a draft checkpoint, and whether NIM passes
+  ``--speculative-config`` through ``NIM_PASSTHROUGH_ARGS`` and fetches the draft was not checked.
 """
 
 from __future__ import annotations
@@ -125,6 +127,10 @@ class NimImage:
 
 
 def check_supported(dep: DeploymentPlan, target: str) -> None:
+    if dep.speculative is not None:
+        raise RequestError(f"{target}: the plan uses speculative decoding ({dep.speculative.method}), which no NIM "
+                           "setting this planner knows carries (draft checkpoint, --speculative-config); use --target "
+                           "vllm, or re-plan with --speculative off")
     if gpu_vendor(dep) != "nvidia":
         raise RequestError(f"{target}: NIM containers need NVIDIA GPUs, the plan uses {dep.gpu}; use --target vllm")
     if target == "nim" and nim_image(dep).model_free and is_local_path(dep.served_model) and ":" in dep.served_model:

@@ -105,6 +105,8 @@ def engine_options(dep: DeploymentPlan) -> list[tuple[str, Any]]:
         opts.append(("mm-processor-kwargs", dict(dep.mm_processor_kwargs)))
     if dep.limit_mm_per_prompt and dep.mm_encoder_tp_mode != "weights":
         opts.append(("mm-encoder-tp-mode", dep.mm_encoder_tp_mode))
+    if dep.speculative is not None:
+        opts.append(("speculative-config", dep.speculative.config_json()))
     if dep.trust_remote_code:
         opts.append(("trust-remote-code", True))
     return opts

@@ -194,6 +194,31 @@ def _kv_transfer(v: Any) -> str | None:
     return None
 
 
+SPECULATIVE_METHODS = ("ngram", "eagle", "eagle3", "mtp")
+"""``SpeculativeConfig.method`` values a plan may carry (vllm/config/speculative.py lists more)."""
+
+
+def _speculative(v: Any) -> str | None:
+    """``--speculative-config``: a SpeculativeConfig object with a method, ``num_speculative_tokens`` > 0, a draft
+    ``model`` where the method needs one (eagle, eagle3) and ngram's prompt-lookup window."""
+    if not isinstance(v, dict):
+        return "must be a JSON object such as {\"method\": \"ngram\", \"num_speculative_tokens\": 3}"
+    if v.get("method") not in SPECULATIVE_METHODS:
+        return f"method must be one of {', '.join(SPECULATIVE_METHODS)}"
+    k = v.get("num_speculative_tokens")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return "num_speculative_tokens must be an integer > 0"
+    if v["method"] in ("eagle", "eagle3") and not isinstance(v.get("model"), str):
+        return f"method {v['method']} needs model (the draft checkpoint)"
+    if v["method"] == "ngram":
+        lo, hi = v.get("prompt_lookup_min"), v.get("prompt_lookup_max")
+        if not isinstance(lo, int) or not isinstance(hi, int) or not 1 <= lo <= hi:
+            return "ngram needs 1 <= prompt_lookup_min <= prompt_lookup_max"
+    unknown = set(v) - {"method", "num_speculative_tokens", "model", "prompt_lookup_min", "prompt_lookup_max",
+                        "draft_tensor_parallel_size"}
+    return f"unknown key(s) {', '.join(sorted(unknown))}" if unknown else None
+
+
 SPECS: dict[str, Spec] = {
     "tensor-parallel-size": Spec("int", _at_least(1)),
     "pipeline-parallel-size": Spec("int", _at_least(1)),
@@ -207,6 +232,7 @@ SPECS: dict[str, Spec] = {
     "limit-mm-per-prompt": Spec("json", _limit_mm),
     "mm-processor-kwargs": Spec("json", _json_object),
     "kv-transfer-config": Spec("json", _kv_transfer),
+    "speculative-config": Spec("json", _speculative),
     "mm-encoder-tp-mode": Spec("choice", choices=MM_ENCODER_TP_MODES),
     "trust-remote-code": Spec("bool"),
     "enable-prefix-caching": Spec("bool"),

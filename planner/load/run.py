@@ -14,6 +14,7 @@ from planner.load.analytic import MAX_LOAD, predict
 from planner.load.simulator import build_requests, percentiles, simulate
 from planner.load.slo_check import meets
 from planner.load.summary import LoadSummary
+from planner.perf.speculative import make_step_cost
 from planner.perf.stepcost import StepCost
 from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
@@ -72,7 +73,7 @@ def run_load(cfg: ResolvedConfig, cal: Calibration, precisions: PrecisionTable, 
              shape: RequestShape, kv_capacity_tokens: int, slos: list[Any], requests: int | None,
              seed: int) -> LoadRun:
     """Simulate ``workload`` on one replica of the resolved ``cfg``."""
-    cost = StepCost(cfg, cal, precisions)
+    cost = make_step_cost(cfg, cal, precisions)
     n = requests or default_requests(workload)
     cache: dict[int, Any] = {}
 

@@ -138,7 +138,7 @@ def weights_bytes(cfg: ResolvedConfig, precisions: PrecisionTable) -> tuple[int,
     head = counts.lm_head * 2 / cfg.tp
     # First stage holds the embedding (and the lm_head too when tied or pp == 1).
     ends = embed + head if cfg.pp == 1 else max(embed, head)
-    decoder = int(stage_layers + ends)
+    decoder = int(stage_layers + ends) + draft_weights_bytes(cfg)
     vision_div = cfg.tp if cfg.mm_encoder_tp_mode == "weights" else 1
     vision = int(counts.vision * 2 / vision_div)
     return decoder, vision
@@ -190,6 +190,19 @@ def overhead_bytes(cfg: ResolvedConfig, engine: EngineSpec) -> int:
     return int((non_torch + engine.cudagraph_gib) * GIB)
 
 
+def draft_weights_bytes(cfg: ResolvedConfig) -> int:
+    """A speculative draft's weights on one GPU: bf16, split over TP like the target's (vLLM's default
+    draft_tensor_parallel_size); 0 without a draft checkpoint."""
+    spec = cfg.speculative
+    return int(spec.draft_params_b * 1e9 * 2 / cfg.tp) if spec is not None and spec.draft_params_b else 0
+
+
+def draft_kv_bytes_per_token(cfg: ResolvedConfig) -> int:
+    """KV-cache bytes per token of a speculative draft's layers (EAGLE heads keep their own cache)."""
+    spec = cfg.speculative
+    return kv_bytes_per_token_per_layer(cfg) * spec.draft_layers if spec is not None else 0
+
+
 def memory_breakdown(cfg: ResolvedConfig, engine: EngineSpec, precisions: PrecisionTable) -> MemoryBreakdown:
     """Per-GPU memory of a resolved config (``planner.spec.config.resolve``)."""
     total = cfg.gpu.memory_total_mib * MIB
@@ -201,7 +214,7 @@ def memory_breakdown(cfg: ResolvedConfig, engine: EngineSpec, precisions: Precis
     activations = max(dec_act, enc_act) + enc_cache
     overhead = overhead_bytes(cfg, engine)
     kv_cache = requested - dec_w - vis_w - activations - overhead
-    per_token = kv_bytes_per_token(cfg)
+    per_token = kv_bytes_per_token(cfg) + draft_kv_bytes_per_token(cfg)
     max_len = cfg.max_model_len
     # Sliding-window layers hold at most `window` tokens of a sequence: spread
     # their cost over a max_model_len sequence to express capacity in tokens.

@@ -156,7 +156,11 @@ class StepCost:
         window). Numbers or arrays."""
         if not isinstance(num_decode, np.ndarray) and num_decode <= 0:
             return 0.0
-        att = self.attention
+        return self.layers_decode_attention_ms(self.attention, num_decode, context_sum, window_sum)
+
+    def layers_decode_attention_ms(self, att: AttentionCost, num_decode: Any, context_sum: Any,
+                                   window_sum: Any = None) -> Any:
+        """``decode_attention_ms`` with ``att`` as one layer's attention (a speculative verify step's differs)."""
         t: Any = 0.0
         if self.full_layers:
             t += self.full_layers * att.decode_ms(num_decode, context_sum)
@@ -228,6 +232,11 @@ class StepCost:
             nn = np.minimum(num_decode, len(self.lin_ms) - 1)
             return self.lin_ms[nn] + self.lm_ms[nn] + self.overhead_ms(0) + self.per_seq_overhead_ms * num_decode
         return self._decode_base[num_decode]
+
+    def decode_extra_ms(self, num_decode: int) -> float:
+        """What a mixed step's decodes cost beyond the ``lin`` and ``lm_head`` rows they add: 0 here; a speculative
+        step's verify and draft work (``planner.perf.speculative``)."""
+        return 0.0
 
     def decode_steps_ms(self, num_decode: int, context_sums: Any) -> Any:
         """Whole decode-only steps of ``num_decode`` sequences (> 0) whose contexts sum to ``context_sums``

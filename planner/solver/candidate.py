@@ -116,12 +116,15 @@ class Solution:
 
 def describe(cfg: ServingConfig | ResolvedConfig) -> str:
     """One replica in words: '2 x H100-SXM-80GB fp8 kv-fp8'."""
-    return f"{cfg.tp * cfg.pp} x {cfg.gpu.name} {cfg.precision}" + (" kv-fp8" if cfg.kv_cache_dtype == "fp8" else "")
+    return (f"{cfg.tp * cfg.pp} x {cfg.gpu.name} {cfg.precision}" + (" kv-fp8" if cfg.kv_cache_dtype == "fp8" else "")
+            + (f" +{cfg.speculative.method}" if cfg.speculative is not None else ""))
 
 
 def prune_key(c: Candidate) -> tuple[Any, ...]:
-    return (c.gpus, c.prediction.ttft.p95, c.cfg.precision, c.cfg.kv_cache_dtype, c.cfg.tp, c.cfg.pp,
-            c.cfg.max_num_seqs, c.replicas)
+    # Plain decoding before speculation at equal GPUs: speculation is chosen only where it saves GPUs (its
+    # acceptance is an assumption about the traffic).
+    return (c.gpus, c.cfg.speculative is not None, c.prediction.ttft.p95, c.cfg.precision, c.cfg.kv_cache_dtype,
+            c.cfg.tp, c.cfg.pp, c.cfg.max_num_seqs, c.replicas)
 
 
 def prune(cands: list[Candidate], objective: Objective) -> list[Candidate]:

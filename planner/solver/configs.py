@@ -15,8 +15,9 @@ from planner.catalog.vision_tokens import image_tokens
 from planner.core.errors import PlannerError, RequestError
 from planner.solver.candidate import Screening
 from planner.solver.request import TP_CHOICES, SolveRequest
-from planner.spec.config import ServingConfig
+from planner.spec.config import ServingConfig, Speculation
 from planner.spec.shape import RequestShape, request_shape
+from planner.spec.speculation import speculation_choices
 from planner.spec.workload import Workload
 
 TEMPLATE_ROOM_TOKENS = 256
@@ -132,6 +133,7 @@ def configs(req: SolveRequest, workload: Workload, screen: Screening, start: int
     ``start``. Empty when the workload's requests cannot be shaped for the model (said on ``screen``)."""
     model = req.model_of(workload.name)
     limit_mm, mm_opts = mm_options(model, workload)
+    specs, forced = speculative_settings(req, workload, model)
     out: list[Config] = []
     shape: RequestShape | None = None
     max_len = 0
@@ -155,5 +157,21 @@ def configs(req: SolveRequest, workload: Workload, screen: Screening, start: int
                             return []
                         max_len = chosen_max_model_len(req.max_model_len, model, workload, base)
                     base = replace(base, max_model_len=max_len)
-                    out.append(Config(start + len(out), workload, base, shape, gpu.price.price_usd_per_gpu_hour))
+                    price = gpu.price.price_usd_per_gpu_hour
+                    if not forced:
+                        out.append(Config(start + len(out), workload, base, shape, price))
+                    for spec in (specs if pp == 1 else []):  # vLLM's drafts run without pipeline stages
+                        out.append(Config(start + len(out), workload, replace(base, speculative=spec), shape, price))
     return out
+
+
+def speculative_settings(req: SolveRequest, workload: Workload, model: ModelSpec) -> tuple[list[Speculation], bool]:
+    """(settings searched besides plain decoding, whether plain decoding is left out). ``auto`` adds the model's
+    trained draft only where the workload has a TPOT or e2e SLO (speculation buys time per token, and costs solve
+    time); a named method is searched alone (the comparison ``--speculative off`` makes the other way)."""
+    if req.speculative == "off" or "pd" in req.topologies:  # disaggregated pools are planned without drafts
+        return [], False
+    if req.speculative == "auto" and not any(s.metric in ("tpot", "e2e") for s in req.slos_of(workload.name)):
+        return [], False
+    specs = speculation_choices(model, req.speculative, req.acceptance_rate)
+    return specs, req.speculative != "auto" and bool(specs)

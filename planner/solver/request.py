@@ -79,6 +79,14 @@ class SolveRequest:
     the planner of before, one API server whose work is a delay only, in the analytic screen and the simulator
     check alike (for comparisons: ``solve --no-frontend-queue``)."""
 
+    speculative: str = "off"
+    """Speculative decoding searched (``planner.spec.speculation``): 'auto' (the model's trained draft, where a
+    workload has a TPOT or e2e SLO; what ``vlmplan solve`` asks by default), 'off' (the library's default, so a
+    caller that does not ask, e.g. ``whatif``, plans as before), or one method (ngram, eagle, eagle3, mtp) searched
+    alone."""
+    acceptance_rate: float | None = None
+    """Per-token draft acceptance of the workload's text; None: the method's catalog default."""
+
     def model_of(self, workload: str) -> ModelSpec:
         return self.models.get(workload, self.model)
 

@@ -19,6 +19,38 @@ VLLM_MM_LIMIT_DEFAULT = 999
 
 
 @dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding of one replica (vLLM's ``--speculative-config``): a draft proposes
+    ``num_speculative_tokens`` tokens per sequence and step, the target verifies them in one forward pass."""
+
+    method: str
+    """``ngram``, ``eagle``, ``eagle3`` or ``mtp`` (catalogs/speculative)."""
+    num_speculative_tokens: int
+    """Draft tokens per sequence and step (k)."""
+    acceptance_rate: float
+    """Per-token chance a draft token is accepted given the ones before it were, in (0, 1): a property of the
+    workload's text, a catalog default unless the user gave one."""
+    draft_model: str | None = None
+    """Hugging Face id of the draft checkpoint (None: ngram and MTP need none)."""
+    draft_layers: int = 0
+    """Decoder layers the draft runs per draft token, each the size of one target layer (0: no GPU draft)."""
+    draft_vocab_size: int | None = None
+    """Rows of the draft's lm_head; None: the target's vocabulary."""
+    draft_params_b: float = 0.0
+    """Parameters the draft adds to each GPU's weights (replicated over TP as vLLM shards it), billions."""
+    extra_config: tuple[tuple[str, int], ...] = ()
+    """Further ``--speculative-config`` keys, as (key, value) pairs."""
+
+    def config_json(self) -> dict[str, object]:
+        """The ``--speculative-config`` object vLLM reads."""
+        out: dict[str, object] = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
+        if self.draft_model:
+            out["model"] = self.draft_model
+        out.update(dict(self.extra_config))
+        return out
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """What `vllm serve` is asked to start with, for one replica (TP x PP GPUs): None leaves a setting to the
     engine's default, which ``resolve`` fills in."""
@@ -51,6 +83,8 @@ class ServingConfig:
     """Processor kwargs (e.g. max_pixels) that bound the largest image vLLM profiles."""
     api_server_count: int = 1
     """API-server processes in front of the engine (vLLM's ``--api-server-count``; its default is 1)."""
+    speculative: Speculation | None = None
+    """Speculative decoding (None: off, vLLM's default)."""
 
     @property
     def num_gpus(self) -> int:
@@ -98,6 +132,8 @@ class ResolvedConfig:
     """Processor kwargs (e.g. max_pixels) that bound the largest image vLLM profiles."""
     api_server_count: int
     """API-server processes in front of the engine."""
+    speculative: Speculation | None = None
+    """Speculative decoding (None: off)."""
 
     @property
     def num_gpus(self) -> int:
@@ -199,6 +235,15 @@ def check(cfg: ResolvedConfig) -> None:
             f"max-model-len {cfg.max_model_len} exceeds {cfg.model.name}'s max_position_embeddings "
             f"({d.max_position_embeddings})"
         )
+    spec = cfg.speculative
+    if spec is not None:
+        if spec.num_speculative_tokens < 1:
+            raise RequestError(f"num_speculative_tokens must be >= 1 (got {spec.num_speculative_tokens})")
+        if not 0 < spec.acceptance_rate < 1:
+            raise RequestError(f"acceptance rate must be in (0, 1) (got {spec.acceptance_rate})")
+        if cfg.pp > 1:
+            raise UnsupportedError(f"speculative decoding ({spec.method}) is not planned with pipeline "
+                                   f"parallelism (pp={cfg.pp}); use tp only")
     if cfg.max_num_batched_tokens < cfg.max_num_seqs:
         raise RequestError(
             f"max-num-batched-tokens ({cfg.max_num_batched_tokens}) must be >= max-num-seqs "

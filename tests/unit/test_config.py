@@ -5,7 +5,7 @@ from dataclasses import fields, replace
 import pytest
 
 from planner.catalog.loader import load_engine, load_gpus, load_models
-from planner.spec.config import ResolvedConfig, ServingConfig, resolve
+from planner.spec.config import ResolvedConfig, ServingConfig, Speculation, resolve
 
 ENGINE = load_engine()
 QWEN = load_models().get("Qwen/Qwen2.5-VL-7B-Instruct")
@@ -31,7 +31,8 @@ def test_cache_key_changes_with_every_field() -> None:
              "tp": 2, "pp": 2, "precision": "fp8", "kv_cache_dtype": "fp8", "max_model_len": 4096,
              "max_num_seqs": 32, "max_num_batched_tokens": 4096, "gpu_memory_utilization": 0.8,
              "mm_encoder_tp_mode": "data", "limit_images_per_prompt": 2,
-             "mm_processor_options": {"max_pixels": 1000}, "api_server_count": 4}
+             "mm_processor_options": {"max_pixels": 1000}, "api_server_count": 4,
+             "speculative": Speculation(method="ngram", num_speculative_tokens=3, acceptance_rate=0.3)}
     assert set(other) == {f.name for f in fields(ResolvedConfig)}
     for name, value in other.items():
         assert replace(base, **{name: value}).cache_key() != base.cache_key(), name

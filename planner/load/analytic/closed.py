@@ -38,7 +38,7 @@ def predict_closed(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cur
                 + cost.prefill_attention_ms(tok, per * prefill_pairs(P - Pn, Pn), per * P,
                                             None if wp is None else per * wp, None if wk is None else per * wk)
                 + (per * (cur.vision_ms - cur.vision_host_ms) + cur.vision_host_ms if per > 0 else 0.0)
-                + cost.overhead_ms(rows))
+                + cost.overhead_ms(rows) + cost.decode_extra_ms(n_dec))
 
     # Identical clients settle into cohorts of k that each fill one step with whole prompts while the other
     # n - k decode: k = floor((B - n + k) / P') (a step trace of the simulator: 64 clients of 1,024-token

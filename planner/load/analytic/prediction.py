@@ -9,6 +9,7 @@ from typing import Any
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.catalog.schema import Calibration
 from planner.core.stats import Percentiles
+from planner.perf.speculative import make_step_cost
 from planner.perf.stepcost import StepCost
 from planner.spec.config import ResolvedConfig
 
@@ -49,4 +50,4 @@ def meets_slos(pred: LoadPrediction, slos: list[Any]) -> bool:
 def build_step_cost(cfg: ResolvedConfig, calibration: Calibration | None = None) -> StepCost:
     """Step-time tables of a resolved ``cfg`` (see ``deployment.resolve``)."""
     cal = calibration or load_calibration(cfg.gpu.name)
-    return StepCost(cfg, cal, load_precisions())
+    return make_step_cost(cfg, cal, load_precisions())
