@@ -65,7 +65,8 @@ def run_record(res: str, run: dict) -> dict:
     return {
         "label": run["label"], "plan": run["plan"], "seed": run["seed"], "load": run["load"],
         "dataset": {"image": run["dataset"][0], "input_tokens": run["dataset"][1], "output_tokens": run["dataset"][2],
-                    "range_ratio": run["dataset"][3]},
+                    "range_ratio": run["dataset"][3],
+                    "prefix_tokens": run["dataset"][4] if len(run["dataset"]) > 4 else 0},
         "bench_argv": run["argv"], "status": run["status"], "wall_s": round(run["wall_s"], 2),
         "series_script_sha256": run["series_script_sha256"], "series_script_version": run["series_script_version"],
         "summary": summary,

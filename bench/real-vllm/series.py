@@ -28,7 +28,7 @@ import tarfile
 import time
 import urllib.request
 
-SCRIPT_VERSION = "2.3.0"
+SCRIPT_VERSION = "2.4.0"
 
 # Image sizes (width x height) of the series: a small photo, a large photo, a document page.
 SMALL = "(448,448,1)"
@@ -36,7 +36,9 @@ LARGE = "(1280,960,1)"
 PAGE = "(1680,2240,1)"
 
 # One run: (label, est. seconds, load, dataset). load: ("rate", r, prompts) or ("conc", c, prompts).
-# dataset: (image bucket or None for text, input tokens, output tokens, range ratio).
+# dataset: (image bucket or None for text, input tokens, output tokens, range ratio[, shared prefix tokens]).
+# A shared prefix (`--random-prefix-len`) is one random token string put before every prompt of the run (vLLM's
+# random dataset: the total prompt is prefix + input tokens), so from the second request on it hits the prefix cache.
 Run = tuple[str, int, tuple, tuple]
 
 
@@ -44,8 +46,8 @@ def _img(bucket: str, inp: int = 1024, out: int = 256, ratio: float = 0.0) -> tu
     return (bucket, inp, out, ratio)
 
 
-def _txt(inp: int = 1024, out: int = 256, ratio: float = 0.0) -> tuple:
-    return (None, inp, out, ratio)
+def _txt(inp: int = 1024, out: int = 256, ratio: float = 0.0, prefix: int = 0) -> tuple:
+    return (None, inp, out, ratio) if prefix == 0 else (None, inp, out, ratio, prefix)
 
 
 SERIES: dict[str, list[Run]] = {
@@ -164,6 +166,34 @@ SERIES: dict[str, list[Run]] = {
         ("mix_c32", 30, ("conc", 32, 96), _txt(1024, 256, 0.5)),
         ("i4096_o512_c8", 40, ("conc", 8, 24), _txt(4096, 512)),
     ],
+    # run25 (2026-12-04): prefix caching (on, vLLM's default) on the text server, one API server. Every prompt of a
+    # run starts with the same random prefix; the total prompt is prefix + input tokens. p0 is the paired baseline
+    # without a prefix (1,024 tokens, as run20's text runs); p768 keeps the 1,024-token total with 75% shared;
+    # p3072 is a 4,096-token prompt with 75% shared (run20's long_c8 is the unshared 4,096).
+    "prefix": [
+        ("warmup", 20, ("conc", 16, 48), _txt()),
+        ("p0_c16", 20, ("conc", 16, 96), _txt()),
+        ("p768_c1", 20, ("conc", 1, 16), _txt(256, 256, 0.0, 768)),
+        ("p768_c16", 20, ("conc", 16, 96), _txt(256, 256, 0.0, 768)),
+        ("p768_r16", 25, ("rate", 16, 240), _txt(256, 256, 0.0, 768)),
+        ("p768_r32", 25, ("rate", 32, 400), _txt(256, 256, 0.0, 768)),
+        ("p3072_c8", 30, ("conc", 8, 48), _txt(1024, 256, 0.0, 3072)),
+        ("p3072_r8", 30, ("rate", 8, 160), _txt(1024, 256, 0.0, 3072)),
+        ("p0_r16", 25, ("rate", 16, 240), _txt()),
+    ],
+    # run25: n-gram speculative decoding (SPEC='{"method":"ngram",...}' in serve.sh: the server is restarted with
+    # --speculative-config). Random weights make the acceptance whatever it is: it is read from the
+    # vllm:spec_decode_* counters of /metrics, and the model is checked at that acceptance against the same
+    # loads without speculation (run20 text, p0 runs above).
+    "ngram": [
+        ("warmup", 20, ("conc", 16, 48), _txt()),
+        ("c1", 25, ("conc", 1, 16), _txt()),
+        ("c4", 20, ("conc", 4, 40), _txt()),
+        ("c16", 20, ("conc", 16, 96), _txt()),
+        ("c64", 25, ("conc", 64, 256), _txt()),
+        ("r16", 25, ("rate", 16, 240), _txt()),
+        ("r8", 25, ("rate", 8, 160), _txt()),
+    ],
     # run22: text server, one API server (vLLM's default), past saturation with short prompts and 1, 32 and 128
     # output tokens: separates the API server's work per request from its work per streamed token (run21 showed
     # that a second API server raised text saturation from 22.5 to 28.5 req/s).
@@ -222,7 +252,8 @@ def _self_cpu() -> float:
 
 
 def bench_argv(model: str, model_dir: str, label: str, seed: int, load: tuple, data: tuple, res: str) -> list[str]:
-    bucket, inp, out, ratio = data
+    bucket, inp, out, ratio = data[:4]
+    prefix = data[4] if len(data) > 4 else 0
     argv = [
         "--host", "127.0.0.1", "--port", "8000", "--model", model, "--tokenizer", model_dir,
         "--ignore-eos", "--seed", str(seed), "--disable-tqdm", "--save-result", "--save-detailed",
@@ -230,6 +261,8 @@ def bench_argv(model: str, model_dir: str, label: str, seed: int, load: tuple, d
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,95,99",
         "--random-input-len", str(inp), "--random-output-len", str(out), "--random-range-ratio", str(ratio),
     ]
+    if prefix:
+        argv += ["--random-prefix-len", str(prefix)]
     if bucket is None:
         argv += ["--backend", "openai-chat" if "VL" in model else "openai",
                  "--endpoint", "/v1/chat/completions" if "VL" in model else "/v1/completions",

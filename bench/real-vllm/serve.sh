@@ -39,6 +39,8 @@ SERVE_ARGS="--served-model-name $NAME --load-format dummy --max-model-len 16384 
 API_SERVERS=${API_SERVERS:-1}
 [ "$API_SERVERS" != 1 ] && SERVE_ARGS="$SERVE_ARGS --api-server-count $API_SERVERS"
 IDENT=$KIND-api$API_SERVERS
+# SPEC='<JSON>' serves with --speculative-config '<JSON>' (part of the server's identity too).
+if [ -n "${SPEC:-}" ]; then SERVE_ARGS="$SERVE_ARGS --speculative-config $SPEC"; IDENT="$IDENT-spec$(echo "$SPEC" | md5sum | cut -c1-8)"; fi
 RUNNING=$(cat /tmp/server_kind 2>/dev/null)
 if [ "$RUNNING" != "$IDENT" ] || ! healthy; then
   if [ -f /tmp/server_pid ]; then kill -- -$(cat /tmp/server_pid) 2>/dev/null; sleep 5; kill -9 -- -$(cat /tmp/server_pid) 2>/dev/null; sleep 2; fi
