@@ -93,17 +93,25 @@ def main() -> None:
         # The server kind from the provenance file serve.sh wrote for the plan (a plan's name need not say it).
         kind = os.path.basename(glob.glob(os.path.join(res, f"provenance_*_{plan}.txt"))[0]).split("_")[1]
         prov = open(os.path.join(res, f"provenance_{kind}_{plan}.txt")).read().splitlines()
-        cmd = open(os.path.join(res, f"serve_cmd_{kind}.txt")).read().strip()
+        # serve.sh >= series 2.4.0 keeps the command per plan (a later server of the same kind overwrites the other)
+        per_plan = os.path.join(res, f"serve_cmd_{kind}_{plan}.txt")
+        cmd = open(per_plan if os.path.exists(per_plan) else os.path.join(res, f"serve_cmd_{kind}.txt")).read().strip()
         items = sorted((r for r in runs if r["plan"] == plan), key=lambda r: r["wall_start"])
         doc = {"plan": plan, "serve_command": cmd, "provenance": prov,
                "runs": [run_record(res, r) for r in items]}
         with open(os.path.join(dest, f"{plan}.json"), "w") as fh:
             json.dump(doc, fh, separators=(",", ":"))
+    def keep(log: str, name: str) -> None:
+        lines = [ln[:600] for ln in open(log, errors="replace") if MEMORY_LINES.search(ln) and "it/s]" not in ln]
+        open(os.path.join(dest, name), "w").writelines(lines)
+
     for kind in ("vl", "text", "q32"):
         log = os.path.join(res, f"server_{kind}.log")
         if os.path.exists(log):
-            lines = [ln[:600] for ln in open(log, errors="replace") if MEMORY_LINES.search(ln) and "it/s]" not in ln]
-            open(os.path.join(dest, f"server_{kind}.log.txt"), "w").writelines(lines)
+            keep(log, f"server_{kind}.log.txt")
+        # the log as it stood after each plan (serve.sh copies it): a restarted server overwrites server_<kind>.log
+        for after in sorted(glob.glob(os.path.join(res, f"server_{kind}_after_*.log"))):
+            keep(after, os.path.basename(after)[: -len(".log")] + ".log.txt")
 
 
 if __name__ == "__main__":

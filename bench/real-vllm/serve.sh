@@ -65,6 +65,7 @@ fi
 { echo "date_utc: $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
   python3 -c "import vllm,torch,transformers;print('vllm',vllm.__version__,'torch',torch.__version__,'cuda',torch.version.cuda,'transformers',transformers.__version__)"
   lscpu | grep -E "Model name|^CPU\(s\)"; sha256sum $HERE/*.sh $HERE/*.py; } > $RES/provenance_${KIND}_${PLAN}.txt 2>&1
+cp $RES/serve_cmd_$KIND.txt $RES/serve_cmd_${KIND}_${PLAN}.txt 2>/dev/null
 pack
 python3 $HERE/series.py $PLAN --deadline $DEADLINE --res $RES --out $OUT --server-pid $(cat /tmp/server_pid) \
    --model $NAME --model-dir $MD --seed-base $(( 1000 + $(ls $RES/*.run.json 2>/dev/null | wc -l) * 7 + RANDOM % 1000 )) ${ONLY:+--only $ONLY}

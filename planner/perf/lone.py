@@ -72,5 +72,6 @@ def mean_vision_ms(cost: StepCost, shape: RequestShape) -> float:
     """A request's encoder time, averaged over the workload's classes (the ViT's cost is not linear in its
     patches, so the mean of the costs, not the cost of the mean)."""
     if not shape.classes:
-        return cost.vision_ms(shape.images, shape.encoder_patches, shape.vit_sequences)
-    return sum(p * cost.vision_ms(c.images, c.encoder_patches, c.vit_sequences) for p, c in shape.classes)
+        return cost.vision_ms(shape.images, shape.encoder_patches, shape.vit_sequences) * shape.encoded_share
+    return sum(p * cost.vision_ms(c.images, c.encoder_patches, c.vit_sequences) * c.encoded_share
+               for p, c in shape.classes)

@@ -85,6 +85,11 @@ class ServingConfig:
     """API-server processes in front of the engine (vLLM's ``--api-server-count``; its default is 1)."""
     speculative: Speculation | None = None
     """Speculative decoding (None: off, vLLM's default)."""
+    enable_prefix_caching: bool = True
+    """vLLM's automatic prefix caching (``--enable-prefix-caching``, on by default): prompt blocks already in the
+    KV cache are reused instead of recomputed."""
+    kv_block_tokens: int | None = None
+    """Tokens per KV-cache block (the prefix cache hits whole blocks); None: the engine's default."""
 
     @property
     def num_gpus(self) -> int:
@@ -134,6 +139,10 @@ class ResolvedConfig:
     """API-server processes in front of the engine."""
     speculative: Speculation | None = None
     """Speculative decoding (None: off)."""
+    enable_prefix_caching: bool = True
+    """Prompt blocks already in the KV cache are reused (vLLM's automatic prefix caching)."""
+    kv_block_tokens: int = 16
+    """Tokens per KV-cache block: the prefix cache hits whole blocks only."""
 
     @property
     def num_gpus(self) -> int:
@@ -197,6 +206,7 @@ def resolve(cfg: ServingConfig, engine: EngineSpec) -> ResolvedConfig:
         "max_num_seqs": cfg.max_num_seqs or seqs_default,
         "max_num_batched_tokens": cfg.max_num_batched_tokens or tokens_default,
         "gpu_memory_utilization": cfg.gpu_memory_utilization or engine.default_gpu_memory_utilization,
+        "kv_block_tokens": cfg.kv_block_tokens or engine.block_size_tokens,
     })
     check(out)
     return out

@@ -30,6 +30,9 @@ class RequestShape:
     encoder_sequences: int = 0
     """Attention sequences of the ViT over all images: a tiled encoder (InternVL, LLaVA-NeXT, Idefics3...)
     encodes every tile and thumbnail as its own sequence; 0 means one per image."""
+    encoded_share: float = 1.0
+    """Share of requests whose images the vision encoder runs: the others repeat an image whose tokens hit the
+    prefix cache (``Workload.repeated_image_fraction``)."""
     classes: tuple[tuple[float, RequestShape], ...] = ()
     """When the workload's lengths or images vary: (probability, shape) of each kind of request (the fields
     above are then their means); empty for a fixed request."""
@@ -42,6 +45,28 @@ class RequestShape:
     @property
     def prompt_tokens(self) -> int:
         return self.text_tokens + self.visual_tokens
+
+
+def cached_prompt_tokens(cfg: ServingConfig | ResolvedConfig, prompt: Any, shared_text: Any, visual: Any,
+                         repeated: Any, hit_fraction: float) -> Any:
+    """Prompt tokens a request finds in vLLM's prefix cache (scalars, or numpy arrays of one value per request).
+
+    The prompt is laid out as the shared text prefix, then the images, then the rest of the text. A request
+    hits the shared prefix, plus its images' tokens when it repeats images the engine has seen (``repeated``),
+    or the workload's bare ``hit_fraction`` of its prompt if that is more. vLLM's KV-cache manager matches
+    whole blocks only, and at most ``prompt - 1`` tokens (the last prompt token is always computed, to sample
+    the first output token: ``KVCacheManager.get_computed_blocks`` in vLLM 0.26), so the hit rounds down to a
+    multiple of ``kv_block_tokens``. With prefix caching off nothing hits. The first request of a prefix
+    misses too; a steady workload's thousands of requests make that nil (a finite benchmark's first request is
+    the only one that pays it: run25's shared prefixes hit on every request after the first)."""
+    if not cfg.enable_prefix_caching:
+        return np.zeros_like(prompt) if isinstance(prompt, np.ndarray) else 0
+    block = int(cfg.kv_block_tokens) if isinstance(cfg, ResolvedConfig) else int(cfg.kv_block_tokens or 16)
+    shared = np.asarray(shared_text) + np.where(repeated, visual, 0)
+    hit = np.maximum(shared, np.floor(hit_fraction * np.asarray(prompt)))
+    hit = np.maximum(np.minimum(hit, np.asarray(prompt) - 1), 0)
+    out = (hit // block * block).astype(np.int64)
+    return out if isinstance(prompt, np.ndarray) else int(out)
 
 
 MAX_CLASSES_PER_DIM = 6
@@ -105,6 +130,7 @@ def request_shape(cfg: ServingConfig | ResolvedConfig, workload: Workload) -> Re
         encoder_sequences=int(round(mean("vit_sequences"))),
         images=max(1, int(round(images))) if images > 0 else 0,
         output_tokens=max(1, int(round(mean("output_tokens")))), cached_tokens=int(round(mean("cached_tokens"))),
+        encoded_share=mean("encoded_share"),
         input_megapixels=mean("input_megapixels"), processed_megapixels=mean("processed_megapixels"),
         classes=tuple(classes))
 
@@ -125,13 +151,18 @@ def _fixed_shape(cfg: ServingConfig | ResolvedConfig, workload: Workload) -> Req
         sequences += t.encoder_sequences
         sent += img.width * img.height
     prompt = workload.prompt_tokens + visual
+    shared, hit = workload.shared_prefix_tokens, workload.prefix_cache_hit
+    repeat = workload.repeated_image_fraction if visual and cfg.enable_prefix_caching else 0.0
+    fresh = cached_prompt_tokens(cfg, prompt, shared, visual, False, hit)
+    again = cached_prompt_tokens(cfg, prompt, shared, visual, True, hit) if repeat else fresh
     return RequestShape(
         text_tokens=workload.prompt_tokens,
         visual_tokens=visual,
         encoder_patches=patches,
         images=len(workload.images),
         output_tokens=workload.output_tokens,
-        cached_tokens=int(workload.prefix_cache_hit * prompt),
+        cached_tokens=int(round((1 - repeat) * fresh + repeat * again)),
+        encoded_share=1.0 - repeat,
         input_megapixels=sent / 1e6,
         processed_megapixels=processed_megapixels(cfg, patches),
         encoder_sequences=sequences,

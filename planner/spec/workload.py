@@ -22,7 +22,9 @@ distribution::
     output_tokens: {samples: [87, 130, 212, 64]}
     images_per_request: {values: [1, 2], weights: [0.8, 0.2]}
     image_size: {values: ["1680x2240", "640x480"], weights: [1, 1]}
-    prefix_cache_hit: 0.1
+    shared_prefix_tokens: 48        # a system prompt every request starts with (part of prompt_tokens)
+    repeated_image_fraction: 0.25   # a quarter of the requests ask again about an image already sent
+    # prefix_cache_hit: 0.1         # or a bare hit fraction of the prompt
     arrival: poisson                # poisson | closed | trace | single
     rate_per_s: 4
     # concurrency: 16               # closed
@@ -172,7 +174,16 @@ class Workload(BaseModel):
     images: list[ImageSize] = []
     """Images of one representative request, each with its size."""
     prefix_cache_hit: float = Field(default=0.0, ge=0, lt=1)
-    """Fraction of the prompt found in the prefix cache."""
+    """Fraction of the prompt found in the prefix cache, however it got there (prefix caching on); prefer
+    ``shared_prefix_tokens`` and ``repeated_image_fraction``, which say why."""
+    shared_prefix_tokens: int = Field(default=0, ge=0, le=MAX_COUNT)
+    """Text tokens at the start of every prompt that are the same for all requests (a system prompt, few-shot
+    examples, a document asked about again and again): part of ``prompt_tokens``. With prefix caching on, the
+    engine computes them once and every request shares their KV-cache blocks (whole blocks only)."""
+    repeated_image_fraction: float = Field(default=0.0, ge=0, le=1)
+    """Share of requests whose images the replica has already seen at the same place in the prompt, right after
+    the shared prefix (follow-up questions about the same picture or page): with prefix caching on, those
+    images' tokens hit the cache and the vision encoder does not run for them."""
     arrival: Arrival = "single"
     rate_per_s: float | None = Field(default=None, gt=0, le=1e9)
     """Poisson arrival rate (requests/s) when arrival == poisson."""
@@ -200,6 +211,12 @@ class Workload(BaseModel):
                 raise ValueError(f"trace_s spans {self.trace_s[-1]:g} s; at most {MAX_TRACE_S:g} s")
         if self.output_tokens_dist is not None and min(self.output_tokens_dist.values) < 1:
             raise ValueError("output_tokens values must be >= 1")
+        shortest = min(self.prompt_tokens_dist.values) if self.prompt_tokens_dist else self.prompt_tokens
+        if self.shared_prefix_tokens > shortest:
+            raise ValueError(f"shared_prefix_tokens ({self.shared_prefix_tokens}) is part of the prompt: it cannot "
+                             f"exceed the shortest prompt ({shortest} text tokens)")
+        if self.repeated_image_fraction > 0 and not self.images and self.image_size_dist is None:
+            raise ValueError("repeated_image_fraction needs images")
         if self.images_per_request_dist is not None and max(self.images_per_request_dist.values) > 0:
             if self.image_size_dist is None and not self.images:
                 raise ValueError("images_per_request > 0 needs image_size (or images)")
@@ -311,7 +328,8 @@ def preset(name: str) -> Workload:
 # --------------------------------------------------------------------------- YAML loader
 
 _KEYS = {"name", "preset", "prompt_tokens", "output_tokens", "images_per_request", "image_size", "images",
-         "prefix_cache_hit", "arrival", "rate_per_s", "concurrency", "trace", "trace_file"}
+         "prefix_cache_hit", "shared_prefix_tokens", "repeated_image_fraction", "arrival", "rate_per_s",
+         "concurrency", "trace", "trace_file"}
 
 
 def _clip(raw: Any) -> str:
@@ -413,8 +431,9 @@ def workload_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> Wo
         if fields.get("image_size_dist") is None and counts is not None and counts.kind != "fixed" \
                 and size_rep is not None:
             fields["image_size_dist"] = SizeDist(kind="fixed", values=(size_rep,))
-    if "prefix_cache_hit" in data:
-        fields["prefix_cache_hit"] = data["prefix_cache_hit"]
+    for key in ("prefix_cache_hit", "shared_prefix_tokens", "repeated_image_fraction"):
+        if key in data:
+            fields[key] = data[key]
     for key in ("rate_per_s", "concurrency"):
         if key in data:
             fields[key] = data[key]

@@ -9,6 +9,7 @@ from planner.calibrate.fit.serving import HELD_OUT, KV_TOKENS, load_runs, predic
 from planner.catalog.loader import load_calibration, load_precisions
 from planner.load.simulator import fixed_requests, simulate
 from planner.perf.stepcost import StepCost
+from planner.spec.shape import cached_prompt_tokens
 
 RUNS = load_runs()
 BY_LABEL = {r.label: r for r in RUNS}
@@ -16,8 +17,8 @@ BY_LABEL = {r.label: r for r in RUNS}
 
 def test_the_runs_and_the_held_out_set_are_what_the_harness_wrote():
     # run20: 46 runs (4 warm-ups); run21/run22: 19 (4 warm-ups), 14 of them with two API servers; run23: 10 (1);
-    # run24 (Qwen3-32B): 13 (1).
-    assert len(RUNS) == 88 and sum(r.warmup for r in RUNS) == 10
+    # run24 (Qwen3-32B): 13 (1); run25's shared prefixes: 9 (1; its n-gram runs load only with speculative=True).
+    assert len(RUNS) == 97 and sum(r.warmup for r in RUNS) == 11
     assert sum(r.api_servers == 2 for r in RUNS) == 14
     # Every held-out label names a measured run (a typo would silently move a run into the fit).
     assert HELD_OUT <= {r.label for r in RUNS if not r.warmup}
@@ -31,6 +32,19 @@ def test_visual_tokens_match_what_the_engine_counted():
     for label in ("vl1_small_c1", "vl2_large_c1", "vl2_page_c1"):
         run = BY_LABEL[label]
         assert predict_run(run, seeds=1).visual_tokens == run.input_lens[0] - text
+
+
+@pytest.mark.parametrize("label", ["prefix_p768_c1", "prefix_p768_c16", "prefix_p768_r32", "prefix_p3072_c8",
+                                   "prefix_p3072_r8", "prefix_p0_c16"])
+def test_the_prefix_cache_hit_is_what_the_engine_counted(label):
+    # vLLM's prefix_cache_hits / prefix_cache_queries over the run against vlmplan's block-rounded hit: every
+    # request but the run's first (which computes the shared prefix) hits it.
+    run = BY_LABEL[label]
+    cfg = run_config(run)
+    prompts = np.array(run.input_lens)
+    cached = cached_prompt_tokens(cfg, prompts, np.full(len(prompts), run.prefix_tokens), 0, False, 0.0)
+    expected = (cached.sum() - cached[0]) / prompts.sum()
+    assert run.server["prefix_hit_rate"] == pytest.approx(expected, abs=0.005)
 
 
 @pytest.mark.parametrize(("label", "kind"), [("vl1_small_c1", "vl"), ("text_c1", "text"), ("q32a_c1", "q32")])

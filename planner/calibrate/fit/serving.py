@@ -37,10 +37,12 @@ from planner.spec.workload import ImageSize, IntDist, Workload
 RUN_DIRS = ("calibration/measurements/h200-141gb/run20_real_vllm",
             "calibration/measurements/h200-141gb/run21_api_servers",
             "calibration/measurements/h200-141gb/run23_waves",
-            "calibration/measurements/h200-141gb/run24_qwen3_32b")
+            "calibration/measurements/h200-141gb/run24_qwen3_32b",
+            "calibration/measurements/h200-141gb/run25_prefix_ngram")
 """The real-vLLM runs shipped with vlmplan, under catalogs/ (run21: two API servers, and text past one API
 server's saturation; run23: text closed loops measured after the waves model was built, all held out; run24:
-Qwen3-32B, a model no constant was fitted on, all held out)."""
+Qwen3-32B, a model no constant was fitted on, all held out; run25: shared prompt prefixes, and n-gram speculative
+decoding)."""
 
 HELD_OUT = frozenset({
     # The whole 1280x960 photo series, text-only prompts to the VL server, every ranged-length run, the long
@@ -60,6 +62,9 @@ HELD_OUT = frozenset({
     # run24_qwen3_32b/predicted_before.json).
     "q32a_c1", "q32a_c4", "q32a_c16", "q32a_c32", "q32a_c64", "q32a_c128", "q32b_r1", "q32b_r2", "q32b_r4",
     "q32b_r8", "q32b_mix_c32", "q32b_i4096_o512_c8",
+    # run25 (2026-12-04): shared prompt prefixes (prefix caching on), every run: the prefix model has no constant.
+    "prefix_p0_c16", "prefix_p0_r16", "prefix_p768_c1", "prefix_p768_c16", "prefix_p768_r16", "prefix_p768_r32",
+    "prefix_p3072_c8", "prefix_p3072_r8",
 })
 
 MODEL_DIRS = {"Qwen/Qwen2.5-7B-Instruct": "bench/real-vllm/model/Qwen2.5-7B-Instruct"}
@@ -96,6 +101,14 @@ class RealRun:
     """Means over the run from the server's /metrics (ms) and its processes' CPU time per request."""
     api_servers: int = 1
     """The server's --api-server-count."""
+    prefix_tokens: int = 0
+    """Tokens of one random prefix every prompt of the run starts with (``--random-prefix-len``; part of
+    ``input_lens``)."""
+    speculative: dict[str, Any] | None = None
+    """The server's ``--speculative-config`` (None: no speculative decoding)."""
+    spec_counters: dict[str, float] = field(default_factory=dict)
+    """The run's speculative-decoding counters from /metrics: ``drafts`` (verify steps that carried a draft),
+    ``draft_tokens``, ``accepted_tokens``."""
 
     @property
     def held_out(self) -> bool:
@@ -117,10 +130,20 @@ def _server_means(run: dict[str, Any]) -> dict[str, float]:
     if {"server_ttft_ms", "queue_ms", "prefill_ms"} <= out.keys():
         # Arrival at the API server to the scheduler's first look: tokenising, image processing, hand-off.
         out["before_engine_ms"] = out["server_ttft_ms"] - out["queue_ms"] - out["prefill_ms"]
+    if d.get("vllm:prefix_cache_queries_total"):
+        # Prompt tokens found in the prefix cache over prompt tokens looked up (vLLM's own counters).
+        out["prefix_hit_rate"] = d.get("vllm:prefix_cache_hits_total", 0.0) / d["vllm:prefix_cache_queries_total"]
     done = run["summary"]["completed"] or 1
     for proc, cpu in run["server_cpu_s"].items():
         out[f"cpu_ms_per_request_{proc}"] = 1e3 * cpu / done
     return out
+
+
+def _spec_counters(run: dict[str, Any]) -> dict[str, float]:
+    d = run["server_metrics_delta"]
+    return {name: d.get(f"vllm:spec_decode_num_{key}_total", 0.0)
+            for name, key in (("drafts", "drafts"), ("draft_tokens", "draft_tokens"),
+                              ("accepted_tokens", "accepted_tokens"))}
 
 
 def _parse_image(text: str | None) -> tuple[int, int] | None:
@@ -130,8 +153,9 @@ def _parse_image(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
-def load_runs(root: Path | None = None) -> list[RealRun]:
-    """Every run of the shipped real-vLLM measurements (warm-ups included; see ``RealRun.warmup``)."""
+def load_runs(root: Path | None = None, speculative: bool = False) -> list[RealRun]:
+    """Every run of the shipped real-vLLM measurements (warm-ups included; see ``RealRun.warmup``); those of
+    servers that speculate only when ``speculative``."""
     paths = [p for d in RUN_DIRS for p in sorted(((root or catalog_root()) / d).glob("*.json"))
              if p.name not in ("preproc.json", "predicted_before.json")]
     runs: list[RealRun] = []
@@ -140,6 +164,9 @@ def load_runs(root: Path | None = None) -> list[RealRun]:
         cmd = doc["serve_command"].split()
         model = cmd[cmd.index("--served-model-name") + 1]
         api_servers = int(cmd[cmd.index("--api-server-count") + 1]) if "--api-server-count" in cmd else 1
+        spec = json.loads(cmd[cmd.index("--speculative-config") + 1]) if "--speculative-config" in cmd else None
+        if spec is not None and not speculative:
+            continue
         for r in doc["runs"]:
             s = r["summary"]
             kind, value, prompts = r["load"]
@@ -154,7 +181,8 @@ def load_runs(root: Path | None = None) -> list[RealRun]:
                 measured={"ttft_p50": s["median_ttft_ms"], "ttft_p95": s["p95_ttft_ms"],
                           "tpot_p50": s["median_tpot_ms"], "tpot_p95": s["p95_tpot_ms"],
                           "throughput": s["request_throughput"]},
-                server=_server_means(r), api_servers=api_servers))
+                server=_server_means(r), api_servers=api_servers, prefix_tokens=int(ds.get("prefix_tokens", 0)),
+                speculative=spec, spec_counters=_spec_counters(r) if spec else {}))
     return runs
 
 
@@ -182,7 +210,7 @@ def run_workload(run: RealRun, visual_tokens: int) -> Workload:
     text = [max(0, n - visual_tokens) for n in run.input_lens]
     w = Workload(name=run.label, prompt_tokens=round(sum(text) / len(text)), output_tokens=run.output_tokens,
                  images=images, arrival=run.arrival, rate_per_s=run.rate_per_s,  # type: ignore[arg-type]
-                 concurrency=run.concurrency)
+                 concurrency=run.concurrency, shared_prefix_tokens=min(run.prefix_tokens, min(text)))
     if not run.ranged:
         return w
     return w.model_copy(update={
@@ -272,7 +300,7 @@ def fit_serving(runs: list[RealRun], cal: Calibration, seeds: int = 2) -> tuple[
     for ``SERVING_CONSTANTS``, bounded to be non-negative. Returns the values and the final RMS log error."""
     from scipy.optimize import least_squares
 
-    fit_runs = [r for r in runs if not r.held_out and not r.warmup]
+    fit_runs = [r for r in runs if not r.held_out and not r.warmup and r.speculative is None]
     models = {r.model: run_model(r) for r in fit_runs}
     x0 = np.array([cal.value(k) for k in SERVING_CONSTANTS])
     scale = np.maximum(np.abs(x0), 0.01)

@@ -22,6 +22,7 @@ from planner.load.analytic.prediction import INF, LoadPrediction
 from planner.load.analytic.special import nbinom_sf, pdtr
 from planner.load.analytic.tpot import tpot_poisson
 from planner.perf.frontend import shape_frontend_ms
+from planner.perf.lone import mean_vision_ms
 from planner.perf.stepcost import StepCost
 from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape
@@ -120,8 +121,7 @@ def _class_ttft_atoms(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, 
     wait, run on the mean request, scaled by E[S^2] / E[S]^2 of the requests' work alone."""
     w, lo, width = chain_atoms
     base = alone_ms(cost, cfg, shape, cur.vision_ms)
-    alone = np.array([alone_ms(cost, cfg, c, cost.vision_ms(c.images, c.encoder_patches, c.vit_sequences))
-                      for _, c in shape.classes])
+    alone = np.array([alone_ms(cost, cfg, c, mean_vision_ms(cost, c)) for _, c in shape.classes])
     probs = np.array([p for p, _ in shape.classes])
     spread = float(probs @ alone**2) / float(probs @ alone) ** 2 if float(probs @ alone) > 0 else 1.0
     wait_lo = np.maximum(0.0, lo - base) * spread

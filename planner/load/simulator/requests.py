@@ -10,7 +10,7 @@ from planner.catalog.vision_tokens import image_tokens
 from planner.perf.frontend import api_server_ms, api_stream_ms, frontend_ms
 from planner.perf.stepcost import StepCost
 from planner.spec.config import ResolvedConfig
-from planner.spec.shape import processed_megapixels
+from planner.spec.shape import cached_prompt_tokens, processed_megapixels
 from planner.spec.workload import Workload
 
 
@@ -76,9 +76,17 @@ def build_requests(cfg: ResolvedConfig, workload: Workload, cost: StepCost, n: i
     n_images = np.array([len(imgs) for imgs in sample.images], dtype=float)
     api = api_server_ms(cost.cal, sample.prompt_tokens, sample.output_tokens, n_images, sent_mp)
     prompt = sample.prompt_tokens + visual
-    cached = np.floor(workload.prefix_cache_hit * prompt).astype(np.int64)
+    # Requests that repeat an image already sent (a draw of their own, so the lengths' draws stay as they were):
+    # its tokens hit the prefix cache and the encoder does not run for them.
+    repeat = np.zeros(n, dtype=bool)
+    if workload.repeated_image_fraction > 0 and cfg.enable_prefix_caching:
+        repeat = (np.random.default_rng([seed, 1]).random(n) < workload.repeated_image_fraction) & (visual > 0)
+        vision = np.where(repeat, 0.0, vision)
+    shared = np.minimum(workload.shared_prefix_tokens, sample.prompt_tokens)
+    cached = cached_prompt_tokens(cfg, prompt, shared, visual, repeat, workload.prefix_cache_hit)
     return SimRequests(prompt=prompt, cached=cached, output=sample.output_tokens.astype(np.int64),
-                       enc_tokens=visual, vision_ms=vision, frontend_ms=frontend, api_ms=np.asarray(api, dtype=float),
+                       enc_tokens=np.where(repeat, 0, visual), vision_ms=vision, frontend_ms=frontend,
+                       api_ms=np.asarray(api, dtype=float),
                        api_stream_ms=np.asarray(api_stream_ms(cost.cal, sample.output_tokens), dtype=float))
 
 
