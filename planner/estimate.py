@@ -65,6 +65,7 @@ class Estimate:
                 "max_num_batched_tokens": cfg.max_num_batched_tokens,
                 "gpu_memory_utilization": cfg.gpu_memory_utilization,
                 "mm_encoder_tp_mode": cfg.mm_encoder_tp_mode,
+                "enable_prefix_caching": cfg.enable_prefix_caching,
                 **_speculative_json(cfg),
             },
             "request": {
@@ -75,6 +76,8 @@ class Estimate:
                 "encoder_sequences": self.shape.vit_sequences,
                 "images": self.shape.images,
                 "output_tokens": self.shape.output_tokens,
+                "cached_tokens": self.shape.cached_tokens,
+                "encoded_share": _r(self.shape.encoded_share),
             },
             "memory": {
                 "total_gib": _r(m.total_bytes / GIB),

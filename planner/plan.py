@@ -152,6 +152,10 @@ class Traffic(_Frozen):
     images_per_request_range: tuple[int, int] = (0, 0)
     image_sizes: list[WeightedImage] = []
     prefix_cache_hit: float = Field(default=0.0, ge=0, lt=1)
+    shared_prefix_tokens: int = Field(default=0, ge=0)
+    """Text tokens every prompt starts with (part of ``prompt_tokens``)."""
+    repeated_image_fraction: float = Field(default=0.0, ge=0, le=1)
+    """Share of requests that repeat an image already sent."""
 
 
 class HostResources(_Frozen):
@@ -224,6 +228,8 @@ class DeploymentPlan(_Frozen):
     max_num_batched_tokens: int = Field(ge=1, le=1 << 30)
     gpu_memory_utilization: float = Field(gt=0, le=1)
     enable_prefix_caching: bool = True
+    prefix_caching_reason: Annotated[str, Field(max_length=400)] = ""
+    """Why prefix caching is on or off, with the prompt tokens per request the plan counts on reading from it."""
     enable_chunked_prefill: bool = True
     mm_encoder_tp_mode: Literal["weights", "data"] = "weights"
     limit_mm_per_prompt: dict[SafeWord, Annotated[int, Field(ge=0, le=1 << 20)]] = {}
@@ -367,4 +373,6 @@ def traffic_of(workload: Workload) -> Traffic:
         images_per_request_range=(min(per.values), max(per.values)) if per else (len(workload.images),) * 2,
         image_sizes=sizes if (per is None or max(per.values) > 0) else [],
         prefix_cache_hit=workload.prefix_cache_hit,
+        shared_prefix_tokens=workload.shared_prefix_tokens,
+        repeated_image_fraction=workload.repeated_image_fraction,
     )

@@ -14,7 +14,14 @@ from planner.estimate import Estimate, estimate
 from planner.spec.config import ServingConfig, Speculation
 from planner.spec.lookup import parse_json_option, resolve_gpu, resolve_model
 from planner.spec.speculation import check_acceptance, parse_choice, speculation_of
-from planner.spec.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
+from planner.spec.workload import (
+    DEFAULT_WORKLOAD,
+    ImageSize,
+    Workload,
+    load_workload,
+    parse_image_size,
+    with_prefix,
+)
 
 
 class EstimateRequest(BaseModel):
@@ -55,6 +62,12 @@ class EstimateRequest(BaseModel):
     """Speculative method to estimate with (ngram, eagle, eagle3, mtp); None, auto or off: none."""
     acceptance_rate: float | None = None
     """Per-token draft acceptance (None: the method's catalog default)."""
+    prefix_caching: str = "on"
+    """--prefix-caching on (vLLM's default) or off."""
+    shared_prefix: int | None = None
+    """--shared-prefix: text tokens every prompt starts with (part of --prompt-tokens)."""
+    repeated_images: float | None = None
+    """--repeated-images: share of requests that ask again about an image already sent."""
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -98,6 +111,7 @@ def build_config(req: EstimateRequest) -> ServingConfig:
         limit_images_per_prompt=req.limit_images,
         mm_processor_options=parse_json_option("--mm-processor-kwargs", req.mm_processor_kwargs),
         speculative=_speculation(req, model),
+        enable_prefix_caching=_choice("--prefix-caching", req.prefix_caching, ("on", "off")) == "on",
     )
 
 
@@ -122,12 +136,12 @@ def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:
         if base.images and not is_vlm:
             raise RequestError(f"workload '{req.workload}' sends images but the model is a text model")
         if req.rate is not None:
-            return base.model_copy(update={"arrival": "poisson", "rate_per_s": req.rate, "concurrency": None,
+            base = base.model_copy(update={"arrival": "poisson", "rate_per_s": req.rate, "concurrency": None,
                                            "trace_s": None})
         if req.concurrency is not None:
-            return base.model_copy(update={"arrival": "closed", "concurrency": req.concurrency,
+            base = base.model_copy(update={"arrival": "closed", "concurrency": req.concurrency,
                                            "rate_per_s": None, "trace_s": None})
-        return base
+        return with_prefix(base, req.shared_prefix, req.repeated_images)
     if req.no_image and req.images:
         raise RequestError("--no-image and --image exclude each other")
     if req.prompt_tokens < 0:
@@ -143,14 +157,14 @@ def build_workload(req: EstimateRequest, is_vlm: bool) -> Workload:
         raise RequestError("--prompt-tokens 0 needs an image: a request must send some input (0 text tokens is "
                            "for image-only requests, e.g. captioning)")
     arrival = "poisson" if req.rate is not None else "closed" if req.concurrency is not None else "single"
-    return Workload(
+    return with_prefix(Workload(
         prompt_tokens=req.prompt_tokens,
         output_tokens=req.output_tokens,
         images=images,
         arrival=arrival,  # type: ignore[arg-type]
         rate_per_s=req.rate,
         concurrency=req.concurrency,
-    )
+    ), req.shared_prefix, req.repeated_images)
 
 
 def run_estimate(req: EstimateRequest) -> Estimate:

@@ -253,6 +253,8 @@ def print_plan(plan: Any, req: Any, sol: Any) -> None:
                       f"({mem.kv_capacity_tokens:,} tokens), activations {_f(mem.activations_gib)} GiB; serves "
                       f"{_f(d.predicted.requests_per_s, 2)} req/s")
         console.print(d.launch_limits())
+        if not d.enable_prefix_caching or d.prefix_caching_reason.startswith("on:"):
+            console.print(f"prefix caching: {d.prefix_caching_reason}")
         if d.speculative is not None:
             console.print(f"speculative decoding: {_spec_words(d.speculative.config_json())}, acceptance "
                           f"{d.speculative.acceptance_rate:g} assumed ({d.speculative.tokens_per_step:.2f} tokens per "
@@ -292,6 +294,14 @@ def _print_config(data: dict[str, Any]) -> None:
     if "speculative" in cfg:
         spec = cfg["speculative"]
         console.print(f"speculative decoding: {_spec_words(spec)}, acceptance {spec['acceptance_rate']:g} assumed")
+    req = data["request"]
+    if not cfg["enable_prefix_caching"]:
+        console.print("prefix caching: off (every prompt computed in full)")
+    elif req["cached_tokens"] > 0:
+        repeat = f"; {1 - req['encoded_share']:.0%} of requests repeat an image, not encoded again" \
+            if req["encoded_share"] < 1 else ""
+        console.print(f"prefix caching: {req['cached_tokens']:,} of {req['prompt_tokens']:,} prompt tokens per request "
+                      f"read from the cache ({req['cached_tokens'] / req['prompt_tokens']:.0%}){repeat}")
 
 
 def _spec_words(conf: dict[str, Any]) -> str:

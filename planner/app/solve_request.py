@@ -27,9 +27,18 @@ from planner.plan import (
     traffic_of,
 )
 from planner.solver import Candidate, Objective, Solution, SolveRequest, default_gpus
+from planner.spec.config import ResolvedConfig
 from planner.spec.lookup import parse_prices, resolve_model
+from planner.spec.shape import RequestShape
 from planner.spec.slo import Budget, Slo, parse_budget, parse_slos
-from planner.spec.workload import DEFAULT_WORKLOAD, ImageSize, Workload, load_workload, parse_image_size
+from planner.spec.workload import (
+    DEFAULT_WORKLOAD,
+    ImageSize,
+    Workload,
+    load_workload,
+    parse_image_size,
+    with_prefix,
+)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_RATE_PER_S = 5.0
@@ -79,6 +88,12 @@ class SolveInput(BaseModel):
     """--speculative: auto (default), off, or a method searched alone."""
     acceptance_rate: float | None = None
     """--acceptance-rate: per-token draft acceptance of the workload (None: the method's default)."""
+    prefix_caching: str | None = None
+    """--prefix-caching: auto (default: on, vLLM's default), on or off."""
+    shared_prefix: int | None = None
+    """--shared-prefix: text tokens every prompt starts with (part of --prompt-tokens)."""
+    repeated_images: float | None = None
+    """--repeated-images: share of requests that ask again about an image already sent."""
 
 
 def _max_load(value: float | None) -> float:
@@ -152,7 +167,7 @@ def build_workload(inp: SolveInput, is_vlm: bool) -> tuple[Workload, bool]:
         rate_per_s=rate,
         concurrency=inp.concurrency,
     )
-    return wl, used_default
+    return with_prefix(wl, inp.shared_prefix, inp.repeated_images), used_default
 
 
 def _search_space(inp: SolveInput) -> tuple[list, list[str], list[str]]:
@@ -217,6 +232,7 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
             raise RequestError("--workload gives the request shape: drop --prompt-tokens/--output-tokens/--image/"
                                "--no-image")
         workload = _with_load(load_workload(inp.workload), inp.rate, inp.concurrency, notes)
+        workload = with_prefix(workload, inp.shared_prefix, inp.repeated_images)
         if workload.images and model.vision is None:
             raise RequestError(f"workload '{inp.workload}' sends images but {model.name} is a text model")
     else:
@@ -230,8 +246,15 @@ def build_request_models(inp: SolveInput) -> tuple[SolveRequest, list[str], dict
                        verify=inp.verify, max_load=_max_load(inp.max_load),
                        max_model_len=_max_model_len_choice(inp.max_model_len),
                        uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp),
-                       frontend_queue=inp.frontend_queue, **_speculative(inp))
+                       frontend_queue=inp.frontend_queue, prefix_caching=_prefix_caching(inp), **_speculative(inp))
     return req, notes, {workload.name: model_arg}
+
+
+def _prefix_caching(inp: SolveInput) -> bool:
+    value = (inp.prefix_caching or "auto").strip().lower()
+    if value not in ("auto", "on", "off"):
+        raise RequestError(f"--prefix-caching {inp.prefix_caching!r}: give auto, on or off")
+    return value != "off"
 
 
 def _speculative(inp: SolveInput) -> dict[str, Any]:
@@ -326,7 +349,7 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
         model = specs[model_arg]
         if wl.images and model.vision is None:  # type: ignore[attr-defined]
             raise RequestError(f"workload '{name}' sends images but {model_arg} is a text model")
-        wl = _with_load(wl, None, None, notes)
+        wl = with_prefix(_with_load(wl, None, None, notes), inp.shared_prefix, inp.repeated_images)
         own = parse_slos(slo_text if (slo_text and inp.slo is None) else (default_slos or DEFAULT_SLOS))
         _slo_notes(own, notes)
         workloads.append(wl)
@@ -340,7 +363,7 @@ def _scenario_request(inp: SolveInput) -> tuple[SolveRequest, list[str], dict[st
                        verify=inp.verify, max_load=_max_load(merged.max_load),
                        max_model_len=_max_model_len_choice(inp.max_model_len),
                        uncalibrated_margin=_margin(inp.uncalibrated_margin), topologies=_topologies(inp),
-                       frontend_queue=inp.frontend_queue, **_speculative(inp))
+                       frontend_queue=inp.frontend_queue, prefix_caching=_prefix_caching(inp), **_speculative(inp))
     return req, notes, model_args
 
 
@@ -387,6 +410,23 @@ def _host(c: Candidate) -> HostResources | None:
                          mm_processor_cache_gib=host.mm_processor_cache_gib)
 
 
+def prefix_caching_reason(cfg: ResolvedConfig, shape: RequestShape) -> str:
+    """Why the plan turns vLLM's prefix caching on or off, with what it counts on reading from the cache."""
+    prompt = shape.prompt_tokens
+    if not cfg.enable_prefix_caching:
+        return ("off (--prefix-caching off): every prompt is computed in full, shared prefix and repeated images "
+                "included; the engine's cost does not depend on earlier requests")
+    why = []
+    if shape.encoded_share < 1:
+        why.append(f"{1 - shape.encoded_share:.0%} of requests repeat an image, which the encoder then skips")
+    if shape.cached_tokens <= 0:
+        return ("on (vLLM's default): the workload declares no shared prefix or repeated image, so the plan counts "
+                "on no hit; a repeating system prompt would only make it faster")
+    return (f"on: {shape.cached_tokens:,} of {prompt:,} prompt tokens per request ({shape.cached_tokens / prompt:.0%}) "
+            f"are read from the prefix cache in whole {cfg.kv_block_tokens}-token blocks, not computed"
+            + (f"; {why[0]}" if why else ""))
+
+
 def deployment_plan(c: Candidate, model_arg: str, slos: list[Slo] | None = None) -> DeploymentPlan:
     cfg = c.cfg
     m = cfg.model
@@ -428,6 +468,8 @@ def deployment_plan(c: Candidate, model_arg: str, slos: list[Slo] | None = None)
         price_usd_per_gpu_hour=cfg.gpu.price.price_usd_per_gpu_hour,
         api_server_count=cfg.api_server_count,
         speculative=speculative_plan(cfg.speculative),
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        prefix_caching_reason=prefix_caching_reason(cfg, c.shape),
         host=_host(c),
         predicted=Predicted(
             ttft_ms=_pct(c.prediction.ttft),

@@ -29,6 +29,8 @@ app.add_typer(catalog_app, name="catalog")
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog id (Qwen/Qwen2.5-VL-7B-Instruct) or a local config.json / folder.")]
 GpuOpt = Annotated[str, typer.Option("--gpu", "-g", help="GPU name or alias (H100, A100-40GB, L40S, ...).")]
 SpeculativeOpt = Annotated[str | None, typer.Option("--speculative", help="Speculative decoding: auto (solve: the model's trained draft where a TPOT/e2e SLO is set; estimate: off), off, or ngram, eagle, eagle3, mtp (that method only; catalogs/speculative).")]
+SharedPrefixOpt = Annotated[int | None, typer.Option("--shared-prefix", help="Text tokens every prompt starts with, the same for all requests (a system prompt, few-shot examples): part of the prompt, computed once with prefix caching on.")]
+RepeatedImagesOpt = Annotated[float | None, typer.Option("--repeated-images", help="Share of requests (0-1) that ask again about an image already sent: with prefix caching on its tokens hit the cache and the vision encoder skips it.")]
 AcceptanceOpt = Annotated[float | None, typer.Option("--acceptance-rate", help="Per-token draft acceptance of your traffic, in (0, 1) (default: the method's, catalogs/speculative; read yours from vLLM's spec-decode metrics).")]
 
 
@@ -63,6 +65,9 @@ def estimate(
     speculative: SpeculativeOpt = None,
     acceptance_rate: AcceptanceOpt = None,
     explain: Annotated[bool, typer.Option(help="Per-op breakdown: time, FLOPs, bytes, bound.")] = False,
+    prefix_caching: Annotated[str, typer.Option("--prefix-caching", help="on (vLLM's default) or off.")] = "on",
+    shared_prefix: SharedPrefixOpt = None,
+    repeated_images: RepeatedImagesOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Memory and latency of one configuration (exit 3 when it does not fit)."""
@@ -77,6 +82,7 @@ def estimate(
         prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image, no_image=no_image,
         concurrency=concurrency, rate=rate, calibration=calibration, workload=workload, slo=slo,
         requests=requests, seed=seed, speculative=speculative, acceptance_rate=acceptance_rate,
+        prefix_caching=prefix_caching, shared_prefix=shared_prefix, repeated_images=repeated_images,
     )
     est = _run(lambda: run_estimate(req))
     if as_json:
@@ -119,6 +125,9 @@ def solve(
     frontend_queue: Annotated[bool, typer.Option("--frontend-queue/--no-frontend-queue", help="Model the API servers as a queue and choose --api-server-count per replica within the node's CPUs (default on; off: one API server whose work is only a delay, to compare).")] = True,
     speculative: SpeculativeOpt = None,
     acceptance_rate: AcceptanceOpt = None,
+    prefix_caching: Annotated[str, typer.Option("--prefix-caching", help="auto (on: vLLM's default, reused prefixes computed once), on, or off (every prompt computed in full).")] = "auto",
+    shared_prefix: SharedPrefixOpt = None,
+    repeated_images: RepeatedImagesOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write DIR/plan.yaml (and launch configs with --target).")] = None,
     target: Annotated[list[str] | None, typer.Option(help="vllm, nim, k8s-vllm, k8s-nim; repeatable (needs --out).")] = None,
     force: ForceOpt = False,
@@ -142,7 +151,8 @@ def solve(
                      prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=image,
                      images_per_request=images_per_request, no_image=no_image, max_load=max_load,
                      max_model_len=max_model_len, uncalibrated_margin=uncalibrated_margin, topologies=topologies,
-                     frontend_queue=frontend_queue, speculative=speculative, acceptance_rate=acceptance_rate)
+                     frontend_queue=frontend_queue, speculative=speculative, acceptance_rate=acceptance_rate,
+                     prefix_caching=prefix_caching, shared_prefix=shared_prefix, repeated_images=repeated_images)
     req, notes, model_args = _run(lambda: build_request_models(inp))
     sol = _run(lambda: run_solve(req))
     plan = _run(lambda: _plan_of(to_plan, sol, req, model_args, notes))

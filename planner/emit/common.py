@@ -246,6 +246,9 @@ def plan_summary(dep: DeploymentPlan) -> list[str]:
                      + (f" from {sp.draft_model}" if sp.draft_model else "") + f"; planned at acceptance "
                      f"{sp.acceptance_rate:g} ({sp.tokens_per_step:.2f} tokens per step): check "
                      "vllm:spec_decode_num_accepted_tokens / vllm:spec_decode_num_draft_tokens on your traffic")
+    if dep.prefix_caching_reason and (not dep.enable_prefix_caching or dep.prefix_caching_reason.startswith("on:")):
+        lines.append(f"prefix caching: {dep.prefix_caching_reason}; check vllm:prefix_cache_hits / "
+                     "vllm:prefix_cache_queries on your traffic")
     return lines
 
 

@@ -72,7 +72,7 @@ def bench_args(dep: DeploymentPlan, t: Traffic) -> tuple[list[str], list[str]]:
     plan)."""
     notes: list[str] = []
     images = bool(t.image_sizes) and t.images_per_request_range[1] > 0
-    prefix = round(t.prefix_cache_hit * t.prompt_tokens)
+    prefix = t.shared_prefix_tokens or round(t.prefix_cache_hit * t.prompt_tokens)
     text = max(1, t.prompt_tokens - prefix)
     ratio = max(_range_ratio(t.prompt_tokens, *t.prompt_tokens_range),
                 _range_ratio(t.output_tokens, *t.output_tokens_range))
@@ -86,8 +86,14 @@ def bench_args(dep: DeploymentPlan, t: Traffic) -> tuple[list[str], list[str]]:
             "--random-range-ratio", f"{ratio:g}"]
     if prefix:
         args += ["--random-prefix-len", str(prefix)]
-        notes.append(f"the planned prefix-cache hit ({t.prefix_cache_hit:.0%}) is sent as a {prefix}-token prefix "
+        notes.append(f"the planned {prefix}-token shared prefix is sent as one random prefix shared by every prompt"
+                     if t.shared_prefix_tokens else
+                     f"the planned prefix-cache hit ({t.prefix_cache_hit:.0%}) is sent as a {prefix}-token prefix "
                      "shared by every prompt")
+    if t.repeated_image_fraction > 0 and images:
+        notes.append(f"the benchmark sends a new random image with every request, not the planned "
+                     f"{t.repeated_image_fraction:.0%} repeats: its TTFT and throughput are those of a replica that "
+                     "encodes every image (a bound the plan should beat)")
     meta = {"vlmplan_workload": dep.workload, "vlmplan_model": dep.model, "vlmplan_gpu": dep.gpu,
             "vlmplan_tp": str(dep.tp), "vlmplan_pp": str(dep.pp), "vlmplan_precision": dep.precision,
             "vlmplan_kv_cache_dtype": dep.kv_cache_dtype, "vlmplan_max_num_seqs": str(dep.max_num_seqs),

@@ -147,7 +147,7 @@ def configs(req: SolveRequest, workload: Workload, screen: Screening, start: int
                         continue
                     base = ServingConfig(model=model, gpu=gpu, tp=tp, pp=pp, precision=precision,
                                          kv_cache_dtype=kv, limit_images_per_prompt=limit_mm.get("image"),
-                                         mm_processor_options=mm_opts)
+                                         mm_processor_options=mm_opts, enable_prefix_caching=req.prefix_caching)
                     if shape is None:
                         # The request's tokens depend on the model and its processor options only.
                         try:

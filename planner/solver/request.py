@@ -86,6 +86,9 @@ class SolveRequest:
     alone."""
     acceptance_rate: float | None = None
     """Per-token draft acceptance of the workload's text; None: the method's catalog default."""
+    prefix_caching: bool = True
+    """vLLM's automatic prefix caching in every candidate (``--enable-prefix-caching``; vLLM's default). With it
+    off, a workload's shared prefix and repeated images are computed again for every request."""
 
     def model_of(self, workload: str) -> ModelSpec:
         return self.models.get(workload, self.model)

@@ -95,7 +95,8 @@ def _dist_points(dist: Any, fixed: int) -> list[tuple[float, float]]:
 def request_shape(cfg: ServingConfig | ResolvedConfig, workload: Workload) -> RequestShape:
     """The engine's view of one request of ``workload``: the representative request, or, when its lengths or
     images vary, the mean over its classes (each class in ``classes``)."""
-    if not workload.has_distributions:
+    repeat = workload.repeated_image_fraction if cfg.enable_prefix_caching else 0.0
+    if not workload.has_distributions and repeat in (0.0, 1.0):
         return _fixed_shape(cfg, workload)
     prompts = _dist_points(workload.prompt_tokens_dist, workload.prompt_tokens)
     outputs = _dist_points(workload.output_tokens_dist, workload.output_tokens)
@@ -105,18 +106,22 @@ def request_shape(cfg: ServingConfig | ResolvedConfig, workload: Workload) -> Re
         sizes = [(float(q), s) for q, s in zip(sp, workload.image_size_dist.values) if q > 0]
     else:
         sizes = [(1.0, None)]  # type: ignore[list-item]
+    # Requests that repeat an image (its tokens cached, the encoder skipped) and those that do not are two kinds
+    # of request: the load models see the spread of their work, not only its mean.
+    repeats = [(p, r) for p, r in ((1.0 - repeat, 0.0), (repeat, 1.0)) if p > 0]
     classes = []
     for pp, pv in prompts:
         for po, ov in outputs:
             for pc, cv in counts:
                 for ps, sz in sizes:
-                    k = int(round(cv))
-                    imgs = ([sz] * k if sz is not None else list(workload.images)[:k]) if k else []
-                    w = workload.model_copy(update={
-                        "prompt_tokens": int(round(pv)), "output_tokens": max(1, int(round(ov))), "images": imgs,
-                        "prompt_tokens_dist": None, "output_tokens_dist": None, "images_per_request_dist": None,
-                        "image_size_dist": None})
-                    classes.append((pp * po * pc * ps, _fixed_shape(cfg, w)))
+                    for pr, rv in repeats:
+                        k = int(round(cv))
+                        imgs = ([sz] * k if sz is not None else list(workload.images)[:k]) if k else []
+                        w = workload.model_copy(update={
+                            "prompt_tokens": int(round(pv)), "output_tokens": max(1, int(round(ov))), "images": imgs,
+                            "prompt_tokens_dist": None, "output_tokens_dist": None, "images_per_request_dist": None,
+                            "image_size_dist": None, "repeated_image_fraction": rv})
+                        classes.append((pp * po * pc * ps * pr, _fixed_shape(cfg, w)))
     total = sum(p for p, _ in classes)
     classes = [(p / total, c) for p, c in classes]
 

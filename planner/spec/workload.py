@@ -319,6 +319,26 @@ PRESETS: dict[str, Workload] = {
 }
 
 
+def with_prefix(wl: Workload, shared_prefix_tokens: int | None, repeated_image_fraction: float | None) -> Workload:
+    """``wl`` with the command line's --shared-prefix / --repeated-images (None keeps the workload's), checked."""
+    update: dict[str, Any] = {}
+    if shared_prefix_tokens is not None:
+        if shared_prefix_tokens < 0:
+            raise RequestError(f"--shared-prefix must be >= 0 tokens (got {shared_prefix_tokens})")
+        update["shared_prefix_tokens"] = shared_prefix_tokens
+    if repeated_image_fraction is not None:
+        if not 0 <= repeated_image_fraction <= 1:
+            raise RequestError(f"--repeated-images must be a share of the requests in [0, 1] (got "
+                               f"{repeated_image_fraction:g})")
+        update["repeated_image_fraction"] = repeated_image_fraction
+    if not update:
+        return wl
+    try:
+        return Workload.model_validate({**dict(wl), **update})
+    except ValidationError as exc:
+        raise RequestError(f"workload: {first_problem(exc, 'workload')[2].removeprefix('Value error, ')}") from None
+
+
 def preset(name: str) -> Workload:
     if name not in PRESETS:
         raise RequestError(f"workload preset '{name}' is unknown; presets: {', '.join(PRESETS)}")
