@@ -129,9 +129,20 @@ class SpeculativeBatchStudy:
 
 
 @dataclass(frozen=True)
+class PrefixStudy:
+    """`vlmplan solve` of the example's scenario with prefix caching on and off and other shares of repeated
+    images, each chosen deployment checked by the simulator."""
+
+    name: str
+    runs: list[tuple[str, float | None]]
+    """(--prefix-caching, --repeated-images; None: the scenario's)."""
+
+
+@dataclass(frozen=True)
 class Example:
     folder: str
-    studies: list[Study | FrontEndStudy | SpeculativeStudy | SpeculativeBatchStudy] = field(default_factory=list)
+    studies: list[Study | FrontEndStudy | SpeculativeStudy | SpeculativeBatchStudy | PrefixStudy] = field(
+        default_factory=list)
 
 
 def _scenario(folder: str) -> str:
@@ -185,6 +196,8 @@ EXAMPLES = [
         ("high-load.yaml", "eagle3", 0.6)]),
         SpeculativeBatchStudy("batch", "meta-llama/Llama-3.1-8B-Instruct", "H100-SXM-80GB", 400,
                               [1, 8, 32, 64, 128, 256, 512], [("eagle3", None), ("eagle3", 0.6), ("ngram", None)])]),
+    Example("prefix-caching", [PrefixStudy("prefix", [("auto", None), ("off", None), ("auto", 0.5),
+                                                      ("auto", 0.0)])]),
     Example("workloads", [
         Study("alone", ["--fixed", "--concurrency", "1", "--vary",
                         "workload=document-vqa.yaml,visual-reasoning.yaml,captioning.yaml",
@@ -289,6 +302,30 @@ def render_speculative(example: Example, study: SpeculativeStudy) -> str:
     return "\n".join(lines)
 
 
+def render_prefix(example: Example, study: PrefixStudy) -> str:
+    from planner.app.solve_request import SolveInput, build_request_models, to_plan
+    from planner.solver import solve
+
+    lines = ["| `vlmplan solve --scenario examples/prefix-caching/scenario.yaml ...` | deployment | prompt tokens "
+             "read from the cache | pages encoded | $/h | TTFT p95 ms (analytic) | TTFT p95 ms (simulated) "
+             "| meets the SLOs |", "|---|---|---|---|---|---|---|---|"]
+    for choice, repeated in study.runs:
+        req, notes, args = build_request_models(SolveInput(
+            scenario=ROOT / "examples" / example.folder / "scenario.yaml", verify=True, prefix_caching=choice,
+            repeated_images=repeated))
+        sol = solve(req)
+        plan = to_plan(sol, req, args, notes)
+        flags = f"--prefix-caching {choice}" + (f" --repeated-images {repeated:g}" if repeated is not None else "")
+        for d, c in zip(plan.deployments, sol.chosen):
+            dep = f"{d.replicas} x {d.gpus_per_replica} x {d.gpu} (tp {d.tp})"
+            sim = d.simulated
+            assert sim is not None, "solve ran without the simulator check"
+            lines.append(f"| `{flags}` | {dep} | {c.shape.cached_tokens:,} of {c.shape.prompt_tokens:,} "
+                         f"| {c.shape.encoded_share:.0%} | {d.cost_per_hour:,.2f} | {d.predicted.ttft_ms.p95:,.1f} "
+                         f"| {sim.ttft_ms.p95:,.1f} | {'yes' if sim.meets_slos else 'no'} |")
+    return "\n".join(lines)
+
+
 def render_speculative_batch(study: SpeculativeBatchStudy) -> str:
     from dataclasses import replace
 
@@ -314,7 +351,10 @@ def render_speculative_batch(study: SpeculativeBatchStudy) -> str:
     return "\n".join(lines)
 
 
-def render(example: Example, study: Study | FrontEndStudy | SpeculativeStudy | SpeculativeBatchStudy) -> str:
+def render(example: Example,
+           study: Study | FrontEndStudy | SpeculativeStudy | SpeculativeBatchStudy | PrefixStudy) -> str:
+    if isinstance(study, PrefixStudy):
+        return render_prefix(example, study)
     if isinstance(study, FrontEndStudy):
         return render_frontend(example)
     if isinstance(study, SpeculativeBatchStudy):
