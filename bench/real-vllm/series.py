@@ -28,7 +28,7 @@ import tarfile
 import time
 import urllib.request
 
-SCRIPT_VERSION = "2.4.0"
+SCRIPT_VERSION = "2.5.0"
 
 # Image sizes (width x height) of the series: a small photo, a large photo, a document page.
 SMALL = "(448,448,1)"
@@ -194,6 +194,25 @@ SERIES: dict[str, list[Run]] = {
         ("r16", 25, ("rate", 16, 240), _txt()),
         ("r8", 25, ("rate", 8, 160), _txt()),
     ],
+    # run26 (2026-12-04): greedy decoding (--temperature 0; the other runs sample with the model's generation
+    # config: temperature 0.7, top_p 0.8, top_k 20, repetition penalty 1.05). A random-weight model decoding greedily
+    # tends to repeat itself, which n-gram lookup can draft from: the same loads at another acceptance. "ngram0" on
+    # the n-gram server (SPEC=...), "greedy" on the plain server: the pairs without speculation.
+    "ngram0": [
+        ("warmup", 20, ("conc", 16, 48), _txt()),
+        ("c1", 25, ("conc", 1, 16), _txt()),
+        ("c4", 20, ("conc", 4, 40), _txt()),
+        ("c16", 20, ("conc", 16, 96), _txt()),
+        ("c64", 25, ("conc", 64, 256), _txt()),
+        ("r16", 25, ("rate", 16, 240), _txt()),
+    ],
+    "greedy": [
+        ("warmup", 20, ("conc", 16, 48), _txt()),
+        ("c1", 25, ("conc", 1, 16), _txt()),
+        ("c16", 20, ("conc", 16, 96), _txt()),
+        ("c64", 25, ("conc", 64, 256), _txt()),
+        ("r16", 25, ("rate", 16, 240), _txt()),
+    ],
     # run22: text server, one API server (vLLM's default), past saturation with short prompts and 1, 32 and 128
     # output tokens: separates the API server's work per request from its work per streamed token (run21 showed
     # that a second API server raised text saturation from 22.5 to 28.5 req/s).
@@ -205,6 +224,9 @@ SERIES: dict[str, list[Run]] = {
         ("i1024_o32_r100", 25, ("rate", 100, 800), _txt(1024, 32)),
     ],
 }
+
+EXTRA_ARGS: dict[str, list[str]] = {"ngram0": ["--temperature", "0"], "greedy": ["--temperature", "0"]}
+"""`vllm bench serve` arguments every run of a series gets."""
 
 BASE_URL = "http://127.0.0.1:8000"
 
@@ -315,7 +337,7 @@ def main() -> int:
             print(f"skip {label}: {left:.0f}s left < {est * 1.3:.0f}s", flush=True)
             continue
         full = f"{args.plan}_{label}"
-        argv = bench_argv(args.model, args.model_dir, full, seed, load, data, args.res)
+        argv = bench_argv(args.model, args.model_dir, full, seed, load, data, args.res) + EXTRA_ARGS.get(args.plan, [])
         parser = FlexibleArgumentParser()
         add_cli_args(parser)
         bargs = parser.parse_args(argv)
