@@ -418,3 +418,28 @@ def test_json_has_no_nan() -> None:
     text = json.dumps(res.to_json(), allow_nan=False)
     assert not any(isinstance(v, float) and not math.isfinite(v) for v in res.rows[0].values())
     assert '"saturated": true' in text
+
+
+def test_vary_topology_compares_the_best_aggregated_and_the_best_pd_plan_side_by_side():
+    # Issue 15: `whatif --vary topology=aggregated,pd`. Each row must be what `solve` finds for that topology alone
+    # (the pd row: the cheapest pd plan, whether or not it beats the aggregated one).
+    from planner.app.whatif import parse_vary, sweep
+    from planner.app.whatif.base_case import make_base, point_workload
+    from planner.app.whatif.solver_mode import SolverEvaluator
+    from planner.solver import solve as run_solve
+
+    sc = load_scenario(Path("examples/document-pipeline-4xa100/scenario.yaml"))
+    res = sweep(sc, [parse_vary("topology=aggregated,pd")], fixed=False)
+    agg, pd = res.rows
+    assert (agg["topology"], pd["topology"]) == ("aggregated", "pd")
+    base = make_base(sc, False)
+    for row, topo in ((agg, "aggregated"), (pd, "pd")):
+        point = {"topology": topo}
+        sol = run_solve(SolverEvaluator(base, []).request(point, point_workload(base, point)))
+        cost = sol.disagg.best.cost_per_hour if topo == "pd" else sum(c.cost_per_hour for c in sol.chosen)
+        assert row["cost_per_hour"] == pytest.approx(cost, rel=1e-3)
+    assert pd["binding"].startswith("prefill ") and pd["gpus"] >= 2
+    with pytest.raises(Exception, match="encoder pool"):
+        parse_vary("topology=aggregated,epd")
+    with pytest.raises(Exception, match="needs the solver"):
+        sweep(sc, [parse_vary("topology=aggregated,pd")], fixed=True)

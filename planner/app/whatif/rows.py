@@ -30,6 +30,7 @@ def empty_row(base: Base, point: dict[str, Any], wl: Workload) -> dict[str, Any]
         "mode": "fixed" if base.fixed else "solve",
         "model": base.model.name,
         "workload": point.get("workload", wl.name),
+        "topology": point.get("topology", "aggregated"),
         "gpu": "", "gpus": None, "tp": None, "pp": None, "replicas": None, "precision": "",
         "kv_cache_dtype": "", "max_model_len": None, "max_num_seqs": None,
         "prompt_tokens": wl.prompt_tokens, "visual_tokens": None, "output_tokens": wl.output_tokens,

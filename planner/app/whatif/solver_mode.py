@@ -25,6 +25,9 @@ class SolverEvaluator:
         self.base = base
         self.cache: dict[str, dict[str, Any]] = {}
         dims = {v.dim for v in varies}
+        if "topology" in dims and ({"tp", "batch"} & dims):
+            raise RequestError("--vary topology with --vary tp or batch: a pd plan has a TP and batch per pool; vary "
+                               "them in solver mode without topology")
         if "context" in dims:
             raise RequestError("--vary context needs --fixed: the solver sizes max_model_len to the request itself")
         for v in varies:
@@ -55,7 +58,8 @@ class SolverEvaluator:
                             budget=self.base.budget, gpus=gpus, precisions=precisions,  # type: ignore[arg-type]
                             kv_cache_dtypes=kvs, objective=sc.search.objective,  # type: ignore[arg-type]
                             max_load=sc.search.max_load or MAX_LOAD, verify=True, tp=point.get("tp"),
-                            max_num_seqs=point.get("batch"), alternatives=0)
+                            max_num_seqs=point.get("batch"), alternatives=0,
+                            topologies=(point.get("topology", "aggregated"),))
 
     def evaluate(self, point: dict[str, Any]) -> dict[str, Any]:
         """The point's row (a copy: callers may change it)."""
@@ -72,7 +76,10 @@ class SolverEvaluator:
             row.update(status="unsupported", binding=f"unsupported: {exc}")
             self.cache[label] = row
             return dict(row)
-        fill_solution(row, sol)
+        if point.get("topology") == "pd":
+            fill_pd_solution(row, sol)
+        else:
+            fill_solution(row, sol)
         self.cache[label] = row
         return dict(row)
 
@@ -80,6 +87,36 @@ class SolverEvaluator:
 SIMULATED = ("simulated_ttft_p95_ms", "simulated_tpot_p95_ms", "simulated_e2e_p95_ms", "simulated_requests")
 """Columns of the simulator's check (solver mode only): the chosen deployment's replica at its share of the
 load. The latency columns stay the analytic model's, the numbers the solver sized the plan with."""
+
+
+def fill_pd_solution(row: dict[str, Any], sol: Solution) -> None:
+    """The cheapest prefill/decode-disaggregated deployment of ``sol`` (a solve asked for pd only) into ``row``:
+    both pools in ``gpu`` and ``binding``, their GPUs and cost together, the pd plan's percentiles and its simulator
+    check (``planner.solver.disagg``)."""
+    row["notes"] = "; ".join(sol.notes)
+    best = sol.disagg.best if sol.disagg is not None else None
+    if sol.status == "infeasible" or best is None:
+        row.update(status="infeasible", binding=sol.explanation or "pd: no deployment meets the SLOs")
+        return
+    p, d = best.prefill, best.decode
+    gpu = p.cfg.gpu.name if p.cfg.gpu.name == d.cfg.gpu.name else f"{p.cfg.gpu.name}+{d.cfg.gpu.name}"
+    row.update(gpu=gpu, gpus=best.gpus, replicas=p.replicas + d.replicas, visual_tokens=best.shape.visual_tokens,
+               precision=p.cfg.precision if p.cfg.precision == d.cfg.precision else f"{p.cfg.precision}+"
+               f"{d.cfg.precision}", feasible=True, status=sol.status,
+               binding=f"{best.describe()}; " + "; ".join(sol.binding))
+    for metric in ("ttft", "tpot", "e2e"):
+        pct = getattr(best, metric)
+        for stat in ("p50", "p95", "p99"):
+            row[f"{metric}_{stat}_ms"] = num(getattr(pct, stat), 3)
+    row["cost_per_hour"] = num(best.cost_per_hour)
+    rate = row.get("rate_per_s")
+    row["cost_per_1k_requests"] = num(best.cost_per_hour / (rate * 3.6)) if rate else None
+    sim = best.simulated
+    if sim is not None:
+        row.update(simulated_ttft_p95_ms=num(sim.ttft.p95, 3), simulated_tpot_p95_ms=num(sim.tpot.p95, 3),
+                   simulated_e2e_p95_ms=num(sim.e2e.p95, 3), simulated_requests=sim.requests)
+        if not sim.meets:
+            row.update(feasible=False, status="rejected by the simulator", binding=row["binding"] + f"; {sim.failed}")
 
 
 def fill_solution(row: dict[str, Any], sol: Solution) -> None:

@@ -37,13 +37,14 @@ _ALIASES = {
     "rate_per_s": "rate", "images": "image", "image_size": "image", "max_model_len": "context",
     "max-model-len": "context", "max_num_seqs": "batch", "max-num-seqs": "batch", "prompt_tokens": "prompt",
     "prompt-tokens": "prompt", "output_tokens": "output", "output-tokens": "output", "slos": "slo",
+    "topologies": "topology",
 }
 DIMENSIONS = ("gpu", "precision", "kv", "rate", "concurrency", "image", "context", "tp", "batch", "prompt",
-              "output", "slo", "workload")
+              "output", "slo", "workload", "topology")
 COLUMN = {"gpu": "gpu", "precision": "precision", "kv": "kv_cache_dtype", "rate": "rate_per_s",
           "concurrency": "concurrency", "image": "image", "context": "max_model_len", "tp": "tp",
           "batch": "max_num_seqs", "prompt": "prompt_tokens", "output": "output_tokens", "slo": "slo",
-          "workload": "workload"}
+          "workload": "workload", "topology": "topology"}
 """Row column that holds each dimension's value."""
 UNITS = {"rate": "requests/s", "concurrency": "clients", "context": "tokens", "batch": "sequences",
          "prompt": "text tokens", "output": "tokens", "tp": "GPUs"}
@@ -197,6 +198,15 @@ def parse_vary(text: str, default_points: int = DEFAULT_POINTS) -> Vary:
             parse_slos(parts)  # validate now
             values.append(tuple(parts))
         labels = ["+".join(v) for v in values]
+    elif dim == "topology":
+        values = [v.strip().lower() for v in body.split(",") if v.strip()]
+        for v in values:
+            if v == "epd":
+                raise RequestError("--vary topology=epd: a separate encoder pool is not modelled yet; use "
+                                   "aggregated,pd")
+            if v not in ("aggregated", "pd"):
+                raise RequestError(f"--vary topology: '{v}' is not one of aggregated, pd")
+        labels = list(values)
     else:  # workload
         values = [v.strip() for v in body.split(",") if v.strip()]
         labels = list(values)
