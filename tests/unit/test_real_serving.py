@@ -17,8 +17,9 @@ BY_LABEL = {r.label: r for r in RUNS}
 
 def test_the_runs_and_the_held_out_set_are_what_the_harness_wrote():
     # run20: 46 runs (4 warm-ups); run21/run22: 19 (4 warm-ups), 14 of them with two API servers; run23: 10 (1);
-    # run24 (Qwen3-32B): 13 (1); run25's shared prefixes: 9 (1; its n-gram runs load only with speculative=True).
-    assert len(RUNS) == 97 and sum(r.warmup for r in RUNS) == 11
+    # run24 (Qwen3-32B): 13 (1); run25's shared prefixes: 9 (1; its n-gram runs load only with speculative=True);
+    # run26's greedy runs without speculation: 5 (1).
+    assert len(RUNS) == 102 and sum(r.warmup for r in RUNS) == 12
     assert sum(r.api_servers == 2 for r in RUNS) == 14
     # Every held-out label names a measured run (a typo would silently move a run into the fit).
     assert HELD_OUT <= {r.label for r in RUNS if not r.warmup}

@@ -38,11 +38,12 @@ RUN_DIRS = ("calibration/measurements/h200-141gb/run20_real_vllm",
             "calibration/measurements/h200-141gb/run21_api_servers",
             "calibration/measurements/h200-141gb/run23_waves",
             "calibration/measurements/h200-141gb/run24_qwen3_32b",
-            "calibration/measurements/h200-141gb/run25_prefix_ngram")
+            "calibration/measurements/h200-141gb/run25_prefix_ngram",
+            "calibration/measurements/h200-141gb/run26_greedy_ngram")
 """The real-vLLM runs shipped with vlmplan, under catalogs/ (run21: two API servers, and text past one API
 server's saturation; run23: text closed loops measured after the waves model was built, all held out; run24:
 Qwen3-32B, a model no constant was fitted on, all held out; run25: shared prompt prefixes, and n-gram speculative
-decoding)."""
+decoding; run26: greedy decoding with and without n-gram speculation)."""
 
 HELD_OUT = frozenset({
     # The whole 1280x960 photo series, text-only prompts to the VL server, every ranged-length run, the long
@@ -65,6 +66,8 @@ HELD_OUT = frozenset({
     # run25 (2026-12-04): shared prompt prefixes (prefix caching on), every run: the prefix model has no constant.
     "prefix_p0_c16", "prefix_p0_r16", "prefix_p768_c1", "prefix_p768_c16", "prefix_p768_r16", "prefix_p768_r32",
     "prefix_p3072_c8", "prefix_p3072_r8",
+    # run26 (2026-12-04): greedy decoding (--temperature 0) on the plain server, every run.
+    "greedy_c1", "greedy_c16", "greedy_c64", "greedy_r16",
 })
 
 MODEL_DIRS = {"Qwen/Qwen2.5-7B-Instruct": "bench/real-vllm/model/Qwen2.5-7B-Instruct"}
