@@ -339,14 +339,22 @@ def render_speculative_batch(study: SpeculativeBatchStudy) -> str:
     base = ServingConfig(model=model, gpu=gpu, max_model_len=4096)
     cal, engine, precisions = load_calibration(gpu.name), load_engine(), load_precisions()
     plain = make_step_cost(resolve(base, engine), cal, precisions)
-    costs = [(f"{m}, acceptance {speculation_of(model, m, a).acceptance_rate:g}",
+    def label(m: str, a: float | None) -> str:
+        spec = speculation_of(model, m, a)
+        rate = f", drafts on {spec.draft_rate:g} of steps" if spec.draft_rate < 1 else ""
+        return f"{m}, acceptance {spec.acceptance_rate:g}{rate}"
+
+    costs = [(label(m, a),
               make_step_cost(resolve(replace(base, speculative=speculation_of(model, m, a)), engine), cal, precisions))
              for m, a in study.settings]
     heads = " | ".join(f"{n}: ms per token (vs plain)" for n, _ in costs)
     lines = [f"| sequences decoding | plain ms per token | {heads} |", "|---" * (2 + len(costs)) + "|"]
     for b in study.batches:
-        p = plain.decode_ms(b, study.context)
-        cells = [f"{c.decode_ms(b, study.context):,.2f} ({c.decode_ms(b, study.context) / p:.2f}x)" for _, c in costs]
+        # A decode-only step as the load models run it (engine overhead included: n-gram's synchronous
+        # scheduling is part of its cost), over the tokens it yields.
+        p = plain.decode_steps_ms(b, b * study.context)
+        cells = [f"{c.decode_steps_ms(b, b * study.context):,.2f} ({c.decode_steps_ms(b, b * study.context) / p:.2f}x)"
+                 for _, c in costs]
         lines.append(f"| {b} | {p:,.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

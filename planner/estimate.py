@@ -137,7 +137,12 @@ def _speculative_json(cfg: ResolvedConfig) -> dict[str, Any]:
     spec = cfg.speculative
     if spec is None:
         return {}
-    return {"speculative": {**spec.config_json(), "acceptance_rate": spec.acceptance_rate}}
+    out: dict[str, Any] = {**spec.config_json(), "acceptance_rate": spec.acceptance_rate}
+    if spec.draft_rate != 1.0:  # methods that draft every step read as before
+        out["draft_rate"] = spec.draft_rate
+    if not cfg.async_scheduling:
+        out["async_scheduling"] = False
+    return {"speculative": out}
 
 
 def _r(x: float) -> float:

@@ -293,7 +293,10 @@ def _print_config(data: dict[str, Any]) -> None:
     )
     if "speculative" in cfg:
         spec = cfg["speculative"]
-        console.print(f"speculative decoding: {_spec_words(spec)}, acceptance {spec['acceptance_rate']:g} assumed")
+        rate = f", drafts on {spec['draft_rate']:g} of steps" if "draft_rate" in spec else ""
+        sync = "; vLLM schedules synchronously with this method" if spec.get("async_scheduling") is False else ""
+        console.print(f"speculative decoding: {_spec_words(spec)}, acceptance {spec['acceptance_rate']:g}{rate} "
+                      f"assumed{sync}")
     req = data["request"]
     if not cfg["enable_prefix_caching"]:
         console.print("prefix caching: off (every prompt computed in full)")

@@ -31,4 +31,4 @@ def speculative_plan(spec: Speculation | None) -> SpeculativePlan | None:
                            draft_model=spec.draft_model, extra_config=dict(spec.extra_config),
                            acceptance_rate=spec.acceptance_rate,
                            tokens_per_step=round(tokens_per_step(spec.num_speculative_tokens,
-                                                                 spec.acceptance_rate), 3))
+                                                                 spec.acceptance_rate, spec.draft_rate), 3))

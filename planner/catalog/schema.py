@@ -434,6 +434,8 @@ CALIBRATION_CONSTANTS = (
     "frontend_ms_per_input_megapixel",
     "frontend_ms_per_processed_megapixel",
     "engine_per_seq_overhead_ms",
+    "sync_step_overhead_ms",
+    "sync_per_seq_overhead_ms",
     "request_latency_ms",
     "frontend_ms_per_image",
     "vision_call_overhead_ms",

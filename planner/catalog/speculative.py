@@ -33,6 +33,24 @@ class MethodSpec(Strict):
     applies_to: Literal["any", "drafts", "mtp_layers"]
     """Which models can use it: any model, those with a listed draft, or those shipping MTP layers."""
     source: Source
+    default_draft_rate: float = Field(default=1.0, gt=0, le=1)
+    """Share of a decoding sequence's steps that carry a draft: 1 for methods that draft every step (EAGLE, MTP);
+    below 1 where a draft exists only when a lookup matches (n-gram). A property of the traffic, like acceptance."""
+    draft_rate_source: Source | None = None
+    """Where ``default_draft_rate`` comes from (required when it is below 1)."""
+    disables_async_scheduling: bool = False
+    """vLLM turns its asynchronous scheduler off when this method speculates (the engine's CPU work per step is
+    then no longer hidden behind the GPU step)."""
+    scheduling_source: Source | None = None
+    """Where ``disables_async_scheduling`` comes from (required when it is true)."""
+
+    @model_validator(mode="after")
+    def _sourced(self) -> MethodSpec:
+        if self.default_draft_rate < 1 and self.draft_rate_source is None:
+            raise ValueError("default_draft_rate below 1 needs a draft_rate_source")
+        if self.disables_async_scheduling and self.scheduling_source is None:
+            raise ValueError("disables_async_scheduling needs a scheduling_source")
+        return self
 
 
 class DraftSpec(Strict):

@@ -6,17 +6,24 @@ before (``acceptance_rate``), a verify step yields on average (Leviathan et al. 
 
     E(k, a) = 1 + a + a^2 + ... + a^k = (1 - a^(k+1)) / (1 - a)
 
+A method that drafts only where a lookup matches (n-gram) carries a draft on a share ``r`` of a sequence's steps
+(``draft_rate``; 1 for EAGLE and MTP): a step then yields ``E = 1 + r (a + ... + a^k)`` and verifies
+``1 + r k`` tokens per sequence on average.
+
 **Cost of a step** of ``n`` decoding sequences over ``C`` context tokens in all (the parts of ``StepCost``)::
 
-    verify(n) = lin(n (k+1)) + lm_head(n (k+1)) + attention of n (k+1) queries reading the n contexts once
+    verify(n) = lin(n q) + lm_head(n q) + attention of n q queries reading the n contexts once, q = 1 + r k
     draft(n)  = k x [ lin(n) x draft_layers / layers + lm_head(n) x draft_vocab / vocab
                       + draft_layers x attention(n, C) ]                       (EAGLE heads, MTP layers)
     draft(n)  = 0                                                              (n-gram: a CPU lookup)
 
-and the engine's CPU overhead once. At a small batch the step is memory-bound: ``n (k+1)`` tokens cost little
-more than ``n``, so each of the ``E`` tokens is cheaper than a plain step (speculation helps). Near saturation the
-GEMMs are compute-bound, ``lin(n (k+1))`` is ~``(k+1) lin(n)``, and the ``k + 1 - E`` rejected tokens per sequence
-are paid for in full (speculation hurts).
+and the engine's CPU overhead once (more where the method turns vLLM's asynchronous scheduler off, as n-gram does:
+``planner.perf.stepcost``'s sync constants, and both load models then schedule synchronously). ``lin`` and
+``lm_head`` at a fractional ``n q`` are interpolated between the integers around it. At a small batch the step is
+memory-bound: ``n q`` tokens cost little more than ``n``, so each of the ``E`` tokens is cheaper than a plain step
+(speculation helps, unless the synchronous scheduling costs more than it gains). Near saturation the GEMMs are
+compute-bound, ``lin(n q)`` is ~``q lin(n)``, and the ``q - E`` rejected tokens per sequence are paid for in full
+(speculation hurts).
 
 **How the load models see it.** Both the analytic model and the simulator count decode steps of one token per
 sequence. ``SpeculativeStepCost`` keeps that form: a decode-only "step" is one token's share of a verify step,
@@ -43,12 +50,16 @@ from planner.perf.stepcost import StepCost
 from planner.spec.config import ResolvedConfig, Speculation
 
 
-def tokens_per_step(num_speculative_tokens: int, acceptance_rate: float) -> float:
-    """Expected tokens a sequence gains per verify step: the accepted draft tokens and the target's own."""
+def tokens_per_step(num_speculative_tokens: int, acceptance_rate: float, draft_rate: float = 1.0) -> float:
+    """Expected tokens a sequence gains per verify step: the accepted draft tokens (on the share ``draft_rate`` of
+    steps that carry a draft) and the target's own."""
     k, a = num_speculative_tokens, acceptance_rate
     if not 0 <= a < 1:
         raise ValueError(f"acceptance rate must be in [0, 1) (got {a})")
-    return (1.0 - a ** (k + 1)) / (1.0 - a)
+    if not 0 <= draft_rate <= 1:
+        raise ValueError(f"draft rate must be in [0, 1] (got {draft_rate})")
+    drafted = (1.0 - a ** (k + 1)) / (1.0 - a)
+    return drafted if draft_rate == 1.0 else 1.0 + draft_rate * (drafted - 1.0)
 
 
 def make_step_cost(cfg: ResolvedConfig, cal: Calibration, precisions: PrecisionTable) -> StepCost:
@@ -68,23 +79,26 @@ class SpeculativeStepCost(StepCost):
         self.spec: Speculation = spec
         k = spec.num_speculative_tokens
         self.k = k
-        self.tokens_per_step = tokens_per_step(k, spec.acceptance_rate)
+        self.tokens_per_step = tokens_per_step(k, spec.acceptance_rate, spec.draft_rate)
         """E: tokens a sequence gains per verify step."""
+        q = 1.0 + spec.draft_rate * k
+        self.verify_tokens_per_seq = q
+        """Tokens a verify step runs per sequence: its own and the draft tokens of the steps that carry one."""
         d = cfg.model.decoder
         self.draft_layer_share = spec.draft_layers / d.num_layers
         """The draft's GEMMs per pass as a share of the target's (its layers are target-sized)."""
         self.draft_vocab_share = (spec.draft_vocab_size or d.vocab_size) / d.vocab_size if spec.draft_layers else 0.0
         verify = copy.copy(self.attention)
-        verify.decode_flop_ms *= k + 1  # k + 1 queries per sequence, the KV read once
-        verify.decode_q_ms *= k + 1
+        verify.decode_flop_ms *= q  # q queries per sequence, the KV read once
+        verify.decode_q_ms *= q
         self.verify_attention = verify
-        """One layer's attention in a verify step (``planner.perf.attention`` with k + 1 queries per sequence)."""
+        """One layer's attention in a verify step (``planner.perf.attention`` with q queries per sequence)."""
         e = self.tokens_per_step
         rows = range(self.max_tokens + 1)
         self.draft_gemm = [k * (self._lin[n] * self.draft_layer_share + self._lm[n] * self.draft_vocab_share)
                            for n in rows]
         """GPU ms of the k draft passes' GEMMs and lm_head at n sequences (0 for n-gram)."""
-        self.verify_gemm = [self.lin(n * (k + 1)) + self.lm_head(n * (k + 1)) for n in rows]
+        self.verify_gemm = [_at(self.lin, n * q) + _at(self.lm_head, n * q) for n in rows]
         """GPU ms of the verify pass's GEMMs and lm_head at n sequences."""
         share = [(self.verify_gemm[n] + self.draft_gemm[n]) / e for n in rows]
         # A mixed step's callers add the engine overhead of all its rows in full; its decodes' part of it is
@@ -106,7 +120,7 @@ class SpeculativeStepCost(StepCost):
         return self._decode_base[num_decode]
 
     def _spec_attention_ms(self, num_decode: Any, context_sum: Any, window_sum: Any = None) -> Any:
-        """One token's share of a verify step's attention (k + 1 queries per sequence) and of the draft's (its
+        """One token's share of a verify step's attention (q queries per sequence) and of the draft's (its
         layers over the same contexts, k passes)."""
         if not isinstance(num_decode, np.ndarray) and num_decode <= 0:
             return 0.0
@@ -131,6 +145,15 @@ class SpeculativeStepCost(StepCost):
                                 window_pairs, window_kv) + self.decode_extra_ms(num_decode)
 
     def verify_step_ms(self, num_decode: int, context: float) -> float:
-        """A whole speculative step (draft + verify + overhead) of ``num_decode`` sequences each holding ``context``
-        tokens: ``decode_ms`` x E (for the report and the tests)."""
-        return self.decode_ms(num_decode, context) * self.tokens_per_step
+        """A whole speculative step (draft + verify + engine overhead) of ``num_decode`` sequences each holding
+        ``context`` tokens: the decode-only step the load models run (one token's share), times E (for the report
+        and the tests)."""
+        return float(self.decode_steps_ms(num_decode, num_decode * context)) * self.tokens_per_step
+
+
+def _at(table: Any, tokens: float) -> float:
+    """``table`` (``lin`` or ``lm_head``, defined at whole tokens) at a fractional token count, linearly between
+    the two whole counts around it (exact at whole counts)."""
+    lo = int(tokens)
+    frac = tokens - lo
+    return float(table(lo)) if frac < 1e-9 else float((1.0 - frac) * table(lo) + frac * table(lo + 1))

@@ -130,10 +130,13 @@ class StepCost:
                                                      kv_heads_per_gpu(d.num_kv_heads, cfg.tp), d.head_dim,
                                                      cfg.kv_bytes_per_element)
         """One layer's attention (``planner.perf.attention``), the formula every step time below uses."""
-        self.step_overhead_ms = cal.value("engine_step_overhead_ms")
-        """Engine CPU time of a step, fixed part."""
-        self.per_seq_overhead_ms = cal.value("engine_per_seq_overhead_ms")
-        """Engine CPU time of a step, per scheduled sequence."""
+        sync = not cfg.async_scheduling
+        self.step_overhead_ms = cal.value("engine_step_overhead_ms") + sync * cal.value("sync_step_overhead_ms")
+        """Engine CPU time of a step not hidden behind the GPU, fixed part (more where the engine schedules
+        synchronously: its scheduling and output processing then wait for the GPU and the GPU for them)."""
+        self.per_seq_overhead_ms = (cal.value("engine_per_seq_overhead_ms")
+                                    + sync * cal.value("sync_per_seq_overhead_ms"))
+        """Engine CPU time of a step not hidden behind the GPU, per scheduled sequence."""
         self.vision_host_ms = vision_call_host_ms(cal, 1)
         """The engine's host work around one encoder call, however many images it encodes."""
         if self.full_layers and not self.sliding_layers and not self.cross_states:

@@ -40,6 +40,9 @@ class Speculation:
     """Parameters the draft adds to each GPU's weights (replicated over TP as vLLM shards it), billions."""
     extra_config: tuple[tuple[str, int], ...] = ()
     """Further ``--speculative-config`` keys, as (key, value) pairs."""
+    draft_rate: float = 1.0
+    """Share of a decoding sequence's steps that carry a draft, in (0, 1]: 1 for methods that draft every step
+    (EAGLE, MTP); n-gram drafts only where its lookup matches (a property of the workload, like acceptance)."""
 
     def config_json(self) -> dict[str, object]:
         """The ``--speculative-config`` object vLLM reads."""
@@ -143,6 +146,10 @@ class ResolvedConfig:
     """Prompt blocks already in the KV cache are reused (vLLM's automatic prefix caching)."""
     kv_block_tokens: int = 16
     """Tokens per KV-cache block: the prefix cache hits whole blocks only."""
+    async_scheduling: bool = True
+    """The engine schedules step k + 1 while step k runs (vLLM's asynchronous scheduler): the engine's default,
+    off where the speculative method disables it (catalogs/speculative: ``disables_async_scheduling``). Set only
+    by ``resolve``; the simulator and the analytic model both read it."""
 
     @property
     def num_gpus(self) -> int:
@@ -207,9 +214,21 @@ def resolve(cfg: ServingConfig, engine: EngineSpec) -> ResolvedConfig:
         "max_num_batched_tokens": cfg.max_num_batched_tokens or tokens_default,
         "gpu_memory_utilization": cfg.gpu_memory_utilization or engine.default_gpu_memory_utilization,
         "kv_block_tokens": cfg.kv_block_tokens or engine.block_size_tokens,
+        "async_scheduling": engine.async_scheduling and not _disables_async(cfg.speculative, engine),
     })
     check(out)
     return out
+
+
+def _disables_async(spec: Speculation | None, engine: EngineSpec) -> bool:
+    """Whether ``spec``'s method makes the engine schedule synchronously (vLLM turns its asynchronous scheduler off
+    for every method but EAGLE/MTP-style drafts; catalogs/speculative)."""
+    if spec is None:
+        return False
+    from planner.catalog.speculative import load_speculative
+
+    method = load_speculative(engine.name).methods.get(spec.method)  # type: ignore[call-overload]
+    return bool(method is not None and method.disables_async_scheduling)
 
 
 def check(cfg: ResolvedConfig) -> None:
@@ -251,6 +270,8 @@ def check(cfg: ResolvedConfig) -> None:
             raise RequestError(f"num_speculative_tokens must be >= 1 (got {spec.num_speculative_tokens})")
         if not 0 < spec.acceptance_rate < 1:
             raise RequestError(f"acceptance rate must be in (0, 1) (got {spec.acceptance_rate})")
+        if not 0 < spec.draft_rate <= 1:
+            raise RequestError(f"draft rate must be in (0, 1] (got {spec.draft_rate})")
         if cfg.pp > 1:
             raise UnsupportedError(f"speculative decoding ({spec.method}) is not planned with pipeline "
                                    f"parallelism (pp={cfg.pp}); use tp only")

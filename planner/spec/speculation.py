@@ -28,21 +28,29 @@ def check_acceptance(rate: float | None) -> float | None:
     return rate
 
 
+def check_draft_rate(rate: float | None) -> float | None:
+    if rate is not None and not 0 < rate <= 1:
+        raise RequestError(f"draft rate {rate:g}: the share of steps that carry a draft must be in (0, 1]")
+    return rate
+
+
 def speculation_of(model: ModelSpec, method: str, acceptance_rate: float | None = None,
-                   num_speculative_tokens: int | None = None) -> Speculation:
-    """One method for ``model`` at the catalog's defaults (acceptance and draft length overridable)."""
+                   num_speculative_tokens: int | None = None, draft_rate: float | None = None) -> Speculation:
+    """One method for ``model`` at the catalog's defaults (acceptance, draft rate and draft length overridable)."""
     cat = load_speculative()
     m = check_method(cat, model, method)
     spec = cat.methods[m]
     draft = draft_for(cat, model, m)
     k = num_speculative_tokens or spec.default_num_speculative_tokens
     a = check_acceptance(acceptance_rate) or spec.default_acceptance_rate
+    r = check_draft_rate(draft_rate) or spec.default_draft_rate
     if draft is None:
-        return Speculation(method=m, num_speculative_tokens=k, acceptance_rate=a,
+        return Speculation(method=m, num_speculative_tokens=k, acceptance_rate=a, draft_rate=r,
                            extra_config=tuple(sorted(spec.extra_config.items())))
     return Speculation(method=m, num_speculative_tokens=k, acceptance_rate=a, draft_model=draft.model,
                        draft_layers=draft.num_layers, draft_vocab_size=draft.draft_vocab_size,
-                       draft_params_b=draft.params_b, extra_config=tuple(sorted(spec.extra_config.items())))
+                       draft_params_b=draft.params_b, extra_config=tuple(sorted(spec.extra_config.items())),
+                       draft_rate=r)
 
 
 def speculation_choices(model: ModelSpec, choice: str, acceptance_rate: float | None = None

@@ -8,7 +8,9 @@ run as `vllm bench serve` ran it (planner.calibrate.fit.serving.predict_run) wit
 prints per run the measured and predicted TTFT p50/p95, TPOT p50/p95 and throughput, then the median |error| of
 each metric over the runs used in the fit and over the held-out runs (planner.calibrate.fit.serving.HELD_OUT)
 separately, the KV-cache capacity against the server logs, and the saturation throughput of the runs past
-saturation.
+saturation. The n-gram speculative runs (run25 at acceptance ~0, run26 greedy at ~1) are printed too, each at its
+measured acceptance and draft rate, with their own medians: ``fit`` marks the three that fitted the sync constants
+(planner.calibrate.fit.serving.SYNC_FIT_RUNS).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     cal = load_calibration("H200-141GB")
-    runs = [r for r in load_runs() if not r.warmup]
+    runs = [r for r in load_runs(speculative=True) if not r.warmup]
     models = {r.model: run_model(r) for r in runs}
     rows = []
     print(f"{'run':26s} {'set':4s} | {'TTFT p50 meas/pred':>19s} | {'TTFT p95':>15s} | {'TPOT p50':>13s} | "
@@ -48,7 +50,8 @@ def main() -> int:
         p = predict_run(r, cal, args.seeds, models[r.model])
         kv["q32" if "Qwen3-32B" in r.model else "text" if "VL" not in r.model else "vl"] = p.kv_tokens
         err = {m: relative_error(getattr(p, m), r.measured[m]) for m in METRICS}
-        rows.append({"label": r.label, "held_out": r.held_out, "measured": r.measured,
+        rows.append({"label": r.label, "held_out": r.held_out, "speculative": r.speculative is not None,
+                     "measured": r.measured,
                      "predicted": {m: getattr(p, m) for m in METRICS}, "error": err})
         m = r.measured
         print(f"{r.label:26s} {'held' if r.held_out else 'fit':4s} | {m['ttft_p50']:8.1f}/{p.ttft_p50:8.1f} "
@@ -57,10 +60,16 @@ def main() -> int:
     print()
     summary: dict[str, dict[str, float]] = {}
     for name, held in (("fitted", False), ("held-out", True)):
-        sel = [row for row in rows if row["held_out"] == held and row["label"] not in PAST_SATURATION]
+        sel = [row for row in rows if row["held_out"] == held and row["label"] not in PAST_SATURATION
+               and not row["speculative"]]
         summary[name] = {m: statistics.median(abs(row["error"][m]) for row in sel
                                               if row["error"][m] == row["error"][m]) for m in METRICS}
         print(f"median |error| over {len(sel)} {name} runs below saturation: "
+              + ", ".join(f"{m} {100 * v:.1f}%" for m, v in summary[name].items()))
+    for name, held in (("n-gram fitted", False), ("n-gram held-out", True)):
+        sel = [row for row in rows if row["held_out"] == held and row["speculative"]]
+        summary[name] = {m: statistics.median(abs(row["error"][m]) for row in sel) for m in METRICS}
+        print(f"median |error| over {len(sel)} {name} runs: "
               + ", ".join(f"{m} {100 * v:.1f}%" for m, v in summary[name].items()))
     sat = [row for row in rows if row["label"] in PAST_SATURATION]
     for row in sat:

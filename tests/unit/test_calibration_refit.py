@@ -20,6 +20,9 @@ The files' other constants come from other fits, named in ``OTHER_FITS`` and che
   ``frontend_ms_per_input_megapixel``, ``request_latency_ms``, ``frontend_ms_per_image``,
   ``vision_call_overhead_ms``): NOT refitted by any test (the fit replays 23 real runs through the simulator many
   times over); tests/benchmarks/bench_real_vllm.py checks their held-out errors only;
+* ``planner.calibrate.fit.serving.fit_sync_overhead`` (``sync_step_overhead_ms``, ``sync_per_seq_overhead_ms``: what
+  synchronous scheduling adds per step, fitted on run25's n-gram runs at 1, 16 and 64 clients): refitted here (a few
+  seconds), value and fit record;
 * the H100's host-side constants are the H200's, transferred by hand: asserted here.
 
 Every other constant is the default the command keeps (with its note): asserted here too.
@@ -45,11 +48,14 @@ SERVING = ("engine_step_overhead_ms", "engine_per_seq_overhead_ms", "frontend_ms
 API_SERVER = ("api_server_ms_per_request", "api_server_ms_per_input_token", "api_server_ms_per_output_token",
               "api_server_ms_per_image", "api_server_ms_per_megapixel")
 """planner.calibrate.fit.api_server on h200-141gb/run20 and run21 (tests/unit/test_api_server_queue.py)."""
-HOST_FROM_H200 = ("request_latency_ms", "frontend_ms_per_image", "vision_call_overhead_ms", *API_SERVER)
+SYNC = ("sync_step_overhead_ms", "sync_per_seq_overhead_ms")
+"""planner.calibrate.fit.serving.fit_sync_overhead on h200-141gb/run25_prefix_ngram (refitted below)."""
+HOST_FROM_H200 = ("request_latency_ms", "frontend_ms_per_image", "vision_call_overhead_ms", *API_SERVER, *SYNC)
 """H100 constants copied by hand from the H200's serving and API-server fits (host-side costs)."""
 
 OTHER_FITS = {
-    "H200-141GB": {**{n: "serving" for n in SERVING}, **{n: "api_server" for n in API_SERVER}},
+    "H200-141GB": {**{n: "serving" for n in SERVING}, **{n: "api_server" for n in API_SERVER},
+                   **{n: "sync_overhead" for n in SYNC}},
     "H100-SXM-80GB": {n: "copied from H200-141GB" for n in HOST_FROM_H200},
 }
 """The constants of each shipped file that its ``# Fitted by:`` command does not write as shipped."""
@@ -81,6 +87,22 @@ def test_the_h100_host_constants_are_the_h200_fits():
         assert h100.value(name) == h200.value(name), name
         assert h200.constants[name].fit is not None
         assert "transferred from the H200" in (h100.constants[name].note or ""), name
+
+
+def test_the_shipped_sync_constants_are_a_fresh_refit():
+    """The command in the constants' fit record, re-run: the same values (4 significant digits) and the RMS log
+    error the record gives, over the 9 points it names."""
+    from planner.calibrate.fit.serving import SYNC_FIT_METRICS, SYNC_FIT_RUNS, fit_sync_overhead
+
+    shipped = load_calibration("H200-141GB")
+    values, rms = fit_sync_overhead()
+    for name in SYNC:
+        c = shipped.constants[name]
+        assert c.value == values[name], name
+        assert c.fit is not None and "fit_sync_overhead()" in c.fit.method and c.fit.at_bound is None
+        assert c.fit.mape_pct == round(100 * rms, 1)
+        assert c.fit.n_points == len(SYNC_FIT_RUNS) * len(SYNC_FIT_METRICS)
+        assert c.fit.dataset.endswith("run25_prefix_ngram/ngram.json")
 
 
 def test_h200_quant_memory_efficiency_sits_at_its_lower_fit_bound():

@@ -33,7 +33,7 @@ def test_cache_key_changes_with_every_field() -> None:
              "mm_encoder_tp_mode": "data", "limit_images_per_prompt": 2,
              "mm_processor_options": {"max_pixels": 1000}, "api_server_count": 4,
              "speculative": Speculation(method="ngram", num_speculative_tokens=3, acceptance_rate=0.3),
-             "enable_prefix_caching": False, "kv_block_tokens": 32}
+             "enable_prefix_caching": False, "kv_block_tokens": 32, "async_scheduling": False}
     assert set(other) == {f.name for f in fields(ResolvedConfig)}
     for name, value in other.items():
         assert replace(base, **{name: value}).cache_key() != base.cache_key(), name

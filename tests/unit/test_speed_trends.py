@@ -84,7 +84,7 @@ def test_fitted_calibration_loads_with_provenance(gpu: str) -> None:
         assert c.fit is not None
         for path in c.fit.dataset.split(", "):
             assert (root / path).is_file(), (name, path)
-        measurement_days = ("2026-11-26", "2026-11-27", "2026-12-02", "2026-12-03")
+        measurement_days = ("2026-11-26", "2026-11-27", "2026-12-02", "2026-12-03", "2026-12-04")  # 12-04: run25
         assert c.fit.n_points >= 1 and c.fit.fitted_on in measurement_days
     # int4 is not measured (no Marlin kernel on the device): kept from the default, unfitted.
     assert cal.constants["int4_gemm_compute_efficiency"].fit is None

@@ -11,6 +11,10 @@ A *run* is one `vllm bench serve` measurement against a real vLLM server (the ha
 * the server's configuration as the log reports it (max_model_len, max_num_batched_tokens 8,192,
   max_num_seqs 1,024, gpu_memory_utilization 0.92).
 
+* a server that speculates (``--speculative-config``) with the run's own speculation: the method and draft
+  length of its config, the acceptance and draft rate its spec-decode counters measured
+  (``measured_speculation``), synchronous scheduling where the method turns vLLM's asynchronous scheduler off.
+
 Each prediction pools ``seeds`` simulations (a 60-request run's p95 is noisy in the model as in the
 measurement). Runs named in ``HELD_OUT`` are never used to fit anything: they give the held-out error.
 """
@@ -30,8 +34,8 @@ from planner.catalog.loader import catalog_root, load_calibration, load_engine, 
 from planner.catalog.schema import Calibration, ModelSpec
 from planner.load.simulator import build_requests, simulate
 from planner.perf.memory import memory_breakdown
-from planner.perf.stepcost import StepCost
-from planner.spec.config import ResolvedConfig, ServingConfig, resolve
+from planner.perf.speculative import make_step_cost
+from planner.spec.config import ResolvedConfig, ServingConfig, Speculation, resolve
 from planner.spec.workload import ImageSize, IntDist, Workload
 
 RUN_DIRS = ("calibration/measurements/h200-141gb/run20_real_vllm",
@@ -68,7 +72,14 @@ HELD_OUT = frozenset({
     "prefix_p3072_c8", "prefix_p3072_r8",
     # run26 (2026-12-04): greedy decoding (--temperature 0) on the plain server, every run.
     "greedy_c1", "greedy_c16", "greedy_c64", "greedy_r16",
+    # run25's n-gram runs (chosen before the fit of the sync constants on ngram_c1/c16/c64, fit_sync_overhead),
+    # and run26's greedy n-gram runs, every one (acceptance ~1: a test the fit at acceptance ~0 never saw).
+    "ngram_c4", "ngram_r8", "ngram_r16",
+    "ngram0_c1", "ngram0_c4", "ngram0_c16", "ngram0_c64", "ngram0_r16",
 })
+
+SYNC_FIT_RUNS = ("ngram_c1", "ngram_c16", "ngram_c64")
+"""The runs ``fit_sync_overhead`` fits the calibration's ``sync_*`` constants on (run25, n-gram at acceptance ~0)."""
 
 MODEL_DIRS = {"Qwen/Qwen2.5-7B-Instruct": "bench/real-vllm/model/Qwen2.5-7B-Instruct"}
 """Models of the runs that are not in the catalog: a local config.json (relative to the repository)."""
@@ -198,10 +209,45 @@ def run_model(run: RealRun, repo: Path | None = None) -> ModelSpec:
     return load_models().get(run.model)
 
 
+def measured_speculation(run: RealRun) -> tuple[float, float]:
+    """(draft rate, per-token acceptance) of a speculative run, from its spec-decode counters. Every decoding
+    step of a sequence yields one token and the accepted ones, so its sequence-steps are the output tokens less
+    one per request (the prefill's) less the accepted; the draft rate is the drafts over those. The acceptance
+    ``a`` solves ``a + a^2 + ... + a^k = accepted / drafts`` (a chain draft of k tokens; vLLM's n-gram proposer
+    sometimes proposes fewer than k, 2.83-2.97 on average in run25/run26, not modelled)."""
+    assert run.speculative is not None and run.spec_counters, f"{run.label}: not a speculative run"
+    k = int(run.speculative["num_speculative_tokens"])
+    c = run.spec_counters
+    steps = sum(run.output_lens) - len(run.output_lens) - c["accepted_tokens"]
+    rate = min(1.0, c["drafts"] / steps)
+    per_draft = c["accepted_tokens"] / c["drafts"]
+    lo, hi = 0.0, 1.0  # sum_{i=1..k} a^i rises from 0 to k on [0, 1]: bisect
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sum(mid**i for i in range(1, k + 1)) < per_draft else (lo, mid)
+    return rate, min(max(lo, 1e-6), 1 - 1e-6)
+
+
+def run_speculation(run: RealRun) -> Speculation | None:
+    """The run's ``--speculative-config`` as vlmplan's ``Speculation``, at the run's measured acceptance and draft
+    rate (None: the server did not speculate)."""
+    if run.speculative is None:
+        return None
+    conf = dict(run.speculative)
+    rate, acceptance = measured_speculation(run)
+    method = conf.pop("method")
+    k = int(conf.pop("num_speculative_tokens"))
+    if conf.pop("model", None) is not None:
+        raise ValueError(f"{run.label}: replaying a run with a draft checkpoint is not implemented")
+    return Speculation(method=method, num_speculative_tokens=k, acceptance_rate=acceptance, draft_rate=rate,
+                       extra_config=tuple(sorted((key, int(v)) for key, v in conf.items())))
+
+
 def run_config(run: RealRun, model: ModelSpec | None = None) -> ResolvedConfig:
     gpu = load_gpus().get("H200-141GB")
     cfg = ServingConfig(model=model or run_model(run), gpu=gpu, **SERVER,  # type: ignore[arg-type]
-                        limit_images_per_prompt=1 if run.image else None, api_server_count=run.api_servers)
+                        limit_images_per_prompt=1 if run.image else None, api_server_count=run.api_servers,
+                        speculative=run_speculation(run))
     return resolve(cfg, load_engine())
 
 
@@ -235,11 +281,12 @@ class Prediction:
 
 def predict_run(run: RealRun, cal: Calibration | None = None, seeds: int = 4,
                 model: ModelSpec | None = None, async_scheduling: bool | None = None) -> Prediction:
-    """vlmplan's prediction of ``run``: the benchmark replayed in the simulator (see the module doc)."""
+    """vlmplan's prediction of ``run``: the benchmark replayed in the simulator (see the module doc).
+    ``async_scheduling`` None: the config's (the engine's, off where its speculative method turns it off)."""
     cfg = run_config(run, model)
     cal = cal or load_calibration(cfg.gpu.name)
     precisions = load_precisions()
-    cost = StepCost(cfg, cal, precisions)
+    cost = make_step_cost(cfg, cal, precisions)
     mem = memory_breakdown(cfg, load_engine(), precisions)
     probe = Workload(prompt_tokens=0, output_tokens=1,
                      images=[ImageSize(width=run.image[0], height=run.image[1])] if run.image else [])
@@ -319,3 +366,43 @@ def fit_serving(runs: list[RealRun], cal: Calibration, seeds: int = 2) -> tuple[
     sol = least_squares(resid, x0 / scale, bounds=(0, np.inf), diff_step=0.05, max_nfev=60, x_scale=1.0)
     values = dict(zip(SERVING_CONSTANTS, (float(v) for v in sol.x * scale)))
     return values, float(np.sqrt(np.mean(sol.fun**2)))
+
+
+SYNC_CONSTANTS = ("sync_step_overhead_ms", "sync_per_seq_overhead_ms")
+"""The engine CPU time per step that synchronous scheduling exposes (fitted on n-gram speculation)."""
+
+SYNC_FIT_METRICS = ("tpot_p50", "tpot_p95", "throughput")
+"""What ``fit_sync_overhead`` fits: the per-token and per-request rates the constants move (TTFT is left to the
+plain runs' fit of the request path)."""
+
+
+def fit_sync_overhead(runs: list[RealRun] | None = None, cal: Calibration | None = None, seeds: int = 4
+                      ) -> tuple[dict[str, float], float]:
+    """Least squares of log(predicted / measured) TPOT p50/p95 and throughput over ``SYNC_FIT_RUNS`` (run25's
+    n-gram runs at 1, 16 and 64 clients, each at its measured acceptance and draft rate) for ``SYNC_CONSTANTS``,
+    the other constants as shipped, bounded to be non-negative. Returns the values (rounded to 4 significant
+    digits, as the catalog holds them) and the RMS log error. Refit with::
+
+        python -c "from planner.calibrate.fit.serving import fit_sync_overhead; print(fit_sync_overhead())"
+    """
+    from scipy.optimize import least_squares
+
+    runs = runs if runs is not None else load_runs(speculative=True)
+    fit_runs = [r for r in runs if r.label in SYNC_FIT_RUNS]
+    assert len(fit_runs) == len(SYNC_FIT_RUNS) and not any(r.held_out for r in fit_runs)
+    cal = cal or load_calibration("H200-141GB")
+    models = {r.model: run_model(r) for r in fit_runs}
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        c = with_constants(cal, dict(zip(SYNC_CONSTANTS, x)))
+        res: list[float] = []
+        for r in fit_runs:
+            p = predict_run(r, c, seeds, models[r.model])
+            res.extend(math.log(getattr(p, m) / r.measured[m]) for m in SYNC_FIT_METRICS)
+        return np.array(res)
+
+    sol = least_squares(resid, np.array([2.0, 0.05]), bounds=(0, np.inf), x_scale=np.array([1.0, 0.01]),
+                        diff_step=0.02)
+    values = {k: float(f"{v:.4g}") for k, v in zip(SYNC_CONSTANTS, sol.x)}
+    rms = float(np.sqrt(np.mean(resid(np.array([values[k] for k in SYNC_CONSTANTS])) ** 2)))
+    return values, rms

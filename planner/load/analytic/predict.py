@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import lru_cache
 
 from planner.load.analytic.api_queue import ApiQueue, with_frontend
 from planner.load.analytic.closed import predict_closed
@@ -39,7 +38,7 @@ def predict(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, arrival: s
     elif arrival == "closed":
         if concurrency is None or concurrency < 1:
             raise ValueError("closed-loop arrival needs concurrency >= 1")
-        waves = predict_waves(cost, cfg, shape, cur, int(concurrency), _engine_async_scheduling(),
+        waves = predict_waves(cost, cfg, shape, cur, int(concurrency), cfg.async_scheduling,
                               shape_frontend_ms(cost.cal, shape))
         pred = waves or predict_closed(cost, cfg, shape, cur, int(concurrency))
     else:
@@ -52,11 +51,3 @@ def predict(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, arrival: s
         slow = api.max_rate / pred.requests_per_s
         pred = replace(pred, requests_per_s=api.max_rate, output_tokens_per_s=pred.output_tokens_per_s * slow)
     return replace(pred, max_requests_per_s=min(pred.max_requests_per_s, api.max_rate))
-
-
-@lru_cache(maxsize=1)
-def _engine_async_scheduling() -> bool:
-    """The shipped engine's scheduler mode (catalogs/engines), as the simulator takes it."""
-    from planner.catalog.loader import load_engine
-
-    return load_engine().async_scheduling

@@ -95,9 +95,7 @@ def simulate_pd(prefill: Pool, decode: Pool, reqs: SimRequests, arrival: str = "
     if prefill.cfg.pp != 1 or decode.cfg.pp != 1:
         raise ValueError("the coupled-pool simulator models pipeline depth 1 pools only")
     if async_scheduling is None:
-        from planner.load.simulator.simulate import _engine_async_scheduling
-
-        async_scheduling = _engine_async_scheduling()
+        async_scheduling = prefill.cfg.async_scheduling and decode.cfg.async_scheduling
     arr = arrival_times(n, arrival, rate_per_s, trace_s, seed)
     assert arr is not None
     front = reqs.frontend_ms.copy() if reqs.frontend_ms is not None else np.zeros(n)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from planner.load.simulator.arrivals import api_queue_wait, arrival_times
@@ -27,15 +25,16 @@ def simulate(cost: StepCost, reqs: SimRequests, kv_capacity_tokens: int, arrival
     fractions of the requests (closed loop: at least the last ``concurrency``)
     are left out of the statistics. ``cfg`` (default ``cost.cfg``) supplies the scheduler's limits
     (max_num_seqs, max_num_batched_tokens, pp), so one ``StepCost`` serves configs differing only in those.
-    ``async_scheduling`` (vLLM's default since V1's asynchronous scheduler): a busy engine schedules step k + 1
-    while step k runs, so a request arriving during step k is first scheduled in step k + 2.
+    ``async_scheduling`` (default: ``cfg.async_scheduling``, vLLM's default but where the speculative method turns it
+    off): a busy engine schedules step k + 1 while step k runs, so a request arriving during step k is first
+    scheduled in step k + 2.
     """
     n = len(reqs)
     if n == 0:
         raise ValueError("no requests to simulate")
-    if async_scheduling is None:
-        async_scheduling = _engine_async_scheduling()
     cfg = cfg or cost.cfg
+    if async_scheduling is None:
+        async_scheduling = cfg.async_scheduling
     if arrival == "single":
         arrival, concurrency = "closed", 1
     if arrival == "closed" and not concurrency:
@@ -121,11 +120,3 @@ def _window(out_arr: np.ndarray, out_fin: np.ndarray, arrival: str, concurrency:
     elif t1 <= t0:
         t1 = float(np.max(out_fin[order[lo:hi]]))
     return measured, (t0, t1), counted, order[lo:hi]
-
-
-@lru_cache(maxsize=1)
-def _engine_async_scheduling() -> bool:
-    """The shipped engine's scheduler mode (catalogs/engines)."""
-    from planner.catalog.loader import load_engine
-
-    return load_engine().async_scheduling
