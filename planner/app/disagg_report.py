@@ -62,8 +62,10 @@ def print_topologies(console: Console, plan: Any, sol: Any) -> None:
     console.print(t)
     if epd is not None:
         d = epd.encoder_delay_ms
-        console.print(f"epd: each LM replica's pod holds {epd.encoders_per_replica} encoder-only instance(s) on its node "
-                      f"({'1E1PD, the shape vLLM calls stable' if epd.stable else 'more than 1 encoder per LM replica: beyond what vLLM calls stable (1E1PD)'}); "
+        shape = ("1E1PD, the shape vLLM calls stable" if epd.stable
+                 else "more than 1 encoder per LM replica: beyond what vLLM calls stable (1E1PD)")
+        console.print(f"epd: each LM replica's pod holds {epd.encoders_per_replica} encoder-only instance(s) on its "
+                      f"node ({shape}); "
                       f"encode {epd.encode_ms:.1f} ms + {epd.connector} save/load {epd.transfer_ms:.1f} ms (measured "
                       f"tmpfs, run27) per request with images; encoders {epd.encoder_load:.0%} busy; encoder path p95 "
                       f"{d.p95:.1f} ms; predicted p95s are sums of the encoder path's and the LM's p95s (conservative)")

@@ -262,8 +262,8 @@ class EpdSearch:
         """The encoder side of configuration ``c``: one GPU of its type, its precision, no speculation."""
         key = (c.gpu, c.base.precision)
         if key not in self._enc:
-            from planner.load.analytic import build_step_cost
             from planner.catalog.loader import load_calibration
+            from planner.load.analytic import build_step_cost
 
             cfg = resolve(replace(c.base, tp=1, pp=1, speculative=None, max_num_seqs=1), self.engine)
             if cfg.gpu.name not in self._cal:
@@ -385,7 +385,8 @@ def simulate_epd_candidate(req: SolveRequest, c: EpdCandidate, seed: int = 0) ->
     spec = load_engine().encoder_transfer
     assert spec is not None
     transfer = np.array([request_transfer_ms(spec, lm_cfg.model, float(v), int(m)) if e > 0 else 0.0
-                         for v, m, e in zip(enc_reqs.enc_tokens.tolist(), images.tolist(), enc_reqs.vision_ms.tolist())])
+                         for v, m, e in zip(enc_reqs.enc_tokens.tolist(), images.tolist(),
+                                            enc_reqs.vision_ms.tolist())])
     if w.arrival == "trace" and w.trace_s and not w.rate_per_s:
         arrival, rate, trace = "trace", None, tuple(w.trace_s[:: c.replicas])
     else:
