@@ -305,6 +305,33 @@ class PdPlan(_Frozen):
     simulated: Simulated | None = None
 
 
+class EpdPlan(_Frozen):
+    """An encoder-disaggregated deployment: ``lm.replicas`` units, each one LM replica and ``encoders_per_replica``
+    encoder-only instances (one GPU each, same GPU type) in one pod, embeddings passed through a memory-backed
+    volume (vLLM's ECExampleConnector)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    lm: DeploymentPlan
+    """The language-model replicas (predicted on requests whose images are already encoded)."""
+    encoders_per_replica: int = Field(ge=1)
+    encoder_gpu: str
+    encoder_precision: str
+    connector: str
+    encode_ms: float = Field(ge=0)
+    """Mean encoder service of a request with images."""
+    transfer_ms: float = Field(ge=0)
+    """Mean save + load of such a request's embeddings (measured tmpfs table)."""
+    encoder_load: float = Field(ge=0)
+    encoder_delay_ms: PercentilesMs
+    """Encoder wait + encode + transfer, per statistic."""
+    stable: bool
+    """One encoder per LM replica: the shape vLLM calls stable (1E1PD)."""
+    cost_per_hour: float = Field(ge=0)
+    predicted: Predicted
+    simulated: Simulated | None = None
+
+
 class Plan(_Frozen):
     schema_version: Literal[1] = 1
     status: Literal["optimal", "feasible", "infeasible"]
@@ -318,11 +345,13 @@ class Plan(_Frozen):
     alternatives: list[DeploymentPlan] = []
     engine: str = DEFAULT_ENGINE
     notes: list[str] = []
-    topology: Literal["aggregated", "pd"] = "aggregated"
+    topology: Literal["aggregated", "pd", "epd"] = "aggregated"
     """What the launch configs start: ``deployments`` (aggregated) or ``pd``. With pd, ``deployments`` holds the
     best aggregated plan for comparison (empty when there is none)."""
     pd: PdPlan | None = None
     """The best prefill/decode-disaggregated deployment found (``solve --topologies ...,pd``), chosen or not."""
+    epd: EpdPlan | None = None
+    """The best encoder-disaggregated deployment found (``solve --topologies ...,epd``), chosen or not."""
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.core.errors import RequestError
-from planner.plan import PdPlan, Predicted, PredictedMemory, Simulated
+from planner.plan import EpdPlan, PdPlan, Predicted, PredictedMemory, Simulated
 from planner.solver import Candidate, SolveRequest
 from planner.solver.disagg import TOPOLOGIES, PdCandidate, PoolChoice
 
@@ -16,10 +16,8 @@ def parse_topologies(text: str | None) -> tuple[str, ...]:
         return ("aggregated",)
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise RequestError("--topologies is empty; give aggregated, pd or both (comma-separated)")
+        raise RequestError("--topologies is empty; give aggregated, pd, epd or several (comma-separated)")
     for p in parts:
-        if p == "epd":
-            raise RequestError("--topologies epd: a separate encoder pool is not modelled yet; use aggregated,pd")
         if p not in TOPOLOGIES:
             raise RequestError(f"unknown topology '{p}' in --topologies; expected {', '.join(TOPOLOGIES)}")
     return tuple(dict.fromkeys(parts))
@@ -41,6 +39,31 @@ def pd_plan(c: PdCandidate, model_arg: str, req: SolveRequest, deployment_plan: 
                             requests_per_s=dec.predicted.requests_per_s,
                             output_tokens_per_s=dec.predicted.output_tokens_per_s,
                             memory=PredictedMemory(**dec.predicted.memory.model_dump())),
+        simulated=None if sim is None else Simulated(
+            ttft_ms=_pct(sim.ttft), tpot_ms=_pct(sim.tpot), e2e_ms=_pct(sim.e2e),
+            requests_per_s=round(sim.requests_per_s, 4), requests_simulated=sim.requests, seed=sim.seed,
+            saturated=sim.saturated, meets_slos=sim.meets, failed=sim.failed),
+    )
+
+
+def epd_plan(c: Any, model_arg: str, req: SolveRequest, deployment_plan: Any, _pct: Any) -> EpdPlan:
+    """The solver's ``EpdCandidate`` -> ``EpdPlan``; arguments as ``pd_plan``'s."""
+    from planner.catalog.loader import load_engine
+    from planner.solver.epd import STABLE_ENCODERS_PER_REPLICA
+
+    lm = deployment_plan(c.lm, model_arg, req.slos_of(c.workload))
+    spec = load_engine().encoder_transfer
+    sim = c.simulated
+    return EpdPlan(
+        lm=lm, encoders_per_replica=c.encoders, encoder_gpu=c.encoder_cfg.gpu.name,
+        encoder_precision=c.encoder_cfg.precision, connector=spec.connector if spec else "ECExampleConnector",
+        encode_ms=round(c.encode_ms, 4), transfer_ms=round(c.transfer_ms, 4), encoder_load=round(c.encoder_load, 6),
+        encoder_delay_ms=_pct(c.encoder_delay), stable=c.encoders <= STABLE_ENCODERS_PER_REPLICA,
+        cost_per_hour=round(c.cost_per_hour, 4),
+        predicted=Predicted(ttft_ms=_pct(c.ttft), tpot_ms=_pct(c.tpot), e2e_ms=_pct(c.e2e),
+                            requests_per_s=lm.predicted.requests_per_s,
+                            output_tokens_per_s=lm.predicted.output_tokens_per_s,
+                            memory=PredictedMemory(**lm.predicted.memory.model_dump())),
         simulated=None if sim is None else Simulated(
             ttft_ms=_pct(sim.ttft), tpot_ms=_pct(sim.tpot), e2e_ms=_pct(sim.e2e),
             requests_per_s=round(sim.requests_per_s, 4), requests_simulated=sim.requests, seed=sim.seed,

@@ -519,10 +519,22 @@ def to_plan(sol: Solution, req: SolveRequest, model_arg: str | dict[str, str], n
         pd = pd_plan(sol.disagg.best, arg(sol.disagg.best.workload), req, deployment_plan, _pct)
     elif sol.disagg is not None and sol.disagg.note:
         extra.append(sol.disagg.note)
+    epd = None
+    if sol.epd is not None and sol.epd.best is not None:
+        from planner.app.disagg_plan import epd_plan
+
+        epd = epd_plan(sol.epd.best, arg(sol.epd.best.workload), req, deployment_plan, _pct)
+        epd = epd.model_copy(update={"lm": epd.lm.model_copy(update={
+            "images": images.get(epd.lm.workload, []), "traffic": traffic.get(epd.lm.workload)})})
+    elif sol.epd is not None and sol.epd.note:
+        extra.append(sol.epd.note)
     cost = pd.cost_per_hour if pd is not None and sol.topology == "pd" else sum(d.cost_per_hour for d in deployments)
+    if epd is not None and sol.topology == "epd":
+        cost = epd.cost_per_hour
     return Plan(
         topology=sol.topology,  # type: ignore[arg-type]
         pd=pd,
+        epd=epd,
         status=sol.status,
         objective=req.objective,
         max_load=req.max_load,

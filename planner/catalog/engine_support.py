@@ -31,6 +31,12 @@ class EngineRow(Strict):
     """Architecture -> why the engine cannot load it (one line)."""
     models: list[str] = []
     """A model-specific image: the only models (HF ids) it serves."""
+    encoder_only: list[str] = []
+    """Architectures the engine runs as an encoder-only instance (vLLM ``--mm-encoder-only``: the model file marks
+    its language model, which is then not loaded): the ``epd`` topology's encoder pool."""
+    encoder_only_unsupported: dict[str, str] = {}
+    """Architecture -> why it cannot run encoder-only (one line)."""
+    encoder_only_provenance: str | None = None
 
 
 class SupportTable(Strict):
@@ -76,6 +82,21 @@ def model_support(model: ModelSpec, engine: str | None = None) -> tuple[str, str
     if arch in row.supported:
         return "supported", ""
     return "unknown", f"{arch} is not in the support table of {name}"
+
+
+def encoder_only_problem(model: ModelSpec, engine: str | None = None) -> str | None:
+    """Why ``engine`` (default: the planned) cannot run ``model``'s vision encoder as its own instance
+    (``--mm-encoder-only``); None: it can."""
+    table = load_support_table()
+    row = table.engines[engine or table.planned]
+    arch = model.hf_architecture
+    if model.vision is None:
+        return f"{model.name} is a text model: it has no vision encoder to run apart"
+    if arch in row.encoder_only_unsupported:
+        return f"{arch}: {row.encoder_only_unsupported[arch]}"
+    if arch not in row.encoder_only:
+        return f"{arch} is not in the encoder-only list of {engine or table.planned} (catalogs/engines/support.yaml)"
+    return None
 
 
 def require_supported(model: ModelSpec, engine: str | None = None) -> None:

@@ -325,6 +325,39 @@ class HostCpu(Strict):
     """Most API servers the solver tries per replica."""
 
 
+class EcTransferPoint(Strict):
+    """One measured size of an encoder-output file moved through vLLM's ECExampleConnector."""
+
+    megabytes: float = Field(gt=0)
+    """Size of the embeddings file (1e6 bytes)."""
+    save_ms: float = Field(ge=0)
+    """Median time the encoder instance takes to write it (``safetensors.torch.save_file``)."""
+    load_ms: float = Field(ge=0)
+    """Median time the language-model instance takes to read it onto its GPU (``load_file(device="cuda")``)."""
+
+
+class EncoderTransfer(Strict):
+    """How an encoder-only instance (``--mm-encoder-only``) hands its embeddings to the language-model instance
+    (``--ec-transfer-config``): the connector and its measured cost per embeddings file on node-local tmpfs."""
+
+    connector: str
+    """``ec_connector`` the launch configs name (vLLM's file-based ECExampleConnector)."""
+    embedding_bytes_per_element: int = Field(ge=1)
+    """Bytes per element of the saved embeddings (visual tokens x LM hidden size elements; bf16: 2)."""
+    tmpfs: list[EcTransferPoint] = Field(min_length=2)
+    """save/load medians by file size on tmpfs (``/dev/shm`` or a memory-backed emptyDir), ascending size;
+    interpolated linearly in between, held below the smallest, the last segment extended above the largest."""
+    source: str
+    """Key into ``EngineSpec.sources``."""
+
+    @model_validator(mode="after")
+    def _ascending(self) -> EncoderTransfer:
+        sizes = [p.megabytes for p in self.tmpfs]
+        if sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError("tmpfs points must have strictly ascending megabytes")
+        return self
+
+
 class EngineSpec(Strict):
     """Facts about one serving-engine release that the memory model needs."""
 
@@ -345,7 +378,15 @@ class EngineSpec(Strict):
     that arrives while the engine is busy waits for the step after next."""
     host: HostCpu | None = None
     """The host CPU and memory a replica's processes need (None: not modelled, no CPU requests emitted)."""
+    encoder_transfer: EncoderTransfer | None = None
+    """The encoder-disaggregated (``epd``) transfer of embeddings (None: the engine has none modelled)."""
     sources: dict[str, Source]
+
+    @model_validator(mode="after")
+    def _transfer_sourced(self) -> EngineSpec:
+        if self.encoder_transfer is not None and self.encoder_transfer.source not in self.sources:
+            raise ValueError(f"encoder_transfer.source '{self.encoder_transfer.source}' is not in sources")
+        return self
 
 
 class PrecisionBytes(Strict):

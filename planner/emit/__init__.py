@@ -74,12 +74,18 @@ def emit(plan: Plan, out_dir: Path, targets: list[str]) -> list[Path]:
     return written
 
 
+EPD_REFUSAL = ("epd plan: launch configs for encoder disaggregation are not emitted yet (the plan is a sizing); "
+               "solve without epd in --topologies for a launchable plan")
+
+
 def emit_each(plan: Plan, out_dir: Path, targets: list[str],
               dry_run_first: bool = False) -> tuple[list[Path], dict[str, str]]:
     """Write every target that every deployment of ``plan`` supports; return the files written and, per refused
     target, why (also written to ``out_dir/INCOMPLETE.txt``). ``dry_run_first``: raise the first refusal instead
     (nothing written)."""
     wanted = _check_targets(targets)
+    if plan.topology == "epd" and plan.status != "infeasible":
+        raise RequestError(EPD_REFUSAL)
     if plan.topology == "pd" and plan.status != "infeasible":
         from planner.emit import disagg
 
@@ -122,7 +128,7 @@ def _check_target(dep: DeploymentPlan, target: str) -> None:
 def emit_verify(plan: Plan, out_dir: Path) -> list[Path]:
     """Only ``verify.sh`` (and the deployment it checks) for every deployment: what ``solve --out`` writes without
     ``--target``."""
-    if plan.status == "infeasible":
+    if plan.status == "infeasible" or plan.topology == "epd":  # epd: nothing launchable to verify yet
         return []
     return [p for dep, name in zip(plan.deployments, folder_names(plan))
             for p in verify.write(dep, Path(out_dir) / name / "verify")]

@@ -39,11 +39,16 @@ from planner.spec.workload import Workload
 def solve(req: SolveRequest) -> Solution:
     """The optimal plan for ``req`` (or why there is none); with ``pd`` among ``req.topologies`` also the cheapest
     prefill/decode-disaggregated deployment, chosen when it is cheaper (``planner.solver.disagg``)."""
-    if "pd" not in req.topologies:
-        return _solve_aggregated(req)
-    from planner.solver.disagg import with_pd
+    sol = _solve_aggregated(req)
+    if "pd" in req.topologies:
+        from planner.solver.disagg import with_pd
 
-    return with_pd(req, _solve_aggregated(req))
+        sol = with_pd(req, sol)
+    if "epd" in req.topologies:
+        from planner.solver.epd import with_epd
+
+        sol = with_epd(req, sol)
+    return sol
 
 
 def _solve_aggregated(req: SolveRequest) -> Solution:

@@ -111,7 +111,9 @@ class Solution:
     disagg: Any = None
     """The pd search's outcome (``planner.solver.disagg.PdOutcome``) when the request asked for it, else None."""
     topology: str = "aggregated"
-    """The topology of the answer: 'aggregated' (``chosen``) or 'pd' (``disagg.best``)."""
+    """The topology of the answer: 'aggregated' (``chosen``), 'pd' (``disagg.best``) or 'epd' (``epd.best``)."""
+    epd: Any = None
+    """The epd search's outcome (``planner.solver.epd.EpdOutcome``) when the request asked for it, else None."""
 
 
 def describe(cfg: ServingConfig | ResolvedConfig) -> str:

@@ -45,7 +45,7 @@ from planner.spec.config import ResolvedConfig, resolve
 from planner.spec.shape import RequestShape
 from planner.spec.slo import Slo
 
-TOPOLOGIES = ("aggregated", "pd")
+TOPOLOGIES = ("aggregated", "pd", "epd")
 DEFAULT_TOPOLOGIES = ("aggregated",)
 """``solve`` searches aggregated deployments only unless asked (``--topologies aggregated,pd``): the pd model is
 new and checked against the simulator only, not against a real disaggregated server (docs/disaggregation.md)."""
