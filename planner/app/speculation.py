@@ -15,11 +15,12 @@ from planner.spec.speculation import check_acceptance, parse_choice
 def speculative_args(choice: str | None, acceptance_rate: float | None, topologies: tuple[str, ...]
                      ) -> dict[str, Any]:
     """``SolveRequest``'s ``speculative`` and ``acceptance_rate`` (a named method is checked against each model
-    when its configurations are listed). Disaggregated pools are planned without speculation."""
+    when its configurations are listed). Disaggregated pools are planned without speculation; aggregated candidates
+    keep it whatever the topologies (``auto``), so adding pd never makes the answer dearer."""
     value = parse_choice(choice)
     if value not in ("auto", "off") and "pd" in topologies:
         raise RequestError(f"--speculative {value} is not planned with --topologies pd (aggregated only)")
-    return {"speculative": "off" if "pd" in topologies else value,
+    return {"speculative": value,
             "acceptance_rate": check_acceptance(acceptance_rate)}
 
 

@@ -169,7 +169,7 @@ def speculative_settings(req: SolveRequest, workload: Workload, model: ModelSpec
     """(settings searched besides plain decoding, whether plain decoding is left out). ``auto`` adds the model's
     trained draft only where the workload has a TPOT or e2e SLO (speculation buys time per token, and costs solve
     time); a named method is searched alone (the comparison ``--speculative off`` makes the other way)."""
-    if req.speculative == "off" or "pd" in req.topologies:  # disaggregated pools are planned without drafts
+    if req.speculative == "off":
         return [], False
     if req.speculative == "auto" and not any(s.metric in ("tpot", "e2e") for s in req.slos_of(workload.name)):
         return [], False

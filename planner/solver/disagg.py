@@ -165,7 +165,9 @@ class PdSearch:
         self.precisions = load_precisions()
         self.kind, self.total = offered(self.w)
         self.screen = Screening()
-        self.cfgs = [c for c in configs(req, self.w, self.screen) if c.base.pp == 1]
+        # Pools are planned without drafts (the aggregated candidates keep theirs: adding pd to the topologies
+        # must never make the answer dearer).
+        self.cfgs = [c for c in configs(req, self.w, self.screen) if c.base.pp == 1 and c.base.speculative is None]
         self.shape: RequestShape = self.cfgs[0].shape if self.cfgs else RequestShape(0, 0, 0, 0, 1, 0)
         self._costs: dict[object, object] = {}
         self._decode: dict[int, PoolChoice | None] = {}
