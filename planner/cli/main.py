@@ -157,10 +157,6 @@ def solve(
     sol = _run(lambda: run_solve(req))
     plan = _run(lambda: _plan_of(to_plan, sol, req, model_args, notes))
     refused: dict[str, str] = {}
-    if target and plan.topology == "epd" and plan.status != "infeasible":
-        from planner.emit import EPD_REFUSAL
-
-        _fail(EPD_REFUSAL)
     if out is not None and plan.status != "infeasible":
         def render(folder: Path) -> list[Path]:  # plan.yaml and every target that can be written
             plan.save(folder / "plan.yaml")
@@ -224,10 +220,6 @@ def emit(
     from planner.plan import Plan
 
     plan = _run(lambda: Plan.load(plan_file))
-    if plan.topology == "epd" and plan.status != "infeasible":
-        from planner.emit import EPD_REFUSAL
-
-        _fail(EPD_REFUSAL)
     refused: dict[str, str] = {}
     files = stage_outputs(out or plan_file.parent, force, lambda folder: _emit(plan, folder, target, refused))
     for f in files:

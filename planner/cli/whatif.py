@@ -150,6 +150,8 @@ def _fmt(x: Any, nd: int = 1) -> str:
 def _deployment(r: dict[str, Any]) -> str:
     if r.get("topology") == "pd" and r["gpu"]:  # two pools: each pool's replicas in the binding column
         return f"pd: {r['gpus']} x {r['gpu']} {r['precision']} (prefill + decode pools)"
+    if r.get("topology") == "epd" and r["gpu"]:  # units of an LM replica and its encoders: details in the binding
+        return f"epd: {r['gpus']} x {r['gpu']} {r['precision']} (LM replicas + encoders)"
     if not r["gpu"] or r["max_num_seqs"] is None:  # nothing deployed at this point
         return "-"
     n = (r["gpus"] or 1) // (r["replicas"] or 1)

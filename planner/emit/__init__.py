@@ -74,10 +74,6 @@ def emit(plan: Plan, out_dir: Path, targets: list[str]) -> list[Path]:
     return written
 
 
-EPD_REFUSAL = ("epd plan: launch configs for encoder disaggregation are not emitted yet (the plan is a sizing); "
-               "solve without epd in --topologies for a launchable plan")
-
-
 def emit_each(plan: Plan, out_dir: Path, targets: list[str],
               dry_run_first: bool = False) -> tuple[list[Path], dict[str, str]]:
     """Write every target that every deployment of ``plan`` supports; return the files written and, per refused
@@ -85,7 +81,9 @@ def emit_each(plan: Plan, out_dir: Path, targets: list[str],
     (nothing written)."""
     wanted = _check_targets(targets)
     if plan.topology == "epd" and plan.status != "infeasible":
-        raise RequestError(EPD_REFUSAL)
+        from planner.emit import epd
+
+        return epd.emit_each(plan, out_dir, wanted, dry_run_first)
     if plan.topology == "pd" and plan.status != "infeasible":
         from planner.emit import disagg
 
@@ -128,7 +126,7 @@ def _check_target(dep: DeploymentPlan, target: str) -> None:
 def emit_verify(plan: Plan, out_dir: Path) -> list[Path]:
     """Only ``verify.sh`` (and the deployment it checks) for every deployment: what ``solve --out`` writes without
     ``--target``."""
-    if plan.status == "infeasible" or plan.topology == "epd":  # epd: nothing launchable to verify yet
+    if plan.status == "infeasible" or plan.topology == "epd":  # epd: clients go through the proxy; no verify.sh yet
         return []
     return [p for dep, name in zip(plan.deployments, folder_names(plan))
             for p in verify.write(dep, Path(out_dir) / name / "verify")]

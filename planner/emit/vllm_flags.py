@@ -194,6 +194,27 @@ def _kv_transfer(v: Any) -> str | None:
     return None
 
 
+EC_ROLES = ("ec_producer", "ec_consumer", "ec_both")
+"""``ECTransferConfig.ec_role`` (vllm/config/ec_transfer.py in the 0.26.0 wheel)."""
+
+
+def _ec_transfer(v: Any) -> str | None:
+    """``--ec-transfer-config``: an ECTransferConfig object naming a connector and a role (vLLM raises when a
+    connector has no role); ECExampleConnector needs its shared_storage_path."""
+    if not isinstance(v, dict):
+        return "must be a JSON object such as {\"ec_connector\": \"ECExampleConnector\", \"ec_role\": \"ec_producer\"}"
+    if not isinstance(v.get("ec_connector"), str):
+        return "needs ec_connector (a connector name, e.g. ECExampleConnector)"
+    if v.get("ec_role") not in EC_ROLES:
+        return f"ec_role must be one of {', '.join(EC_ROLES)}"
+    extra = v.get("ec_connector_extra_config", {})
+    if not isinstance(extra, dict):
+        return "ec_connector_extra_config must be a JSON object"
+    if v["ec_connector"] == "ECExampleConnector" and not isinstance(extra.get("shared_storage_path"), str):
+        return "ECExampleConnector needs ec_connector_extra_config.shared_storage_path (else it writes to /tmp)"
+    return None
+
+
 SPECULATIVE_METHODS = ("ngram", "eagle", "eagle3", "mtp")
 """``SpeculativeConfig.method`` values a plan may carry (vllm/config/speculative.py lists more)."""
 
@@ -233,6 +254,9 @@ SPECS: dict[str, Spec] = {
     "mm-processor-kwargs": Spec("json", _json_object),
     "kv-transfer-config": Spec("json", _kv_transfer),
     "speculative-config": Spec("json", _speculative),
+    "ec-transfer-config": Spec("json", _ec_transfer),
+    "mm-encoder-only": Spec("bool"),
+    "enforce-eager": Spec("bool"),
     "mm-encoder-tp-mode": Spec("choice", choices=MM_ENCODER_TP_MODES),
     "trust-remote-code": Spec("bool"),
     "enable-prefix-caching": Spec("bool"),

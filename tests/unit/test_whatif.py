@@ -420,7 +420,7 @@ def test_json_has_no_nan() -> None:
     assert '"saturated": true' in text
 
 
-def test_vary_topology_compares_the_best_aggregated_and_the_best_pd_plan_side_by_side():
+def test_vary_topology_compares_the_best_plan_of_each_topology_side_by_side():
     # Issue 15: `whatif --vary topology=aggregated,pd`. Each row must be what `solve` finds for that topology alone
     # (the pd row: the cheapest pd plan, whether or not it beats the aggregated one).
     from planner.app.whatif import parse_vary, sweep
@@ -429,17 +429,19 @@ def test_vary_topology_compares_the_best_aggregated_and_the_best_pd_plan_side_by
     from planner.solver import solve as run_solve
 
     sc = load_scenario(Path("examples/document-pipeline-4xa100/scenario.yaml"))
-    res = sweep(sc, [parse_vary("topology=aggregated,pd")], fixed=False)
-    agg, pd = res.rows
-    assert (agg["topology"], pd["topology"]) == ("aggregated", "pd")
+    res = sweep(sc, [parse_vary("topology=aggregated,pd,epd")], fixed=False)
+    agg, pd, epd = res.rows
+    assert (agg["topology"], pd["topology"], epd["topology"]) == ("aggregated", "pd", "epd")
     base = make_base(sc, False)
-    for row, topo in ((agg, "aggregated"), (pd, "pd")):
+    for row, topo in ((agg, "aggregated"), (pd, "pd"), (epd, "epd")):
         point = {"topology": topo}
         sol = run_solve(SolverEvaluator(base, []).request(point, point_workload(base, point)))
-        cost = sol.disagg.best.cost_per_hour if topo == "pd" else sum(c.cost_per_hour for c in sol.chosen)
+        cost = (sol.disagg.best.cost_per_hour if topo == "pd" else sol.epd.best.cost_per_hour if topo == "epd"
+                else sum(c.cost_per_hour for c in sol.chosen))
         assert row["cost_per_hour"] == pytest.approx(cost, rel=1e-3)
+    assert epd["binding"].startswith(f"{epd['replicas']} x (LM ")
     assert pd["binding"].startswith("prefill ") and pd["gpus"] >= 2
-    with pytest.raises(Exception, match="encoder pool"):
-        parse_vary("topology=aggregated,epd")
+    with pytest.raises(Exception, match="not one of aggregated, pd, epd"):
+        parse_vary("topology=aggregated,disagg")
     with pytest.raises(Exception, match="needs the solver"):
         sweep(sc, [parse_vary("topology=aggregated,pd")], fixed=True)

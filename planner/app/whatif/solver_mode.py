@@ -78,6 +78,8 @@ class SolverEvaluator:
             return dict(row)
         if point.get("topology") == "pd":
             fill_pd_solution(row, sol)
+        elif point.get("topology") == "epd":
+            fill_epd_solution(row, sol)
         else:
             fill_solution(row, sol)
         self.cache[label] = row
@@ -104,6 +106,34 @@ def fill_pd_solution(row: dict[str, Any], sol: Solution) -> None:
                precision=p.cfg.precision if p.cfg.precision == d.cfg.precision else f"{p.cfg.precision}+"
                f"{d.cfg.precision}", feasible=True, status=sol.status,
                binding=f"{best.describe()}; " + "; ".join(sol.binding))
+    for metric in ("ttft", "tpot", "e2e"):
+        pct = getattr(best, metric)
+        for stat in ("p50", "p95", "p99"):
+            row[f"{metric}_{stat}_ms"] = num(getattr(pct, stat), 3)
+    row["cost_per_hour"] = num(best.cost_per_hour)
+    rate = row.get("rate_per_s")
+    row["cost_per_1k_requests"] = num(best.cost_per_hour / (rate * 3.6)) if rate else None
+    sim = best.simulated
+    if sim is not None:
+        row.update(simulated_ttft_p95_ms=num(sim.ttft.p95, 3), simulated_tpot_p95_ms=num(sim.tpot.p95, 3),
+                   simulated_e2e_p95_ms=num(sim.e2e.p95, 3), simulated_requests=sim.requests)
+        if not sim.meets:
+            row.update(feasible=False, status="rejected by the simulator", binding=row["binding"] + f"; {sim.failed}")
+
+
+def fill_epd_solution(row: dict[str, Any], sol: Solution) -> None:
+    """The cheapest encoder-disaggregated deployment of ``sol`` (a solve asked for epd only) into ``row``: its units
+    (LM replica + encoders) in ``binding``, all their GPUs and cost, the epd plan's percentiles and its simulator
+    check (``planner.solver.epd``)."""
+    row["notes"] = "; ".join(sol.notes)
+    best = sol.epd.best if sol.epd is not None else None
+    if sol.status == "infeasible" or best is None:
+        row.update(status="infeasible", binding=sol.explanation or "epd: no deployment meets the SLOs")
+        return
+    cfg = best.lm.cfg
+    fill_config(row, cfg)
+    row.update(gpus=best.gpus, replicas=best.replicas, visual_tokens=best.shape.visual_tokens, feasible=True,
+               status=sol.status, binding=f"{best.describe()}; " + "; ".join(sol.binding))
     for metric in ("ttft", "tpot", "e2e"):
         pct = getattr(best, metric)
         for stat in ("p50", "p95", "p99"):

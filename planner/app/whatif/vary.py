@@ -201,11 +201,8 @@ def parse_vary(text: str, default_points: int = DEFAULT_POINTS) -> Vary:
     elif dim == "topology":
         values = [v.strip().lower() for v in body.split(",") if v.strip()]
         for v in values:
-            if v == "epd":
-                raise RequestError("--vary topology=epd: a separate encoder pool is not modelled yet; use "
-                                   "aggregated,pd")
-            if v not in ("aggregated", "pd"):
-                raise RequestError(f"--vary topology: '{v}' is not one of aggregated, pd")
+            if v not in ("aggregated", "pd", "epd"):
+                raise RequestError(f"--vary topology: '{v}' is not one of aggregated, pd, epd")
         labels = list(values)
     else:  # workload
         values = [v.strip() for v in body.split(",") if v.strip()]
