@@ -37,6 +37,10 @@ class EngineRow(Strict):
     encoder_only_unsupported: dict[str, str] = {}
     """Architecture -> why it cannot run encoder-only (one line)."""
     encoder_only_provenance: str | None = None
+    encoder_tp_data: list[str] = []
+    """Architectures whose vision encoder vLLM can replicate per TP rank (``--mm-encoder-tp-mode data``: the model
+    class sets ``supports_encoder_tp_data``); the others always shard it (``weights``)."""
+    encoder_tp_data_provenance: str | None = None
 
 
 class SupportTable(Strict):
@@ -97,6 +101,12 @@ def encoder_only_problem(model: ModelSpec, engine: str | None = None) -> str | N
     if arch not in row.encoder_only:
         return f"{arch} is not in the encoder-only list of {engine or table.planned} (catalogs/engines/support.yaml)"
     return None
+
+
+def supports_encoder_tp_data(model: ModelSpec, engine: str | None = None) -> bool:
+    """Whether ``engine`` (default: the planned) runs ``model`` with ``--mm-encoder-tp-mode data``."""
+    table = load_support_table()
+    return model.vision is not None and model.hf_architecture in table.engines[engine or table.planned].encoder_tp_data
 
 
 def require_supported(model: ModelSpec, engine: str | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from planner.catalog.engine_support import supports_encoder_tp_data
 from planner.catalog.schema import GpuSpec, ModelSpec, Precision
 from planner.catalog.vision_tokens import image_tokens
 from planner.core.errors import PlannerError, RequestError
@@ -134,6 +135,7 @@ def configs(req: SolveRequest, workload: Workload, screen: Screening, start: int
     model = req.model_of(workload.name)
     limit_mm, mm_opts = mm_options(model, workload)
     specs, forced = speculative_settings(req, workload, model)
+    data_mode = bool(workload.images or workload.images_per_request_dist) and supports_encoder_tp_data(model)
     out: list[Config] = []
     shape: RequestShape | None = None
     max_len = 0
@@ -162,6 +164,11 @@ def configs(req: SolveRequest, workload: Workload, screen: Screening, start: int
                         out.append(Config(start + len(out), workload, base, shape, price))
                     for spec in (specs if pp == 1 else []):  # vLLM's drafts run without pipeline stages
                         out.append(Config(start + len(out), workload, replace(base, speculative=spec), shape, price))
+                    if tp > 1 and data_mode and not forced:
+                        # The vision encoder replicated per TP rank, each rank encoding its share of the images
+                        # (--mm-encoder-tp-mode data): no all-reduce per ViT layer, the whole ViT's weights per GPU.
+                        out.append(Config(start + len(out), workload, replace(base, mm_encoder_tp_mode="data"),
+                                          shape, price))
     return out
 
 
