@@ -154,10 +154,17 @@ def write(plan: Plan, out_dir: Path, target: str) -> list[Path]:
 def emit_each(plan: Plan, out_dir: Path, targets: list[str], dry_run_first: bool = False
               ) -> tuple[list[Path], dict[str, str]]:
     """Every pd target that can be written, and why the others cannot (``planner.emit.emit_each``'s contract)."""
+    return emit_checked(check, write, plan, out_dir, targets, dry_run_first)
+
+
+def emit_checked(check_fn: Any, write_fn: Any, plan: Plan, out_dir: Path, targets: list[str],
+                 dry_run_first: bool = False) -> tuple[list[Path], dict[str, str]]:
+    """Write each target ``check_fn(plan, target)`` accepts with ``write_fn(plan, out_dir, target)``; the refused
+    ones are returned with why (also in ``out_dir/INCOMPLETE.txt``), or raised first with ``dry_run_first``."""
     refused: dict[str, str] = {}
     for t in targets:
         try:
-            check(plan, t)
+            check_fn(plan, t)
         except RequestError as exc:
             if dry_run_first:
                 raise
@@ -165,7 +172,7 @@ def emit_each(plan: Plan, out_dir: Path, targets: list[str], dry_run_first: bool
     written: list[Path] = []
     for t in targets:
         if t not in refused:
-            written += write(plan, out_dir, t)
+            written += write_fn(plan, out_dir, t)
     if refused:
         note = Path(out_dir) / "INCOMPLETE.txt"
         note.write_text("vlmplan could not write these targets; the folder is incomplete:\n"

@@ -214,21 +214,6 @@ def write(plan: Plan, out_dir: Path, target: str) -> list[Path]:
 def emit_each(plan: Plan, out_dir: Path, targets: list[str], dry_run_first: bool = False
               ) -> tuple[list[Path], dict[str, str]]:
     """Every epd target that can be written, and why the others cannot (``planner.emit.emit_each``'s contract)."""
-    refused: dict[str, str] = {}
-    for t in targets:
-        try:
-            check(plan, t)
-        except RequestError as exc:
-            if dry_run_first:
-                raise
-            refused[t] = str(exc)
-    written: list[Path] = []
-    for t in targets:
-        if t not in refused:
-            written += write(plan, out_dir, t)
-    if refused:
-        note = Path(out_dir) / "INCOMPLETE.txt"
-        note.write_text("vlmplan could not write these targets; the folder is incomplete:\n"
-                        + "".join(f"- {t}: {reason}\n" for t, reason in refused.items()))
-        written.append(note)
-    return written, refused
+    from planner.emit.disagg import emit_checked
+
+    return emit_checked(check, write, plan, out_dir, targets, dry_run_first)

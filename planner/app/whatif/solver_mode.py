@@ -91,6 +91,23 @@ SIMULATED = ("simulated_ttft_p95_ms", "simulated_tpot_p95_ms", "simulated_e2e_p9
 load. The latency columns stay the analytic model's, the numbers the solver sized the plan with."""
 
 
+def _fill_disaggregated(row: dict[str, Any], best: Any) -> None:
+    """A disaggregated plan's percentiles, cost and simulator check (pd or epd: the same fields) into ``row``."""
+    for metric in ("ttft", "tpot", "e2e"):
+        pct = getattr(best, metric)
+        for stat in ("p50", "p95", "p99"):
+            row[f"{metric}_{stat}_ms"] = num(getattr(pct, stat), 3)
+    row["cost_per_hour"] = num(best.cost_per_hour)
+    rate = row.get("rate_per_s")
+    row["cost_per_1k_requests"] = num(best.cost_per_hour / (rate * 3.6)) if rate else None
+    sim = best.simulated
+    if sim is not None:
+        row.update(simulated_ttft_p95_ms=num(sim.ttft.p95, 3), simulated_tpot_p95_ms=num(sim.tpot.p95, 3),
+                   simulated_e2e_p95_ms=num(sim.e2e.p95, 3), simulated_requests=sim.requests)
+        if not sim.meets:
+            row.update(feasible=False, status="rejected by the simulator", binding=row["binding"] + f"; {sim.failed}")
+
+
 def fill_pd_solution(row: dict[str, Any], sol: Solution) -> None:
     """The cheapest prefill/decode-disaggregated deployment of ``sol`` (a solve asked for pd only) into ``row``:
     both pools in ``gpu`` and ``binding``, their GPUs and cost together, the pd plan's percentiles and its simulator
@@ -106,19 +123,7 @@ def fill_pd_solution(row: dict[str, Any], sol: Solution) -> None:
                precision=p.cfg.precision if p.cfg.precision == d.cfg.precision else f"{p.cfg.precision}+"
                f"{d.cfg.precision}", feasible=True, status=sol.status,
                binding=f"{best.describe()}; " + "; ".join(sol.binding))
-    for metric in ("ttft", "tpot", "e2e"):
-        pct = getattr(best, metric)
-        for stat in ("p50", "p95", "p99"):
-            row[f"{metric}_{stat}_ms"] = num(getattr(pct, stat), 3)
-    row["cost_per_hour"] = num(best.cost_per_hour)
-    rate = row.get("rate_per_s")
-    row["cost_per_1k_requests"] = num(best.cost_per_hour / (rate * 3.6)) if rate else None
-    sim = best.simulated
-    if sim is not None:
-        row.update(simulated_ttft_p95_ms=num(sim.ttft.p95, 3), simulated_tpot_p95_ms=num(sim.tpot.p95, 3),
-                   simulated_e2e_p95_ms=num(sim.e2e.p95, 3), simulated_requests=sim.requests)
-        if not sim.meets:
-            row.update(feasible=False, status="rejected by the simulator", binding=row["binding"] + f"; {sim.failed}")
+    _fill_disaggregated(row, best)
 
 
 def fill_epd_solution(row: dict[str, Any], sol: Solution) -> None:
@@ -134,19 +139,7 @@ def fill_epd_solution(row: dict[str, Any], sol: Solution) -> None:
     fill_config(row, cfg)
     row.update(gpus=best.gpus, replicas=best.replicas, visual_tokens=best.shape.visual_tokens, feasible=True,
                status=sol.status, binding=f"{best.describe()}; " + "; ".join(sol.binding))
-    for metric in ("ttft", "tpot", "e2e"):
-        pct = getattr(best, metric)
-        for stat in ("p50", "p95", "p99"):
-            row[f"{metric}_{stat}_ms"] = num(getattr(pct, stat), 3)
-    row["cost_per_hour"] = num(best.cost_per_hour)
-    rate = row.get("rate_per_s")
-    row["cost_per_1k_requests"] = num(best.cost_per_hour / (rate * 3.6)) if rate else None
-    sim = best.simulated
-    if sim is not None:
-        row.update(simulated_ttft_p95_ms=num(sim.ttft.p95, 3), simulated_tpot_p95_ms=num(sim.tpot.p95, 3),
-                   simulated_e2e_p95_ms=num(sim.e2e.p95, 3), simulated_requests=sim.requests)
-        if not sim.meets:
-            row.update(feasible=False, status="rejected by the simulator", binding=row["binding"] + f"; {sim.failed}")
+    _fill_disaggregated(row, best)
 
 
 def fill_solution(row: dict[str, Any], sol: Solution) -> None:
