@@ -135,7 +135,9 @@ def configs(req: SolveRequest, workload: Workload, screen: Screening, start: int
     model = req.model_of(workload.name)
     limit_mm, mm_opts = mm_options(model, workload)
     specs, forced = speculative_settings(req, workload, model)
-    data_mode = bool(workload.images or workload.images_per_request_dist) and supports_encoder_tp_data(model)
+    # The load models cost a request's images in one encoder call of its own, so replicating the encoder per rank
+    # can only win where one request carries several images to spread over the ranks.
+    data_mode = workload.max_images >= 2 and supports_encoder_tp_data(model)
     out: list[Config] = []
     shape: RequestShape | None = None
     max_len = 0
