@@ -277,17 +277,24 @@ def render_frontend(example: Example) -> str:
     return "\n".join(lines)
 
 
-def render_speculative(example: Example, study: SpeculativeStudy) -> str:
+def _solved(example: Example, file: str, **flags: Any) -> tuple[Any, Any]:
+    """`vlmplan solve --scenario examples/FOLDER/FILE` with ``flags`` (SolveInput fields), verified by the simulator
+    as the command does: (the solution, its plan)."""
     from planner.app.solve_request import SolveInput, build_request_models, to_plan
     from planner.solver import solve
 
+    req, notes, args = build_request_models(SolveInput(scenario=ROOT / "examples" / example.folder / file,
+                                                       verify=True, **flags))
+    sol = solve(req)
+    return sol, to_plan(sol, req, args, notes)
+
+
+def render_speculative(example: Example, study: SpeculativeStudy) -> str:
     lines = ["| `vlmplan solve --scenario examples/speculative-decoding/...` | deployment | speculative decoding "
              "| tokens per verify step | $/h | TPOT p95 ms (analytic) | TPOT p95 ms (simulated) | meets the SLOs |",
              "|---|---|---|---|---|---|---|---|"]
     for file, choice, rate in study.runs:
-        req, notes, args = build_request_models(SolveInput(
-            scenario=ROOT / "examples" / example.folder / file, verify=True, speculative=choice, acceptance_rate=rate))
-        plan = to_plan(solve(req), req, args, notes)
+        _, plan = _solved(example, file, speculative=choice, acceptance_rate=rate)
         flags = f" --speculative {choice}" + (f" --acceptance-rate {rate:g}" if rate is not None else "")
         for d in plan.deployments:
             sp = d.speculative
@@ -303,18 +310,11 @@ def render_speculative(example: Example, study: SpeculativeStudy) -> str:
 
 
 def render_prefix(example: Example, study: PrefixStudy) -> str:
-    from planner.app.solve_request import SolveInput, build_request_models, to_plan
-    from planner.solver import solve
-
     lines = ["| `vlmplan solve --scenario examples/prefix-caching/scenario.yaml ...` | deployment | prompt tokens "
              "read from the cache | pages encoded | $/h | TTFT p95 ms (analytic) | TTFT p95 ms (simulated) "
              "| meets the SLOs |", "|---|---|---|---|---|---|---|---|"]
     for choice, repeated in study.runs:
-        req, notes, args = build_request_models(SolveInput(
-            scenario=ROOT / "examples" / example.folder / "scenario.yaml", verify=True, prefix_caching=choice,
-            repeated_images=repeated))
-        sol = solve(req)
-        plan = to_plan(sol, req, args, notes)
+        sol, plan = _solved(example, "scenario.yaml", prefix_caching=choice, repeated_images=repeated)
         flags = f"--prefix-caching {choice}" + (f" --repeated-images {repeated:g}" if repeated is not None else "")
         for d, c in zip(plan.deployments, sol.chosen):
             dep = f"{d.replicas} x {d.gpus_per_replica} x {d.gpu} (tp {d.tp})"

@@ -398,17 +398,26 @@ def _grow(search: PdSearch, c: PdCandidate, sim: SimCheck) -> PdCandidate:
     return replace(c, prefill=replace(p, replicas=r, prediction=pred), simulated=None)
 
 
+def not_searched(req: SolveRequest, topology: str, simulator: str) -> str | None:
+    """Why a disaggregated ``topology`` is not searched for ``req`` (None: it is): one workload, the cost objective
+    and open-loop arrivals, what its ``simulator`` serves."""
+    if len(req.workloads) != 1:
+        return f"{topology} not searched: one workload per solve in this version (a fleet is aggregated)"
+    if req.objective != "cost":
+        return f"{topology} not searched: objective '{req.objective}' ({topology} is searched for cost only)"
+    arrival = req.workloads[0].arrival
+    if arrival not in ("poisson", "trace"):
+        return (f"{topology} not searched: '{arrival}' arrivals (the {simulator} serves open-loop Poisson or trace "
+                f"arrivals only)")
+    return None
+
+
 def search_pd(req: SolveRequest, upper_usd_per_hour: float) -> PdOutcome:
     """The cheapest pd deployment strictly cheaper than ``upper_usd_per_hour`` (the best aggregated plan's cost;
     ``inf`` when there is none), checked by the coupled-pool simulator when ``req.verify``."""
-    if len(req.workloads) != 1:
-        return PdOutcome(None, "pd not searched: one workload per solve in this version (a fleet is aggregated)")
-    if req.objective != "cost":
-        return PdOutcome(None, f"pd not searched: objective '{req.objective}' (pd is searched for cost only)")
-    w = req.workloads[0]
-    if w.arrival not in ("poisson", "trace"):
-        return PdOutcome(None, f"pd not searched: '{w.arrival}' arrivals (the coupled-pool simulator serves "
-                               f"open-loop Poisson or trace arrivals only)")
+    why = not_searched(req, "pd", "coupled-pool simulator")
+    if why is not None:
+        return PdOutcome(None, why)
     search = PdSearch(req)
     upper = upper_usd_per_hour
     best = search.best(upper)

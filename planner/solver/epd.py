@@ -211,8 +211,9 @@ class EpdSearch:
         self._spaces: dict[tuple[Any, ...], Any] = {}
         self._lm: dict[tuple[Any, ...], Candidate | None] = {}
         self._enc: dict[tuple[Any, ...], EncoderSide] = {}
-        self._shapes: dict[int, RequestShape] = {}
-        """Configuration index -> the request as an aggregated replica sees it (images encoded there)."""
+        self.shape: RequestShape | None = None
+        """The request as an aggregated replica sees it (images encoded there): one per workload, the same for every
+        configuration (``solver.configs`` shapes it once)."""
         self.evaluated = 0
         self.notes: list[str] = []
 
@@ -233,10 +234,10 @@ class EpdSearch:
             return None
         sub = replace(self.req, gpus=[gpu], slos=slos, workload_slos={}, uncalibrated_margin=0.0,
                       topologies=("aggregated",), verify=False)
-        space = Space(sub, {self.w.name: Screening()}, minimal=True)
-        space._costs, space._cal = self._costs, self._cal  # step costs shared across SLO budgets
-        for c in space.configs[self.w.name]:
-            self._shapes.setdefault(c.index, c.shape)
+        space = Space(sub, {self.w.name: Screening()}, minimal=True, step_costs=self._costs,
+                      calibrations=self._cal)  # step costs shared across SLO budgets
+        if self.shape is None and space.configs[self.w.name]:
+            self.shape = space.configs[self.w.name][0].shape
         space.configs[self.w.name] = [replace(c, shape=encoded_view(c.shape)) for c in space.configs[self.w.name]]
         self._spaces[key] = space
         return space
@@ -269,7 +270,8 @@ class EpdSearch:
             if cfg.gpu.name not in self._cal:
                 self._cal[cfg.gpu.name] = load_calibration(cfg.gpu.name)
             cost = build_step_cost(cfg, self._cal[cfg.gpu.name])
-            self._enc[key] = encoder_side(cfg, cost, self._shapes[c.index])
+            assert self.shape is not None  # set with the configurations
+            self._enc[key] = encoder_side(cfg, cost, self.shape)
         return self._enc[key]
 
     # -- one configuration
@@ -299,7 +301,8 @@ class EpdSearch:
 
     def _candidate(self, lm: Candidate, enc: EncoderSide, k: int, d: Percentiles) -> EpdCandidate:
         pred = lm.prediction
-        return EpdCandidate(self.w.name, self._shapes.get(0, lm.shape), lm, k, enc.cfg, enc.hold_ms, enc.transfer_ms,
+        assert self.shape is not None
+        return EpdCandidate(self.w.name, self.shape, lm, k, enc.cfg, enc.hold_ms, enc.transfer_ms,
                             enc.load(k, self.total / lm.replicas), d, _combine(pred.ttft, d), pred.tpot,
                             _combine(pred.e2e, d))
 
@@ -413,14 +416,12 @@ def search_epd(req: SolveRequest, upper_usd_per_hour: float) -> EpdOutcome:
     from planner.catalog.engine_support import encoder_only_problem
 
     t0 = time.perf_counter()
-    if len(req.workloads) != 1:
-        return EpdOutcome(None, "epd not searched: one workload per solve in this version (a fleet is aggregated)")
-    if req.objective != "cost":
-        return EpdOutcome(None, f"epd not searched: objective '{req.objective}' (epd is searched for cost only)")
+    from planner.solver.disagg import not_searched
+
+    why = not_searched(req, "epd", "epd simulator")
+    if why is not None:
+        return EpdOutcome(None, why)
     w = req.workloads[0]
-    if w.arrival not in ("poisson", "trace"):
-        return EpdOutcome(None, f"epd not searched: '{w.arrival}' arrivals (the epd simulator serves open-loop "
-                                f"Poisson or trace arrivals only)")
     if not w.images and not w.images_per_request_dist:
         return EpdOutcome(None, "epd not searched: the workload has no images (nothing for an encoder pool to do)")
     why = encoder_only_problem(req.model_of(w.name))

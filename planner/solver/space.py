@@ -41,7 +41,9 @@ class Space:
     """Configurations of every workload, evaluated on demand and cached (step costs shared between
     workloads serving the same model with the same engine settings)."""
 
-    def __init__(self, req: SolveRequest, screens: dict[str, Screening], minimal: bool = False) -> None:
+    def __init__(self, req: SolveRequest, screens: dict[str, Screening], minimal: bool = False,
+                 step_costs: dict[tuple[Hashable, ...], StepCost] | None = None,
+                 calibrations: dict[str, Any] | None = None) -> None:
         self.req = req
         self.screens = screens
         self.minimal = minimal
@@ -56,8 +58,10 @@ class Space:
             n += len(self.configs[w.name])
         self.workloads = {w.name: w for w in req.workloads}
         self._cands: dict[int, list[Candidate]] = {}
-        self._costs: dict[tuple[Hashable, ...], StepCost] = {}
-        self._cal: dict[str, Any] = {}
+        self._costs: dict[tuple[Hashable, ...], StepCost] = {} if step_costs is None else step_costs
+        """Step costs by config key; a caller that builds several spaces over the same configurations (the epd
+        search, one per SLO budget) passes one dict to all."""
+        self._cal: dict[str, Any] = {} if calibrations is None else calibrations
         self.rejected: set[tuple[Any, ...]] = set()
         self._extra: dict[int, list[Candidate]] = {}
 

@@ -62,7 +62,8 @@ def sweep(scenario: Scenario, varies: list[Vary], fixed: bool = False, progress:
     if load != "analytic" and not fixed:
         raise RequestError("--simulate needs --fixed: the solver screens candidates with the analytic load model")
     if fixed and any(v.dim == "topology" for v in varies):
-        raise RequestError("--vary topology needs the solver: drop --fixed (a pd plan sizes its two pools itself)")
+        raise RequestError("--vary topology needs the solver: drop --fixed (a disaggregated plan sizes its pools "
+                           "itself)")
     base = make_base(scenario, fixed, overrides)
     pts = points(varies)
     evaluator: FixedEvaluator | SolverEvaluator = (FixedEvaluator(base, load) if fixed
