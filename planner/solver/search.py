@@ -2,11 +2,12 @@
 alternatives.
 
 A (workload, GPU type) group whose evaluated configurations already gave a candidate with fewer GPUs than any
-unevaluated one needs (``tp * pp``, one replica) is *settled*: its best candidate is exact. Unsettled groups enter
-CP-SAT as one optimistic option (the lower bound: ``tp * pp`` GPUs of the cheapest unevaluated level), a
-relaxation of the true problem. When the relaxed optimum uses only settled groups it is feasible for the true
-problem, hence optimal; otherwise the optimistic groups it picked are evaluated one level further and CP-SAT runs
-again. The result equals full enumeration (``candidates_for`` + ``prune`` + ``assign``).
+unevaluated one needs (``Space.lb_gpus``: ``tp * pp`` times the replicas its capacity alone requires) is
+*settled*: its best candidate is exact. Unsettled groups enter CP-SAT as one optimistic option (the lower bound of
+the cheapest unevaluated level), a relaxation of the true problem. When the relaxed optimum uses only settled
+groups it is feasible for the true problem, hence optimal; otherwise the optimistic groups it picked are
+evaluated one level further and CP-SAT runs again. The result equals full enumeration (``candidates_for`` +
+``prune`` + ``assign``).
 
 ``planner.solver.cpsat`` (and with it OR-Tools) is imported only when a model is solved.
 """
@@ -51,9 +52,7 @@ def optimise(space: Space) -> tuple[str, list[Candidate], list[Candidate]]:
         for c in space.configs[n]:
             groups.setdefault((n, c.gpu), []).append(c)
 
-    def lb(c: Config) -> float:
-        return float(c.lb_gpus)
-
+    lb = space.lb_gpus
     while True:
         opts: list[Option] = []
         pending: dict[int, tuple[list[Config], float]] = {}
@@ -92,10 +91,6 @@ def _alternative_key(k: Candidate) -> tuple[float, float]:
     return (k.cost_per_hour, k.prediction.ttft.p95)
 
 
-def _lb_cost(c: Config) -> float:
-    return c.lb_cost
-
-
 def lazy_alternatives(space: Space, chosen: list[Candidate], n: int = 3) -> list[Candidate]:
     """Cheapest candidates on other GPU types or precisions than the chosen one (first workload), best-first
     over the configurations' cost bounds: the groups of ``alternative_group`` are settled in order of cost."""
@@ -112,7 +107,7 @@ def lazy_alternatives(space: Space, chosen: list[Candidate], n: int = 3) -> list
         # Unsettled groups sort before settled ones of the same cost: they could still tie.
         heads: list[tuple[tuple[float, int, float, str], tuple[str, str], Candidate | None, float | None]] = []
         for g, cfgs in list(groups.items()):
-            best, low = space.group_best(cfgs, _alternative_key, _lb_cost)
+            best, low = space.group_best(cfgs, _alternative_key, space.lb_cost)
             if best is None and low is None:
                 del groups[g]  # evaluated, no candidate
             elif low is not None and (best is None or best.cost_per_hour >= low - 1e-9):
@@ -125,7 +120,7 @@ def lazy_alternatives(space: Space, chosen: list[Candidate], n: int = 3) -> list
         _, g, best, low = heads[0]
         if best is None:
             assert low is not None
-            space.evaluate_level(groups[g], _lb_cost, low)
+            space.evaluate_level(groups[g], space.lb_cost, low)
             continue
         out.append(best)
         del groups[g]

@@ -5,6 +5,11 @@ configuration is evaluated only when a query needs it. The queries go best-first
 (``group_best``, ``evaluate_level``, ``settle``): a group of configurations is settled once its best evaluated
 candidate beats the bound of every unevaluated one.
 
+A configuration's bound starts at one replica (``Config.lb_gpus``). Before it is modelled it is raised by its
+capacity (``replica_bound``: the fewest replicas whose share of a Poisson rate stays within the load ceiling of
+its saturation throughput, read off the step-cost curves without a load model run), so a configuration that
+cannot beat the best found so far on capacity alone is never modelled.
+
 The simulator's rejections live here too (``reject``): a rejected deployment leaves the space, and its
 configuration comes back with more replicas.
 """
@@ -20,6 +25,8 @@ from planner.catalog.loader import load_calibration, load_engine, load_precision
 from planner.core.errors import PlannerError
 from planner.core.units import GIB
 from planner.load.analytic import LoadPrediction, build_step_cost, predict
+from planner.load.analytic.api_queue import ApiQueue
+from planner.load.analytic.curves import curves, slots
 from planner.load.slo_check import meets, observed
 from planner.perf.hostcpu import engine_vcpus, offered_vcpus
 from planner.perf.memory import MemoryBreakdown, memory_breakdown
@@ -64,6 +71,9 @@ class Space:
         self._cal: dict[str, Any] = {} if calibrations is None else calibrations
         self.rejected: set[tuple[Any, ...]] = set()
         self._extra: dict[int, list[Candidate]] = {}
+        self._replicas_lb: dict[int, int] = {}
+        """Per configuration, the capacity bound on its replicas (``replica_bound``), once computed."""
+        self._sized: dict[tuple[int, int], tuple[ResolvedConfig, MemoryBreakdown]] = {}
 
     # -- evaluation
 
@@ -80,8 +90,33 @@ class Space:
             self._costs[key] = hit
         return hit
 
+    def sized(self, c: Config, max_num_seqs: int) -> tuple[ResolvedConfig, MemoryBreakdown]:
+        """``c`` resolved at ``max_num_seqs``, and its memory."""
+        key = (c.index, max_num_seqs)
+        hit = self._sized.get(key)
+        if hit is None:
+            cfg = resolve(replace(c.base, max_num_seqs=max_num_seqs), self.engine)
+            hit = self._sized[key] = (cfg, memory_breakdown(cfg, self.engine, self.precisions))
+        return hit
+
     def evaluated(self, c: Config) -> bool:
         return c.index in self._cands
+
+    # -- lower bounds
+
+    def lb_gpus(self, c: Config) -> float:
+        """No candidate of ``c`` uses fewer GPUs: ``tp * pp`` times its replica bound (1 until refined)."""
+        return float(c.lb_gpus * self._replicas_lb.get(c.index, 1))
+
+    def lb_cost(self, c: Config) -> float:
+        return self.lb_gpus(c) * c.price
+
+    def refine(self, c: Config) -> bool:
+        """Raise ``c``'s bound to its capacity bound (``replica_bound``); False when it was already refined."""
+        if c.index in self._replicas_lb:
+            return False
+        self._replicas_lb[c.index] = replica_bound(self, c)
+        return True
 
     def candidates(self, c: Config) -> list[Candidate]:
         """Candidates of one configuration, evaluating it first if needed; rejected ones left out."""
@@ -185,9 +220,12 @@ class Space:
         return best, low
 
     def evaluate_level(self, group: list[Config], lb: Callable[[Config], float], level: float) -> None:
-        """Evaluate every unevaluated configuration whose bound is at most ``level``."""
+        """Evaluate every unevaluated configuration whose bound is at most ``level``; one whose refined bound
+        (``refine``) rises above the level is left for a later query."""
         for c in group:
             if not self.evaluated(c) and lb(c) <= level + 1e-9:
+                if self.refine(c) and lb(c) > level + 1e-9:
+                    continue
                 self.candidates(c)
 
     def settle(self, group: list[Config], key: Callable[[Candidate], K], lb: Callable[[Config], float],
@@ -203,7 +241,45 @@ class Space:
     def cheapest(self, workload: str) -> Candidate | None:
         """The lowest-cost candidate of a workload on any GPU type (None: it has none at all)."""
         return self.settle(self.configs[workload], lambda k: (k.cost_per_hour, k.gpus, prune_key(k)),
-                           lambda c: c.lb_cost, lambda k: k.cost_per_hour)
+                           self.lb_cost, lambda k: k.cost_per_hour)
+
+
+def replica_bound(space: Space, c: Config) -> int:
+    """The fewest replicas any candidate of ``c`` can have, from capacity alone: under Poisson arrivals the replica
+    search (``replicas_for``) accepts r replicas only when rate / r is within ``max_load`` of the replica's
+    saturation throughput, which the analytic model takes as the smaller of the step-cost curves' lambda_max and
+    the API servers' capacity (``predict``'s ``max_requests_per_s``). The largest such throughput over the
+    ``max_num_seqs`` choices that fit (the one with the most ``slots``), with the most API servers the replica's
+    CPUs hold, bounds every choice.
+    1 for closed loops and single requests, and when the configuration fails before any load is modelled (it is
+    then evaluated, to say why)."""
+    w = c.workload
+    kind, total = offered(w)
+    if w.arrival == "single" or kind == "closed" or total <= 0:
+        return 1
+    req = space.req
+    choices = (req.max_num_seqs,) if req.max_num_seqs is not None else SEQ_CHOICES
+    best = 0.0
+    try:
+        cfg0, mem0 = space.sized(c, SEQ_CHOICES[0])
+        if not mem0.fits:  # (then no choice fits: screen_config)
+            return 1
+        cost = space.step_cost(cfg0)  # shared by the max_num_seqs choices, as in screen_config
+        api = math.inf
+        if req.frontend_queue:
+            servers = max(1, space.front_end(cfg0, c.shape).most)
+            api = ApiQueue.of(cost, replace(cfg0, api_server_count=servers), c.shape).max_rate
+        fit = [(cfg, mem) for cfg, mem in (space.sized(c, seqs) for seqs in choices) if mem.fits]
+        if fit:
+            # The curves of the choices differ only in how many slots they reach (``slots``): the most slots, the
+            # highest lambda_max.
+            cfg, mem = max(fit, key=lambda s: slots(s[0], c.shape, s[1].kv_capacity_tokens))
+            best = min(curves(cost, cfg, c.shape, mem.kv_capacity_tokens).max_rate, api)
+    except PlannerError:
+        return 1
+    if best <= 0 or not math.isfinite(total / best):
+        return 1
+    return max(1, math.ceil(total / (req.max_load * best) - 1e-9))
 
 
 def screen_config(space: Space, c: Config, screen: Screening) -> list[Candidate]:
@@ -218,8 +294,7 @@ def screen_config(space: Space, c: Config, screen: Screening) -> list[Candidate]
     """
     req, workload, shape = space.req, c.workload, c.shape
     slos = req.slos_on(workload.name, c.gpu)
-    cfg0 = resolve(replace(c.base, max_num_seqs=SEQ_CHOICES[0]), space.engine)
-    mem0 = memory_breakdown(cfg0, space.engine, space.precisions)
+    cfg0, mem0 = space.sized(c, SEQ_CHOICES[0])
     _note_memory(screen, cfg0, mem0)
     if not mem0.fits:
         return []
@@ -248,8 +323,7 @@ def screen_config(space: Space, c: Config, screen: Screening) -> list[Candidate]
         if seqs == SEQ_CHOICES[0]:
             cfg, mem = cfg0, mem0
         else:
-            cfg = resolve(replace(c.base, max_num_seqs=seqs), space.engine)
-            mem = memory_breakdown(cfg, space.engine, space.precisions)
+            cfg, mem = space.sized(c, seqs)
         if not mem.fits:
             continue
 

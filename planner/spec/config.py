@@ -177,11 +177,21 @@ class ResolvedConfig:
         return tuple((f.name, _key_part(getattr(self, f.name))) for f in fields(self) if f.name not in ignore)
 
 
+_SPEC_KEYS: dict[int, tuple[BaseModel, Hashable]] = {}
+"""The content key of each catalog spec seen, by object: the specs are frozen, and the entry holds the object, so
+its id is not reused while the entry lives. (Serialising a model spec costs ~0.1 ms; a solve asks thousands of
+times.)"""
+
+
 def _key_part(value: Any) -> Hashable:
     """A hashable stand-in for one field's value: catalog specs by their full content (two specs with one name
     may differ, e.g. a GPU with an overridden price), mappings as sorted pairs."""
     if isinstance(value, BaseModel):
-        return (type(value).__name__, value.model_dump_json())
+        hit = _SPEC_KEYS.get(id(value))
+        if hit is None or hit[0] is not value:
+            assert value.model_config.get("frozen"), f"cache_key: {type(value).__name__} is not frozen"
+            hit = _SPEC_KEYS[id(value)] = (value, (type(value).__name__, value.model_dump_json()))
+        return hit[1]
     if isinstance(value, Mapping):
         return tuple(sorted((str(k), repr(v)) for k, v in value.items()))
     assert isinstance(value, Hashable), f"cache_key: unhashable field value {value!r}"

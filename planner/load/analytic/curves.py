@@ -46,12 +46,9 @@ def _build_curves(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, kv_c
     Pn = max(1, P - shape.cached_tokens)
     L = max(0, shape.output_tokens - 1)
     B = cfg.max_num_batched_tokens
-    seqs = cfg.max_num_seqs
     V = mean_vision_ms(cost, shape)
     ctx = P + 1 + L / 2
-    # KV per decoding sequence at the mean context (prefix hits shared) plus half a block of rounding.
-    kv_seq = max(1.0, ctx - shape.cached_tokens + 8)
-    n_cap = max(1, min(seqs, B - 1, int(kv_capacity_tokens // kv_seq)))
+    n_cap = slots(cfg, shape, kv_capacity_tokens)
     n = np.arange(0, n_cap + 1)
     top = len(cost.lin_ms) - 1
     lin, lm = cost.lin_ms, cost.lm_ms
@@ -87,6 +84,16 @@ def _build_curves(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, kv_c
     i_max = int(np.argmax(rate))
     return Curves(n=n, a=a, e=e, rate=rate, n_cap=n_cap, max_rate=float(rate[i_max]), n_at_max=i_max, vision_ms=V,
                   vision_host_ms=host, host_shared=shares_calls)
+
+
+def slots(cfg: ResolvedConfig, shape: RequestShape, kv_capacity_tokens: int) -> int:
+    """The most sequences the replica holds at once (``Curves.n_cap``): ``max_num_seqs``, the token budget, or
+    the KV cache at the mean context. The curves for n <= n_cap do not depend on n_cap, so the configuration with
+    the most slots has the highest saturation throughput of those that differ only in ``max_num_seqs``."""
+    ctx = shape.prompt_tokens + 1 + max(0, shape.output_tokens - 1) / 2
+    # KV per decoding sequence at the mean context (prefix hits shared) plus half a block of rounding.
+    kv_seq = max(1.0, ctx - shape.cached_tokens + 8)
+    return max(1, min(cfg.max_num_seqs, cfg.max_num_batched_tokens - 1, int(kv_capacity_tokens // kv_seq)))
 
 
 def image_share(shape: RequestShape) -> float:
