@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -252,8 +253,14 @@ _register_calibrate(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: every failure is one ``error:`` line on stderr (see ``OneLineErrorsGroup``)."""
-    app(args=argv)
+    """Console entry point: every failure is one ``error:`` line on stderr (see ``OneLineErrorsGroup``).
+
+    The process ends with the command: its objects are frozen out of the garbage collector first, so the
+    interpreter's shutdown frees them without tracing the whole heap again (~0.08 s of a default solve)."""
+    try:
+        app(args=argv)
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ evaluated one level further and CP-SAT runs again. The result equals full enumer
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from planner.solver.candidate import Candidate, prune, prune_key
 from planner.solver.configs import Config
@@ -35,10 +36,14 @@ def assign(workloads: list[str], cands: list[Candidate], budget: Budget, objecti
     return status, [o.candidate for o in chosen if o.candidate is not None]
 
 
-def optimise(space: Space) -> tuple[str, list[Candidate], list[Candidate]]:
+def optimise(space: Space, on_round: Callable[[list[Candidate]], None] | None = None
+             ) -> tuple[str, list[Candidate], list[Candidate]]:
     """Stage 2 over lazily evaluated groups; returns (status, chosen, kept) where ``kept`` holds, per workload,
     the candidates the explanation and the binding report need (latency objective: every Pareto candidate;
-    otherwise empty, and the space answers for the cheapest)."""
+    otherwise empty, and the space answers for the cheapest).
+
+    ``on_round(incumbents)``, if given, hears before each CP-SAT round the best candidate evaluated so far of each
+    workload that has one (lowest cost, or GPUs then cost): likely the answer, and worth simulating early."""
     from planner.solver.cpsat import Option, option, solve_assignment
 
     req = space.req
@@ -53,11 +58,18 @@ def optimise(space: Space) -> tuple[str, list[Candidate], list[Candidate]]:
             groups.setdefault((n, c.gpu), []).append(c)
 
     lb = space.lb_gpus
+    def rank(k: Candidate) -> tuple[Any, ...]:
+        return (k.cost_per_hour, prune_key(k)) if req.objective == "cost" else (k.gpus, k.cost_per_hour,
+                                                                                prune_key(k))
+
     while True:
         opts: list[Option] = []
         pending: dict[int, tuple[list[Config], float]] = {}
+        incumbents: dict[str, Candidate] = {}
         for (n, gpu), cfgs in sorted(groups.items()):
             best, low = space.group_best(cfgs, prune_key, lb)
+            if best is not None and (n not in incumbents or rank(best) < rank(incumbents[n])):
+                incumbents[n] = best
             if low is None or (best is not None and best.gpus < low - 1e-9):
                 if best is not None:
                     opts.append(option(best))
@@ -67,6 +79,8 @@ def optimise(space: Space) -> tuple[str, list[Candidate], list[Candidate]]:
             opt = Option(n, gpu, g, g * cfgs[0].price, 0.0, None)
             pending[id(opt)] = (cfgs, low)
             opts.append(opt)
+        if on_round is not None:
+            on_round([incumbents[n] for n in names if n in incumbents])
         status, picked = solve_assignment(names, opts, req.budget, req.objective)
         if status == "infeasible":
             return "infeasible", [], []

@@ -46,7 +46,9 @@ def verified_optimum(space: Space, alongside: Callable[[list[Candidate]], Any] |
     (``verify``); a rejected one leaves the space and the model is solved again.
 
     ``alongside(chosen)`` is work for the parent while a round's simulations run (``overlap``): the solve finds
-    the alternatives to the chosen deployments then, and keeps them when the choice passes."""
+    the alternatives to the chosen deployments then, and keeps them when the choice passes. Where the simulations
+    run in child processes, the best candidate found so far is simulated while the search goes on
+    (``Speculation``); the check of a chosen deployment is the same whichever process ran it and whenever."""
     req = space.req
     sims: dict[tuple[Any, ...], SimCheck] = {}
 
@@ -55,18 +57,23 @@ def verified_optimum(space: Space, alongside: Callable[[list[Candidate]], Any] |
             sims[c.ident] = c.simulated if c.simulated is not None else simulate_replica(space, c)
         return sims[c.ident]
 
-    def simulate_new(chosen: list[Candidate]) -> dict[tuple[Any, ...], SimCheck]:
-        return {c.ident: check(c) for c in chosen if c.ident not in sims}
-
+    ahead = Speculation(check, sims) if req.verify and overlap.parallel() else None
     out = Verified("infeasible", [], [])
     for round_ in range(req.verify_rounds + 1):
-        out.status, out.chosen, out.kept = optimise(space)
+        out.status, out.chosen, out.kept = optimise(space, ahead.guess if ahead is not None else None)
         if out.status == "infeasible" or not req.verify:
+            if ahead is not None:
+                ahead.drop()
             break
         chosen = list(out.chosen)
-        wait = overlap.start(lambda chosen=chosen: simulate_new(chosen))  # type: ignore[misc]
+        started = ahead.take(chosen) if ahead is not None else {}
+        rest = [c for c in chosen if c.ident not in sims and c.ident not in started]
+        job = overlap.start(lambda: {c.ident: check(c) for c in rest}) if rest else None
         out.alongside = alongside(chosen) if alongside is not None else None
-        sims.update(wait())
+        for ident, early in started.items():
+            sims[ident] = early.wait()
+        if job is not None:
+            sims.update(job.wait())
         bad = [c for c in out.chosen if not check(c).meets]
         out.chosen = [replace(c, simulated=check(c)) for c in out.chosen]
         if not bad:
@@ -79,6 +86,38 @@ def verified_optimum(space: Space, alongside: Callable[[list[Candidate]], Any] |
         if round_ == req.verify_rounds:
             out.status, out.chosen, out.exhausted = "infeasible", [], True
     return out
+
+
+class Speculation:
+    """The simulator check of the search's current best candidate, started in a child process while the search
+    goes on (one at a time; a new best cancels it). When the search ends on that candidate, half its check or more
+    is already done."""
+
+    def __init__(self, check: Callable[[Candidate], SimCheck], sims: dict[tuple[Any, ...], SimCheck]) -> None:
+        self._check, self._sims = check, sims
+        self._job: tuple[tuple[Any, ...], overlap.Job[SimCheck]] | None = None
+
+    def guess(self, incumbents: list[Candidate]) -> None:
+        """``optimise``'s hook: simulate the first incumbent not yet checked (cancelling an older guess)."""
+        c = next((k for k in incumbents if k.ident not in self._sims), None)
+        if c is None or (self._job is not None and self._job[0] == c.ident):
+            return
+        self.drop()
+        self._job = (c.ident, overlap.start(lambda: self._check(c)))
+
+    def take(self, chosen: list[Candidate]) -> dict[tuple[Any, ...], overlap.Job[SimCheck]]:
+        """The running check if it is of a chosen deployment (else it is cancelled)."""
+        if self._job is not None and any(c.ident == self._job[0] for c in chosen):
+            ident, job = self._job
+            self._job = None
+            return {ident: job}
+        self.drop()
+        return {}
+
+    def drop(self) -> None:
+        if self._job is not None:
+            self._job[1].cancel()
+            self._job = None
 
 
 def _arrivals(space: Space, c: Candidate) -> tuple[str, float | None, int | None, int, tuple[float, ...]]:
