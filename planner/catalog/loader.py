@@ -174,6 +174,12 @@ def load_calibration(gpu_name: str, engine: str = DEFAULT_ENGINE, root: Path | N
     path = calibration_path(gpu_name, engine, root)
     if not path.exists():
         path = calibration_path("default", engine, root)
+    return _calibration_at(path)
+
+
+@functools.cache
+def _calibration_at(path: Path) -> Calibration:
+    """One parse per file: every uncalibrated GPU shares the engine's default (a frozen model)."""
     return parse_file(path, Calibration)
 
 

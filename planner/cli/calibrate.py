@@ -28,8 +28,6 @@ scale; 1 = the speed model's GPU times agree), which is reported, not written (t
 such constant).
 """
 
-from __future__ import annotations
-
 import datetime as _dt
 import importlib
 import importlib.util

@@ -3,8 +3,6 @@
 Parse, call ``planner.app.whatif`` / ``planner.app.compare`` / ``planner.app.plots``, print. No decisions here.
 """
 
-from __future__ import annotations
-
 import csv
 import json
 import math
