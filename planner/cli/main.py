@@ -256,8 +256,11 @@ _register_calibrate(app)
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every failure is one ``error:`` line on stderr (see ``OneLineErrorsGroup``).
 
-    The process ends with the command: its objects are frozen out of the garbage collector first, so the
-    interpreter's shutdown frees them without tracing the whole heap again (~0.08 s of a default solve)."""
+    A command's objects are mostly long-lived (modules, catalogs, step-cost tables), so the collector's young
+    generation is collected every 20,000 allocations instead of 700 (the collections took ~0.04 s of a default
+    solve, 135 of them). The process ends with the command: its objects are frozen out of the collector first,
+    so the interpreter's shutdown frees them without tracing the whole heap again (~0.08 s)."""
+    gc.set_threshold(20_000, *gc.get_threshold()[1:])
     try:
         app(args=argv)
     finally:
