@@ -10,22 +10,25 @@ B the cost cap::
                 sum_{w,c} k(c) x[w,c] <= B
 
 Solved with a fixed seed and one worker, so the same input gives the same plan; the status is ``optimal`` when
-CP-SAT proves it. OR-Tools is imported here and nowhere else in the solver, so callers import this module only
-when they solve. The model is written straight into CP-SAT's ``CpModelProto`` through ``cp_model_helper`` (the
-C++ binding ``cp_model.CpModel`` wraps): ``ortools.sat.python.cp_model`` imports pandas, about 0.3 s of a cold
-``vlmplan solve``, for series helpers this model never uses. The proto is the one ``cp_model`` would build (zero
+CP-SAT proves it. OR-Tools is imported here and nowhere else in the solver, and only when a model is solved
+(``obvious`` answers the rounds whose optimum is plain without it). The model is written straight into CP-SAT's
+``CpModelProto`` through ``cp_model_helper`` (the C++ binding ``cp_model.CpModel`` wraps):
+``ortools.sat.python.cp_model`` imports pandas, about 0.3 s of a cold ``vlmplan solve``, for series helpers this
+model never uses. The proto is the one ``cp_model`` would build (zero
 coefficients left out as it leaves them out; ``tests/unit/test_solver.py`` compares the two).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from ortools.sat.python import cp_model_helper as cmh
+from typing import TYPE_CHECKING
 
 from planner.solver.candidate import Candidate
 from planner.solver.request import Objective
 from planner.spec.slo import Budget
+
+if TYPE_CHECKING:
+    from ortools.sat.python import cp_model_helper as cmh
 
 SEED = 0
 WORKERS = 1
@@ -54,7 +57,7 @@ def milli(usd: float) -> int:
     return int(round(usd * 1000))
 
 
-def _weights(opts: list[Option], objective: Objective) -> list[int]:
+def weights(opts: list[Option], objective: Objective) -> list[int]:
     """Integer objective coefficients: milli-USD per hour, or GPUs first with cost as the tie-break, or p95 TTFT
     in microseconds."""
     cost = [milli(o.cost_per_hour) for o in opts]
@@ -76,6 +79,8 @@ def _linear(proto: cmh.LinearConstraintProto, idx: list[int], coeffs: list[int],
 def _model(workloads: list[str], opts: list[Option], budget: Budget, objective: Objective) -> cmh.CpModelProto | None:
     """The model of the module docstring (variable ``i`` is ``x`` of ``opts[i]``); None when a workload has no
     option at all."""
+    from ortools.sat.python import cp_model_helper as cmh
+
     m = cmh.CpModelProto()
     for i in range(len(opts)):
         v = m.variables.add()
@@ -95,10 +100,10 @@ def _model(workloads: list[str], opts: list[Option], budget: Budget, objective: 
     if budget.max_usd_per_hour is not None:
         cost = [milli(o.cost_per_hour) for o in opts]
         _linear(m.constraints.add().linear, list(range(len(opts))), cost, 0, milli(budget.max_usd_per_hour))
-    weights = _weights(opts, objective)
-    m.objective.vars.extend([i for i, k in enumerate(weights) if k != 0])
+    coeffs = weights(opts, objective)
+    m.objective.vars.extend([i for i, k in enumerate(coeffs) if k != 0])
     m.objective.scaling_factor = 1.0
-    m.objective.coeffs.extend([k for k in weights if k != 0])
+    m.objective.coeffs.extend([k for k in coeffs if k != 0])
     return m
 
 
@@ -106,6 +111,8 @@ def solve_assignment(workloads: list[str], opts: list[Option], budget: Budget, o
                      ) -> tuple[str, list[Option]]:
     """(status, the option picked for each workload, in ``workloads`` order); ('infeasible', []) when no
     assignment meets the budget."""
+    from ortools.sat.python import cp_model_helper as cmh
+
     model = _model(workloads, opts, budget, objective)
     if model is None:
         return "infeasible", []
@@ -124,3 +131,28 @@ def solve_assignment(workloads: list[str], opts: list[Option], budget: Budget, o
     order = {w: k for k, w in enumerate(workloads)}
     chosen.sort(key=lambda o: order[o.workload])
     return ("optimal" if status == cmh.CpSolverStatus.OPTIMAL else "feasible"), chosen
+
+
+def obvious(workloads: list[str], opts: list[Option], budget: Budget, objective: Objective) -> list[Option] | None:
+    """The model's optimum when it needs no search: every workload has one option of least weight and those
+    options together keep within the inventory and the cost cap. It is then the unique optimum, which CP-SAT would
+    return. None otherwise (CP-SAT decides)."""
+    w = weights(opts, objective)
+    picked: list[Option] = []
+    for name in workloads:
+        mine = [i for i, o in enumerate(opts) if o.workload == name]
+        if not mine:
+            return None
+        least = min(w[i] for i in mine)
+        best = [i for i in mine if w[i] == least]
+        if len(best) != 1:
+            return None
+        picked.append(opts[best[0]])
+    for gpu in {o.gpu for o in picked}:
+        limit = budget.limit(gpu)
+        if limit is not None and sum(o.gpus for o in picked if o.gpu == gpu) > limit:
+            return None
+    if budget.max_usd_per_hour is not None and \
+            sum(milli(o.cost_per_hour) for o in picked) > milli(budget.max_usd_per_hour):
+        return None
+    return picked

@@ -9,7 +9,8 @@ groups it is feasible for the true problem, hence optimal; otherwise the optimis
 evaluated one level further and CP-SAT runs again. The result equals full enumeration (``candidates_for`` +
 ``prune`` + ``assign``).
 
-``planner.solver.cpsat`` (and with it OR-Tools) is imported only when a model is solved.
+OR-Tools is imported only when a model is solved: a round whose optimum is plain (``cpsat.obvious``: one
+cheapest option per workload, within the budget) and only names groups to evaluate runs no model.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def optimise(space: Space, on_round: Callable[[list[Candidate]], None] | None = 
 
     ``on_round(incumbents)``, if given, hears before each CP-SAT round the best candidate evaluated so far of each
     workload that has one (lowest cost, or GPUs then cost): likely the answer, and worth simulating early."""
-    from planner.solver.cpsat import Option, option, solve_assignment
+    from planner.solver.cpsat import Option, obvious, option, solve_assignment
 
     req = space.req
     names = [w.name for w in req.workloads]
@@ -81,9 +82,13 @@ def optimise(space: Space, on_round: Callable[[list[Candidate]], None] | None = 
             opts.append(opt)
         if on_round is not None:
             on_round([incumbents[n] for n in names if n in incumbents])
-        status, picked = solve_assignment(names, opts, req.budget, req.objective)
-        if status == "infeasible":
-            return "infeasible", [], []
+        plain = obvious(names, opts, req.budget, req.objective)
+        if plain is not None and any(o.candidate is None for o in plain):
+            picked = plain  # a round that only says what to evaluate next: no CP-SAT run needed
+        else:
+            status, picked = solve_assignment(names, opts, req.budget, req.objective)
+            if status == "infeasible":
+                return "infeasible", [], []
         lazy = [o for o in picked if o.candidate is None]
         if not lazy:
             return status, [o.candidate for o in picked if o.candidate is not None], []

@@ -312,7 +312,7 @@ def test_cpsat_proto_is_the_one_cp_model_builds():
 
     from ortools.sat.python import cp_model
 
-    from planner.solver.cpsat import SEED, TIME_LIMIT_S, WORKERS, Option, _model, _weights, milli, solve_assignment
+    from planner.solver.cpsat import SEED, TIME_LIMIT_S, WORKERS, Option, _model, milli, solve_assignment, weights
 
     rng = random.Random(11)
     for case in range(40):
@@ -335,7 +335,7 @@ def test_cpsat_proto_is_the_one_cp_model_builds():
         if budget.max_usd_per_hour is not None:
             m.add_linear_constraint(cp_model.LinearExpr.weighted_sum(x, [milli(o.cost_per_hour) for o in opts]),
                                     0, milli(budget.max_usd_per_hour))
-        m.minimize(cp_model.LinearExpr.weighted_sum(x, _weights(opts, objective)))  # type: ignore[arg-type]
+        m.minimize(cp_model.LinearExpr.weighted_sum(x, weights(opts, objective)))  # type: ignore[arg-type]
         assert str(_model(names, opts, budget, objective)) == str(m.proto)
         solver = cp_model.CpSolver()
         solver.parameters.random_seed = SEED
