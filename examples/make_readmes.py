@@ -280,7 +280,8 @@ def render_frontend(example: Example) -> str:
 def _solved(example: Example, file: str, **flags: Any) -> tuple[Any, Any]:
     """`vlmplan solve --scenario examples/FOLDER/FILE` with ``flags`` (SolveInput fields), verified by the simulator
     as the command does: (the solution, its plan)."""
-    from planner.app.solve_request import SolveInput, build_request_models, to_plan
+    from planner.app.solve_plan import to_plan
+    from planner.app.solve_request import SolveInput, build_request_models
     from planner.solver import solve
 
     req, notes, args = build_request_models(SolveInput(scenario=ROOT / "examples" / example.folder / file,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from planner.catalog.calibration_schema import Calibration
 from planner.catalog.loader import calibration_status, load_calibration, load_engine, load_precisions
-from planner.catalog.schema import Calibration
 from planner.core.stats import Percentiles
 from planner.core.units import GIB
 from planner.load.summary import LoadSummary
@@ -79,25 +79,7 @@ class Estimate:
                 "cached_tokens": self.shape.cached_tokens,
                 "encoded_share": _r(self.shape.encoded_share),
             },
-            "memory": {
-                "total_gib": _r(m.total_bytes / GIB),
-                "usable_gib": _r(m.requested_bytes / GIB),
-                "weights_gib": _r(m.weights_bytes / GIB),
-                "decoder_weights_gib": _r(m.decoder_weights_bytes / GIB),
-                "vision_weights_gib": _r(m.vision_weights_bytes / GIB),
-                "kv_cache_gib": _r(max(m.kv_cache_bytes, 0) / GIB),
-                "kv_bytes_per_token": m.kv_bytes_per_token,
-                "sliding_kv_bytes_per_token": m.sliding_kv_bytes_per_token,
-                "cross_attention_kv_bytes_per_image": m.cross_attention_kv_bytes_per_image,
-                "kv_capacity_tokens": m.kv_capacity_tokens,
-                "activations_gib": _r(m.activations_bytes / GIB),
-                "overhead_gib": _r(m.overhead_bytes / GIB),
-                "total_gib_used": _r(m.total_used_bytes / GIB),
-                "total_gib_per_gpu": _r(m.total_used_bytes / GIB),
-                "fits": m.fits,
-                "reason": m.reason,
-                "per": "gpu",
-            },
+            "memory": _memory_json(m),
             "latency": {
                 "vision_encode_ms": _r(self.vision.time_ms),
                 "vision_host_ms": _r(self.vision_host_ms),
@@ -131,6 +113,29 @@ class Estimate:
             },
         }
 
+
+
+def _memory_json(m: MemoryBreakdown) -> dict[str, Any]:
+    """The memory part of ``Estimate.to_json`` (per GPU)."""
+    return {
+        "total_gib": _r(m.total_bytes / GIB),
+        "usable_gib": _r(m.requested_bytes / GIB),
+        "weights_gib": _r(m.weights_bytes / GIB),
+        "decoder_weights_gib": _r(m.decoder_weights_bytes / GIB),
+        "vision_weights_gib": _r(m.vision_weights_bytes / GIB),
+        "kv_cache_gib": _r(max(m.kv_cache_bytes, 0) / GIB),
+        "kv_bytes_per_token": m.kv_bytes_per_token,
+        "sliding_kv_bytes_per_token": m.sliding_kv_bytes_per_token,
+        "cross_attention_kv_bytes_per_image": m.cross_attention_kv_bytes_per_image,
+        "kv_capacity_tokens": m.kv_capacity_tokens,
+        "activations_gib": _r(m.activations_bytes / GIB),
+        "overhead_gib": _r(m.overhead_bytes / GIB),
+        "total_gib_used": _r(m.total_used_bytes / GIB),
+        "total_gib_per_gpu": _r(m.total_used_bytes / GIB),
+        "fits": m.fits,
+        "reason": m.reason,
+        "per": "gpu",
+    }
 
 def _speculative_json(cfg: ResolvedConfig) -> dict[str, Any]:
     """The config's speculative decoding for ``to_json`` (no key when off: plain output as before)."""

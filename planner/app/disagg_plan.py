@@ -24,7 +24,7 @@ def parse_topologies(text: str | None) -> tuple[str, ...]:
 
 
 def pd_plan(c: PdCandidate, model_arg: str, req: SolveRequest, deployment_plan: Any, _pct: Any) -> PdPlan:
-    """``deployment_plan`` and ``_pct``: planner.app.solve_request's (passed in: that module imports this one)."""
+    """``deployment_plan`` and ``_pct``: planner.app.solve_plan's (passed in: that module imports this one)."""
     def pool(p: PoolChoice) -> Any:
         cand = Candidate(c.workload, p.cfg, c.shape, p.replicas, p.memory, p.prediction)
         return deployment_plan(cand, model_arg, req.slos_of(c.workload))

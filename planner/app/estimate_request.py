@@ -14,14 +14,8 @@ from planner.estimate import Estimate, estimate
 from planner.spec.config import ServingConfig, Speculation
 from planner.spec.lookup import parse_json_option, resolve_gpu, resolve_model
 from planner.spec.speculation import check_acceptance, parse_choice, speculation_of
-from planner.spec.workload import (
-    DEFAULT_WORKLOAD,
-    ImageSize,
-    Workload,
-    load_workload,
-    parse_image_size,
-    with_prefix,
-)
+from planner.spec.workload import DEFAULT_WORKLOAD, ImageSize, Workload, parse_image_size, with_prefix
+from planner.spec.workload_yaml import load_workload
 
 
 class EstimateRequest(BaseModel):

@@ -56,7 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from planner.core.errors import RequestError
 from planner.core.inputs import first_problem
-from planner.spec.workload import PRESETS, Workload, load_workload, workload_from_dict
+from planner.spec.workload import PRESETS, Workload
+from planner.spec.workload_yaml import load_workload, workload_from_dict
 
 MAX_TOKENS = 1 << 30
 """Largest token count any input takes (far above any model's context)."""

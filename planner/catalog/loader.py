@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from planner.catalog import DEFAULT_ENGINE
-from planner.catalog.schema import Calibration, EngineSpec, GpuSpec, ModelSpec, PrecisionTable, ValidationStatus
+from planner.catalog.calibration_schema import Calibration, ValidationStatus
+from planner.catalog.schema import EngineSpec, GpuSpec, ModelSpec, PrecisionTable
 from planner.core.errors import CatalogError
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

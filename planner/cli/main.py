@@ -143,7 +143,8 @@ def solve(
         if (out / "plan.yaml").exists() and not force:
             _fail(f"--out {out} already holds {out / 'plan.yaml'}; pass --force to replace it")
     from planner.app import report
-    from planner.app.solve_request import SolveInput, build_request_models, to_plan
+    from planner.app.solve_plan import to_plan
+    from planner.app.solve_request import SolveInput, build_request_models
     from planner.solver import solve as run_solve
 
     inp = SolveInput(model=model, scenario=scenario, workload=workload, verify=simulate, slo=slo, budget=budget,

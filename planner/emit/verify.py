@@ -127,6 +127,18 @@ def load_of(dep: DeploymentPlan, t: Traffic) -> tuple[str, str, str]:
     return "CONCURRENCY", "1", "--max-concurrency"
 
 
+def _load_line(dep: DeploymentPlan, t: Traffic, var: str, default: str, n: int) -> str:
+    """The script's header line on the load it offers."""
+    if var == "RATE":
+        minutes = n / float(default) / 60
+        return (f"load: Poisson {default} requests/s (--request-rate), one replica's share of the planned "
+                f"{t.rate_per_s:g} requests/s over {dep.replicas} replica(s); about {minutes:,.0f} min")
+    if t.arrival == "single":
+        return "load: one request at a time (--max-concurrency 1), as planned (lone requests)"
+    return (f"load: {default} closed-loop clients (--max-concurrency, --request-rate inf), one replica's "
+            f"share of the planned {t.concurrency} clients over {dep.replicas} replica(s)")
+
+
 def render_verify_sh(dep: DeploymentPlan) -> str:
     """The script for one deployment (its traffic must be known)."""
     t = dep.traffic
@@ -139,15 +151,7 @@ def render_verify_sh(dep: DeploymentPlan) -> str:
     chat = "--random-mm-bucket-config" in data
     backend = ["--backend", "openai-chat", "--endpoint", "/v1/chat/completions"] if chat else \
         ["--backend", "openai", "--endpoint", "/v1/completions"]
-    if var == "RATE":
-        minutes = n / float(default) / 60
-        load_line = (f"load: Poisson {default} requests/s (--request-rate), one replica's share of the planned "
-                     f"{t.rate_per_s:g} requests/s over {dep.replicas} replica(s); about {minutes:,.0f} min")
-    elif t.arrival == "single":
-        load_line = "load: one request at a time (--max-concurrency 1), as planned (lone requests)"
-    else:
-        load_line = (f"load: {default} closed-loop clients (--max-concurrency, --request-rate inf), one replica's "
-                     f"share of the planned {t.concurrency} clients over {dep.replicas} replica(s)")
+    load_line = _load_line(dep, t, var, default, n)
     slos = ", ".join(s.replace("<=", " <= ") for s in dep.slos) or "none (the check prints the percentiles only)"
     top = max([int(s.split("_p")[1].split("<")[0]) for s in dep.slos if "_p" in s], default=0)
     why = (f"{n:,} prompts: a p{top} rests on the requests above it, {n * (100 - top) // 100:,} of them here "

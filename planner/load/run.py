@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from planner.catalog.schema import Calibration, PrecisionTable
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import PrecisionTable
 from planner.core.stats import Percentiles
 from planner.load.analytic import MAX_LOAD, predict
 from planner.load.simulator import build_requests, percentiles, simulate

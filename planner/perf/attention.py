@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from planner.catalog.schema import Calibration, GpuSpec
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import GpuSpec
 from planner.perf.ops import ACT
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.catalog.schema import Calibration
+from planner.catalog.calibration_schema import Calibration
 from planner.spec.shape import RequestShape
 
 

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from planner.catalog.schema import Calibration, HostCpu
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import HostCpu
 from planner.perf.frontend import api_server_ms
 from planner.spec.config import ResolvedConfig
 from planner.spec.shape import RequestShape

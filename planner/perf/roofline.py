@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from planner.catalog.schema import Calibration, GpuSpec, PrecisionTable
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import GpuSpec, PrecisionTable
 from planner.perf.attention import AttentionCost, prefill_pairs
 from planner.perf.kernels import Kernels
 from planner.perf.ops import ACT, Op

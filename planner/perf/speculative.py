@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from planner.catalog.schema import Calibration, PrecisionTable
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import PrecisionTable
 from planner.perf.stepcost import StepCost
 from planner.spec.config import ResolvedConfig, Speculation
 

@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from planner.catalog.schema import Calibration, PrecisionTable
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import PrecisionTable
 from planner.perf.attention import AttentionCost, prefill_pairs
 from planner.perf.memory import kv_heads_per_gpu
 from planner.perf.roofline import Roofline

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from planner.catalog.schema import Calibration, PrecisionTable
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import PrecisionTable
 from planner.perf.kernels import VLLM, KernelProfile
 from planner.perf.memory import kv_heads_per_gpu
 from planner.perf.ops import ACT, Op, StepTime

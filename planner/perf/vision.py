@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 
-from planner.catalog.schema import Calibration, PrecisionTable, VisionSpec
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import PrecisionTable, VisionSpec
 from planner.perf.kernels import VLLM, KernelProfile, Kernels
 from planner.perf.ops import ACT, StepTime
 from planner.perf.roofline import Roofline

@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from planner.catalog.schema import Calibration, HostCpu
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import HostCpu
 from planner.load.analytic import LoadPrediction, predict
 from planner.load.analytic.api_queue import ApiQueue
 from planner.load.slo_check import meets

@@ -41,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from planner.catalog.calibration_schema import Calibration  # noqa: E402
 from planner.catalog.loader import (  # noqa: E402
     load_calibration,
     load_calibration_file,
@@ -49,7 +50,6 @@ from planner.catalog.loader import (  # noqa: E402
     load_precisions,
 )
 from planner.catalog.schema import (  # noqa: E402
-    Calibration,
     DecoderSpec,
     ModelSpec,
     ProjectorSpec,

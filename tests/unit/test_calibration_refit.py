@@ -37,8 +37,8 @@ import pytest
 
 from planner.calibrate.fit.__main__ import refit
 from planner.calibrate.fit.fitted import log_fit
+from planner.catalog.calibration_schema import FitInfo
 from planner.catalog.loader import catalog_root, load_calibration, load_calibration_file
-from planner.catalog.schema import FitInfo
 
 CAL_DIR = catalog_root() / "calibration"
 

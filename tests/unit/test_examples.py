@@ -11,7 +11,7 @@ import pytest
 from planner.app.scenario import load_scenario
 from planner.app.whatif import evaluate_scenario
 from planner.catalog.loader import load_gpus
-from planner.spec.workload import load_workload
+from planner.spec.workload_yaml import load_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

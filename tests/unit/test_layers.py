@@ -107,3 +107,21 @@ def test_the_contract_would_catch_an_upward_import(tmp_path: Path) -> None:
     fake.write_text("def f():\n    from planner.solver import solve\n")
     assert _imports("planner.core.m", fake, {"planner.solver"}) == {"planner.solver"}
     assert _layer("planner.solver") > _layer("planner.core.m")
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """Issue 14's house rule: no module over 500 lines and no function over 80 outside the device scripts (which
+    run alone on a GPU machine)."""
+    long: list[str] = []
+    for name, path in sorted(_modules().items()):
+        if name.startswith("planner.calibrate.device"):
+            continue
+        src = path.read_text()
+        if src.count("\n") > 500:
+            long.append(f"{name}: {src.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                if n > 80:
+                    long.append(f"{name}.{node.name}: {n} lines")
+    assert not long, "\n".join(long)

@@ -4,15 +4,8 @@ import numpy as np
 import pytest
 
 from planner.core.errors import RequestError
-from planner.spec.workload import (
-    DEFAULT_WORKLOAD,
-    PRESETS,
-    ImageSize,
-    IntDist,
-    Workload,
-    load_workload,
-    workload_from_dict,
-)
+from planner.spec.workload import DEFAULT_WORKLOAD, PRESETS, ImageSize, IntDist, Workload
+from planner.spec.workload_yaml import load_workload, workload_from_dict
 
 
 def test_presets_follow_the_seed_use_cases():

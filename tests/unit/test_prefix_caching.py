@@ -20,7 +20,8 @@ from planner.solver import SolveRequest, solve
 from planner.spec.config import ServingConfig, resolve
 from planner.spec.shape import cached_prompt_tokens, request_shape
 from planner.spec.slo import Budget, parse_slos
-from planner.spec.workload import ImageSize, Workload, load_workload
+from planner.spec.workload import ImageSize, Workload
+from planner.spec.workload_yaml import load_workload
 
 VL = load_models().get("Qwen/Qwen2.5-VL-7B-Instruct")
 H100 = load_gpus().get("H100")

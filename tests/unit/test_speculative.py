@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from planner.app.solve_request import SolveInput, build_request_models, to_plan
+from planner.app.solve_plan import to_plan
+from planner.app.solve_request import SolveInput, build_request_models
 from planner.catalog.loader import load_calibration, load_engine, load_gpus, load_models, load_precisions
 from planner.catalog.speculative import load_speculative, supported_methods
 from planner.cli.main import app

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from planner.calibrate import fit as F
+from planner.catalog.calibration_schema import CALIBRATION_CONSTANTS
 from planner.catalog.loader import catalog_root, load_calibration, load_engine, load_gpus, load_models, load_precisions
-from planner.catalog.schema import CALIBRATION_CONSTANTS
 from planner.perf.kernels import Kernels
 from planner.perf.roofline import Roofline
 from planner.perf.steps import decode_step, prefill_step

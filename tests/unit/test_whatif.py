@@ -371,7 +371,8 @@ def test_compare_two_scenarios() -> None:
 
 
 def _plan(tmp_path: Path, gpu: str) -> Path:
-    from planner.app.solve_request import SolveInput, build_request, to_plan
+    from planner.app.solve_plan import to_plan
+    from planner.app.solve_request import SolveInput, build_request
     from planner.solver import solve
 
     inp = SolveInput(model="Qwen/Qwen2.5-VL-7B-Instruct", gpus=gpu, precisions="bf16", rate=1.0,

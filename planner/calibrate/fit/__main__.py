@@ -15,8 +15,8 @@ from pathlib import Path
 from planner.calibrate.fit.calibration_file import calibration_yaml
 from planner.calibrate.fit.measurements import fit_files
 from planner.calibrate.fit.sibling import sibling_calibration
+from planner.catalog.calibration_schema import Calibration
 from planner.catalog.loader import catalog_root
-from planner.catalog.schema import Calibration
 from planner.core.errors import PlannerError
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from planner.calibrate.fit.fitted import Fitted, calibration_with, log_fit, mape_pct
-from planner.catalog.schema import Calibration, GpuSpec
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import GpuSpec
 from planner.perf.roofline import Roofline
 
 

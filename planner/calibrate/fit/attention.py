@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from planner.calibrate.fit.fitted import Fitted, LogFit, calibration_with, log_fit, mape_pct, usable
-from planner.catalog.schema import Calibration, GpuSpec
+from planner.catalog.calibration_schema import Calibration
+from planner.catalog.schema import GpuSpec
 from planner.perf.roofline import Roofline
 
 ATTENTION_CONSTANTS = ("attention_prefill_compute_efficiency", "attention_prefill_overhead_tokens",

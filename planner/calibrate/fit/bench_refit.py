@@ -34,7 +34,8 @@ import numpy as np
 
 from planner.calibrate.fit.engine_overhead import BenchRun, predicted_tpot_parts_ms, read_vllm_bench
 from planner.calibrate.fit.fitted import mape_pct
-from planner.catalog.schema import Calibration, Constant, FitInfo, Source
+from planner.catalog.calibration_schema import Calibration, Constant, FitInfo
+from planner.catalog.schema import Source
 from planner.core.errors import RequestError
 from planner.core.inputs import parse_json, read_text
 from planner.spec.config import ResolvedConfig

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import yaml
 
 from planner.calibrate.fit.fitted import Fitted
+from planner.catalog.calibration_schema import Calibration, Constant, FitInfo
 from planner.catalog.loader import load_calibration
-from planner.catalog.schema import Calibration, Constant, FitInfo, GpuSpec, Source
+from planner.catalog.schema import GpuSpec, Source
 
 NOT_FITTED = {
     "transposed_kernel_latency_us": "no vit_shapes.py transposed run of this GPU",

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from planner.calibrate.fit.fitted import mape_pct
+from planner.catalog.calibration_schema import Calibration, Constant, FitInfo
 from planner.catalog.loader import load_precisions
-from planner.catalog.schema import Calibration, Constant, FitInfo, Source
+from planner.catalog.schema import Source
 from planner.core.errors import RequestError
 from planner.core.inputs import parse_json, read_text
 from planner.perf.roofline import Roofline

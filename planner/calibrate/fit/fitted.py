@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
 
-from planner.catalog.schema import Calibration, Constant
+from planner.catalog.calibration_schema import Calibration, Constant
 
 BOUND_RTOL = 1e-6
 """A fitted parameter within this relative distance (of max(1, |bound|)) of an edge of its box is at that bound."""

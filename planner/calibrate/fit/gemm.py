@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from planner.calibrate.fit.fitted import Fitted, LogFit, calibration_with, log_fit, mape_pct, usable
+from planner.catalog.calibration_schema import Calibration
 from planner.catalog.loader import load_precisions
-from planner.catalog.schema import Calibration, GpuSpec
+from planner.catalog.schema import GpuSpec
 from planner.perf.roofline import Roofline
 
 TILE_CANDIDATES = ((64, 128), (128, 128), (128, 256), (256, 128))

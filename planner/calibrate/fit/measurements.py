@@ -20,8 +20,9 @@ from planner.calibrate.fit.fitted import Fitted, calibration_with
 from planner.calibrate.fit.gemm import fit_gemm_bf16, fit_gemm_quant, fit_shape_effects
 from planner.calibrate.fit.kernels import fit_elementwise, fit_launch, fit_quant
 from planner.calibrate.fit.sibling import transfer_from_sibling
+from planner.catalog.calibration_schema import Calibration
 from planner.catalog.loader import catalog_root, load_calibration, load_gpus
-from planner.catalog.schema import Calibration, GpuSpec
+from planner.catalog.schema import GpuSpec
 from planner.core.errors import RequestError
 
 VIT_SHAPES_CONSTANTS = ("elementwise_l2_efficiency", "l2_resident_bytes", "broadcast_kernel_latency_us",

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from planner.catalog.calibration_schema import Calibration
 from planner.catalog.hf_import import load_model_from_path
 from planner.catalog.loader import catalog_root, load_calibration, load_engine, load_gpus, load_models, load_precisions
-from planner.catalog.schema import Calibration, ModelSpec
+from planner.catalog.schema import ModelSpec
 from planner.load.simulator import build_requests, simulate
 from planner.perf.memory import memory_breakdown
 from planner.perf.speculative import make_step_cost

@@ -8,8 +8,9 @@ its bandwidth-independent efficiencies once converted to the same absolute bandw
 from __future__ import annotations
 
 from planner.calibrate.fit.fitted import AtBound, Fitted
+from planner.catalog.calibration_schema import Calibration
 from planner.catalog.loader import load_calibration, load_gpus
-from planner.catalog.schema import Calibration, GpuSpec
+from planner.catalog.schema import GpuSpec
 from planner.core.errors import RequestError
 
 SIBLING_TRANSFER = {

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from planner.catalog.calibration_schema import Calibration
 from planner.catalog.loader import load_calibration, load_precisions
-from planner.catalog.schema import Calibration
 from planner.core.stats import Percentiles
 from planner.perf.speculative import make_step_cost
 from planner.perf.stepcost import StepCost

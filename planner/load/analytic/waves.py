@@ -96,27 +96,7 @@ def _one_wave(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cur: Cur
             t = t_prev = arrive[nxt]
             continue
         n_dec = len(decoding)
-        room = B - n_dec
-        chunks: list[tuple[int, int]] = []
-        for j in prefilling:
-            c = min(P - done[j], room)
-            if c <= 0:
-                break
-            chunks.append((j, c))
-            room -= c
-        enc_left = enc_budget - vis * len(prefilling)
-        n_enc = 0
-        while room > 0 and waiting:
-            if vis and vis > enc_left and (prefilling or enc_left < enc_budget):
-                break
-            j = waiting.popleft()
-            prefilling.append(j)
-            c = min(P - done[j], room)
-            chunks.append((j, c))
-            room -= c
-            if vis:
-                enc_left -= vis
-                n_enc += 1
+        chunks, n_enc = _schedule(prefilling, waiting, done, P, B - n_dec, vis, enc_budget)
         pf_tok = sum(c for _, c in chunks)
         pairs = sum(prefill_pairs(done[j], c) for j, c in chunks)
         kv_read = sum(done[j] + c for j, c in chunks)
@@ -147,6 +127,33 @@ def _one_wave(cost: StepCost, cfg: ResolvedConfig, shape: RequestShape, cur: Cur
                     finish[j] = t
     _decode_out(cost, decoding, gen, L, P, t, finish)
     return first, finish
+
+
+def _schedule(prefilling: list[int], waiting: deque[int], done: list[int], P: int, room: int, vis: int,
+              enc_budget: int) -> tuple[list[tuple[int, int]], int]:
+    """One step's prefill chunks (running prefills first, then waiting clients within the token and encoder
+    budgets; admitted clients move from ``waiting`` to ``prefilling``) and how many clients' images it encodes."""
+    chunks: list[tuple[int, int]] = []
+    for j in prefilling:
+        c = min(P - done[j], room)
+        if c <= 0:
+            break
+        chunks.append((j, c))
+        room -= c
+    enc_left = enc_budget - vis * len(prefilling)
+    n_enc = 0
+    while room > 0 and waiting:
+        if vis and vis > enc_left and (prefilling or enc_left < enc_budget):
+            break
+        j = waiting.popleft()
+        prefilling.append(j)
+        c = min(P - done[j], room)
+        chunks.append((j, c))
+        room -= c
+        if vis:
+            enc_left -= vis
+            n_enc += 1
+    return chunks, n_enc
 
 
 def _decode_out(cost: StepCost, decoding: list[int], gen: list[int], L: int, P: int, t: float,

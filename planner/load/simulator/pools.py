@@ -82,18 +82,23 @@ class DecodeLane(Lane):
         return jumped
 
 
-def simulate_pd(prefill: Pool, decode: Pool, reqs: SimRequests, arrival: str = "poisson",
-                rate_per_s: float | None = None, trace_s: tuple[float, ...] | None = None, seed: int = 0,
-                transfer_ms: np.ndarray | float = 0.0, repeat_frontend: bool = True, warmup: float = 0.1,
-                cooldown: float = 0.05, block_size: int = 16, async_scheduling: bool | None = None) -> PdSimResult:
-    """Serve ``reqs`` (the whole workload, not one replica's share) on a prefill pool and a decode pool."""
-    n = len(reqs)
+def _check(prefill: Pool, decode: Pool, n: int, arrival: str) -> None:
+    """What the coupled-pool simulator serves: some requests, open-loop arrivals, pools without pipeline stages."""
     if n == 0:
         raise ValueError("no requests to simulate")
     if arrival not in ("poisson", "trace"):
         raise ValueError(f"the coupled-pool simulator serves open-loop arrivals only (got '{arrival}')")
     if prefill.cfg.pp != 1 or decode.cfg.pp != 1:
         raise ValueError("the coupled-pool simulator models pipeline depth 1 pools only")
+
+
+def simulate_pd(prefill: Pool, decode: Pool, reqs: SimRequests, arrival: str = "poisson",
+                rate_per_s: float | None = None, trace_s: tuple[float, ...] | None = None, seed: int = 0,
+                transfer_ms: np.ndarray | float = 0.0, repeat_frontend: bool = True, warmup: float = 0.1,
+                cooldown: float = 0.05, block_size: int = 16, async_scheduling: bool | None = None) -> PdSimResult:
+    """Serve ``reqs`` (the whole workload, not one replica's share) on a prefill pool and a decode pool."""
+    n = len(reqs)
+    _check(prefill, decode, n, arrival)
     if async_scheduling is None:
         async_scheduling = prefill.cfg.async_scheduling and decode.cfg.async_scheduling
     arr = arrival_times(n, arrival, rate_per_s, trace_s, seed)
